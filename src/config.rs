@@ -1,0 +1,178 @@
+//! The command line and environment (DESIGN §9), and turning them into settings. Secrets read here
+//! are wrapped at once so they never print.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+use crate::crypto::{MasterKey, MasterKeyError, Redacted};
+use crate::storage::Durability;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "keyledger",
+    version,
+    about = "Event-sourced control plane for BYOK LLM credentials"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the HTTP server.
+    Serve(ServeArgs),
+    /// Check the hash chain and that the projections equal a replay of the log.
+    Verify(StoreArgs),
+    /// Drop the projections and rebuild them from the log (with the server stopped).
+    Rebuild(StoreArgs),
+    /// Print the OpenAPI document.
+    Openapi,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct StoreArgs {
+    /// Directory of the sled store.
+    #[arg(long, env = "KEYLEDGER_DATA_DIR", default_value = "./keyledger-data")]
+    pub data_dir: PathBuf,
+    /// File holding the master key as base64 of 64 bytes. Without it (and without
+    /// KEYLEDGER_MASTER_KEY) keyledger runs in development mode with a key in the data dir.
+    #[arg(long)]
+    pub master_key_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Address to listen on.
+    #[arg(long, env = "KEYLEDGER_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// The operator's token. Without one, a token is generated on first start, printed once, and
+    /// only its hash kept.
+    #[arg(long, env = "KEYLEDGER_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Let anyone create an account, without the admin token.
+    #[arg(long, env = "KEYLEDGER_OPEN_SIGNUP", action = ArgAction::SetTrue)]
+    pub open_signup: bool,
+    /// Let webhooks and probes reach loopback and private addresses (on in development mode).
+    #[arg(long, env = "KEYLEDGER_ALLOW_PRIVATE_URLS", action = ArgAction::SetTrue)]
+    pub allow_private_urls: bool,
+    /// Acknowledge writes before they are durable. Only for showing that the crash test catches
+    /// lost writes; never for real data.
+    #[arg(long, env = "KEYLEDGER_UNSAFE_NO_SYNC", action = ArgAction::SetTrue, hide = true)]
+    pub unsafe_no_sync: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("KEYLEDGER_MASTER_KEY: {0}")]
+    MasterKeyEnv(MasterKeyError),
+    #[error("master key file {path}: {reason}")]
+    MasterKeyFile { path: PathBuf, reason: String },
+    #[error(
+        "no master key: pass --master-key-file or set KEYLEDGER_MASTER_KEY (or start `keyledger serve` once in development mode to create {0})"
+    )]
+    NoMasterKey(PathBuf),
+}
+
+/// Where the master key came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySource {
+    Flag,
+    Environment,
+    /// Development mode: `master.key` in the data dir, created on first start.
+    Development,
+}
+
+/// Everything `serve` needs, resolved.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: String,
+    pub data_dir: PathBuf,
+    pub master_key: MasterKey,
+    pub key_source: KeySource,
+    pub admin_token: Option<Redacted<String>>,
+    pub open_signup: bool,
+    pub allow_private_urls: bool,
+    pub durability: Durability,
+    /// HTTP worker threads; `None` for one per core.
+    pub workers: Option<usize>,
+    /// Stop gracefully on SIGTERM / SIGINT (the binary does; in-process tests do not).
+    pub handle_signals: bool,
+}
+
+pub const DEV_KEY_FILE: &str = "master.key";
+
+impl Settings {
+    pub fn from_args(args: ServeArgs) -> Result<Self, ConfigError> {
+        let (master_key, key_source) = master_key(&args.store, true)?;
+        Ok(Self {
+            listen: args.listen,
+            data_dir: args.store.data_dir,
+            master_key,
+            allow_private_urls: args.allow_private_urls || key_source == KeySource::Development,
+            key_source,
+            admin_token: args.admin_token.map(Redacted::new),
+            open_signup: args.open_signup,
+            durability: if args.unsafe_no_sync {
+                Durability::UnsafeNoSync
+            } else {
+                Durability::Sync
+            },
+            workers: None,
+            handle_signals: true,
+        })
+    }
+}
+
+/// Resolves the master key: the flag's file, then `KEYLEDGER_MASTER_KEY`, then development mode's
+/// `master.key` in the data dir (created when `create` is set).
+pub fn master_key(args: &StoreArgs, create: bool) -> Result<(MasterKey, KeySource), ConfigError> {
+    if let Some(path) = &args.master_key_file {
+        return Ok((read_key_file(path)?, KeySource::Flag));
+    }
+    if let Ok(text) = std::env::var("KEYLEDGER_MASTER_KEY") {
+        let key = MasterKey::from_base64(&text).map_err(ConfigError::MasterKeyEnv)?;
+        return Ok((key, KeySource::Environment));
+    }
+    let path = args.data_dir.join(DEV_KEY_FILE);
+    if path.exists() {
+        return Ok((read_key_file(&path)?, KeySource::Development));
+    }
+    if !create {
+        return Err(ConfigError::NoMasterKey(path));
+    }
+    let key = MasterKey::generate();
+    write_key_file(&path, &key).map_err(|e| ConfigError::MasterKeyFile {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok((key, KeySource::Development))
+}
+
+fn read_key_file(path: &Path) -> Result<MasterKey, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::MasterKeyFile {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
+    MasterKey::from_base64(&text).map_err(|e| ConfigError::MasterKeyFile {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn write_key_file(path: &Path, key: &MasterKey) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    writeln!(file, "{}", key.to_base64().expose())?;
+    file.sync_all()
+}

@@ -1,0 +1,137 @@
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
+use super::{Redacted, SealError, open, random_bytes, seal};
+
+/// Length of an AES-256-SIV key (two 256-bit halves).
+pub const KEY_LEN: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MasterKeyError {
+    #[error("the master key must be base64 of exactly 64 bytes")]
+    BadEncoding,
+    #[error("the master key must be exactly 64 bytes, found {0}")]
+    BadLength(usize),
+}
+
+/// The key-encryption key (KEK). It wraps data keys and is never written next to the data it
+/// protects, except in development mode.
+#[derive(Clone)]
+pub struct MasterKey(Redacted<[u8; KEY_LEN]>);
+
+impl MasterKey {
+    pub fn generate() -> Self {
+        Self(Redacted::new(random_bytes()))
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, MasterKeyError> {
+        let key: [u8; KEY_LEN] = bytes
+            .try_into()
+            .map_err(|_| MasterKeyError::BadLength(bytes.len()))?;
+        Ok(Self(Redacted::new(key)))
+    }
+
+    /// Parses base64 text (surrounding whitespace allowed), as in `KEYLEDGER_MASTER_KEY` and key files.
+    pub fn from_base64(text: &str) -> Result<Self, MasterKeyError> {
+        let bytes = STANDARD
+            .decode(text.trim())
+            .map_err(|_| MasterKeyError::BadEncoding)?;
+        Self::from_bytes(&bytes)
+    }
+
+    pub fn to_base64(&self) -> Redacted<String> {
+        Redacted::new(STANDARD.encode(self.0.expose()))
+    }
+
+    /// Wraps a data key, bound to `aad` (what the key belongs to).
+    pub fn wrap(&self, key: &DataKey, aad: &[u8]) -> Vec<u8> {
+        // Sealing with a well-formed 64-byte key cannot fail.
+        seal(self.0.expose(), aad, key.0.expose()).unwrap_or_default()
+    }
+
+    pub fn unwrap_key(&self, wrapped: &[u8], aad: &[u8]) -> Result<DataKey, SealError> {
+        let bytes = open(self.0.expose(), aad, wrapped)?;
+        let key: [u8; KEY_LEN] = bytes.try_into().map_err(|_| SealError::Malformed)?;
+        Ok(DataKey(Redacted::new(key)))
+    }
+}
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKey([redacted])")
+    }
+}
+
+/// A per-record data key (DEK): seals that record's secrets; stored only wrapped by the KEK.
+#[derive(Clone)]
+pub struct DataKey(Redacted<[u8; KEY_LEN]>);
+
+impl DataKey {
+    pub fn generate() -> Self {
+        Self(Redacted::new(random_bytes()))
+    }
+
+    pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+        seal(self.0.expose(), aad, plaintext).unwrap_or_default()
+    }
+
+    pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, SealError> {
+        open(self.0.expose(), aad, sealed)
+    }
+
+    /// The raw key, for keyed hashes derived from it.
+    pub(crate) fn bytes(&self) -> &[u8; KEY_LEN] {
+        self.0.expose()
+    }
+}
+
+impl std::fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DataKey([redacted])")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_round_trip_and_length_check() {
+        let k = MasterKey::generate();
+        let text = k.to_base64();
+        assert!(MasterKey::from_base64(text.expose()).is_ok());
+        assert!(matches!(
+            MasterKey::from_base64(&STANDARD.encode([0u8; 32])),
+            Err(MasterKeyError::BadLength(32))
+        ));
+        assert!(matches!(
+            MasterKey::from_base64("not base64!"),
+            Err(MasterKeyError::BadEncoding)
+        ));
+    }
+
+    #[test]
+    fn wrapped_key_opens_only_with_its_kek_and_binding() {
+        let kek = MasterKey::generate();
+        let dek = DataKey::generate();
+        let wrapped = kek.wrap(&dek, b"cred_1");
+        let back = kek.unwrap_key(&wrapped, b"cred_1").unwrap();
+        let sealed = dek.seal(b"ad", b"secret");
+        assert_eq!(back.open(b"ad", &sealed).unwrap(), b"secret");
+        assert!(kek.unwrap_key(&wrapped, b"cred_2").is_err());
+        assert!(
+            MasterKey::generate()
+                .unwrap_key(&wrapped, b"cred_1")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn debug_never_shows_key_bytes() {
+        assert_eq!(
+            format!("{:?}", MasterKey::generate()),
+            "MasterKey([redacted])"
+        );
+        assert_eq!(format!("{:?}", DataKey::generate()), "DataKey([redacted])");
+    }
+}

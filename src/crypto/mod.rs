@@ -1,0 +1,25 @@
+//! Everything cryptographic: the master key (KEK), per-record data keys, AES-SIV sealing, API
+//! token generation and keyed token hashes, and the `Redacted` wrapper that keeps secrets out of
+//! `Debug` / `Display` output. The only module that imports `aes-siv`, `hmac` or `sha2`; it knows
+//! nothing about storage or HTTP.
+
+mod keys;
+mod redacted;
+mod seal;
+mod token;
+
+pub use keys::{DataKey, MasterKey, MasterKeyError};
+pub use redacted::Redacted;
+pub use seal::{SealError, open, seal};
+pub use token::{KeyedHasher, TokenHash, generate_token, token_prefix};
+
+/// Fills a fresh array with bytes from the operating system's CSPRNG.
+///
+/// The OS generator failing is unrecoverable for a secrets service: nothing can be sealed or minted
+/// safely, so this is the one place that aborts instead of returning an error.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut out = [0u8; N];
+    #[allow(clippy::expect_used)]
+    getrandom::fill(&mut out).expect("the operating system's random number generator failed");
+    out
+}

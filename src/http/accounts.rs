@@ -1,0 +1,117 @@
+//! `POST /v1/accounts` and `GET /v1/account`.
+
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::auth::{Authed, Read, Signup};
+use super::error::{
+    ApiError, BadRequest, Conflict, Forbidden, InternalError, PayloadTooLarge, Unauthorized,
+    Unprocessable, UnsupportedMediaType,
+};
+use super::json::Json;
+use super::keys::ApiKeyObject;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(super::resource("/v1/accounts").route(web::post().to(create_account)))
+        .service(super::resource("/v1/account").route(web::get().to(get_account)));
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"email": "ada@example.com"}))]
+pub struct CreateAccountRequest {
+    /// The tenant's email; unique across the server, compared case-insensitively.
+    pub email: String,
+}
+
+/// A new account and its first API key. The key is shown once: store it now.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"account_id": "acct_01JD5Q3M8X2Y4Z6A7B8C9D0E1F", "email": "ada@example.com",
+    "created_at": "2026-11-23T10:00:00Z", "api_key": "kl_3f9a0c…", "shown_once": true,
+    "key": {"id": "key_01JD5Q3M8X2Y4Z6A7B8C9D0E1G", "name": "default", "prefix": "kl_3f9a0c1b2",
+        "scopes": ["admin", "write", "read"], "created_at": "2026-11-23T10:00:00Z",
+        "last_used_at": null, "revoked_at": null}}))]
+pub struct AccountCreated {
+    pub account_id: String,
+    pub email: String,
+    pub created_at: DateTime<Utc>,
+    /// The first API key's token (`admin`, `write` and `read` scopes). Never shown again.
+    pub api_key: String,
+    /// Always `true`: the token cannot be retrieved later.
+    pub shown_once: bool,
+    pub key: ApiKeyObject,
+}
+
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"account_id": "acct_01JD5Q3M8X2Y4Z6A7B8C9D0E1F", "email": "ada@example.com",
+    "created_at": "2026-11-23T10:00:00Z"}))]
+pub struct AccountObject {
+    pub account_id: String,
+    pub email: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Create an account.
+///
+/// Needs the operator's admin token, unless the server runs with open sign-up. Answers the
+/// account with its first API key, shown once.
+#[utoipa::path(
+    post, path = "/v1/accounts", operation_id = "create_account", tag = "accounts",
+    request_body = CreateAccountRequest,
+    responses(
+        (status = 201, description = "The account was created", body = AccountCreated),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = Unprocessable),
+        (status = 500, response = InternalError),
+    ),
+    security((), ("bearer" = []))
+)]
+pub async fn create_account(
+    state: web::Data<AppState>,
+    caller: Signup,
+    Json(body): Json<CreateAccountRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let created = state
+        .accounts
+        .create_account(&body.email, &caller.meta)
+        .await?;
+    Ok(HttpResponse::Created().json(AccountCreated {
+        account_id: created.account.account_id,
+        email: created.account.email,
+        created_at: created.account.created_at,
+        api_key: created.token.into_inner(),
+        shown_once: true,
+        key: created.key.into(),
+    }))
+}
+
+/// Get the calling key's account.
+#[utoipa::path(
+    get, path = "/v1/account", operation_id = "get_account", tag = "accounts",
+    responses(
+        (status = 200, description = "The account", body = AccountObject),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = InternalError),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_account(
+    state: web::Data<AppState>,
+    caller: Authed<Read>,
+) -> Result<web::Json<AccountObject>, ApiError> {
+    let account = state.accounts.get_account(&caller.account_id)?;
+    Ok(web::Json(AccountObject {
+        account_id: account.account_id,
+        email: account.email,
+        created_at: account.created_at,
+    }))
+}

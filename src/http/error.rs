@@ -1,0 +1,254 @@
+//! The error envelope of every failure, and the one table that maps each error code to its type
+//! and HTTP status (documented in docs/errors.md).
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+use utoipa::{ToResponse, ToSchema};
+
+use super::request_id;
+use crate::service::ServiceError;
+
+/// The broad class of an error; clients branch on this.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorType {
+    InvalidRequestError,
+    AuthenticationError,
+    PermissionError,
+    NotFoundError,
+    ConflictError,
+    IdempotencyError,
+    RateLimitError,
+    ApiError,
+}
+
+/// Every stable error code. Codes are never renamed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    InvalidJson,
+    InvalidBody,
+    InvalidParameter,
+    InvalidQuery,
+    BodyTooLarge,
+    UnsupportedMediaType,
+    MissingToken,
+    InvalidToken,
+    InsufficientScope,
+    ResourceMissing,
+    RouteNotFound,
+    MethodNotAllowed,
+    EmailTaken,
+    VersionConflict,
+    InternalError,
+    Unavailable,
+}
+
+impl ErrorCode {
+    /// The table: code → (string, type, status).
+    pub const fn spec(self) -> (&'static str, ErrorType, StatusCode) {
+        use ErrorType::*;
+        match self {
+            Self::InvalidJson => ("invalid_json", InvalidRequestError, StatusCode::BAD_REQUEST),
+            Self::InvalidBody => (
+                "invalid_body",
+                InvalidRequestError,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            Self::InvalidParameter => (
+                "invalid_parameter",
+                InvalidRequestError,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            Self::InvalidQuery => (
+                "invalid_query",
+                InvalidRequestError,
+                StatusCode::BAD_REQUEST,
+            ),
+            Self::BodyTooLarge => (
+                "body_too_large",
+                InvalidRequestError,
+                StatusCode::PAYLOAD_TOO_LARGE,
+            ),
+            Self::UnsupportedMediaType => (
+                "unsupported_media_type",
+                InvalidRequestError,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ),
+            Self::MissingToken => (
+                "missing_token",
+                AuthenticationError,
+                StatusCode::UNAUTHORIZED,
+            ),
+            Self::InvalidToken => (
+                "invalid_token",
+                AuthenticationError,
+                StatusCode::UNAUTHORIZED,
+            ),
+            Self::InsufficientScope => {
+                ("insufficient_scope", PermissionError, StatusCode::FORBIDDEN)
+            }
+            Self::ResourceMissing => ("resource_missing", NotFoundError, StatusCode::NOT_FOUND),
+            Self::RouteNotFound => ("route_not_found", NotFoundError, StatusCode::NOT_FOUND),
+            Self::MethodNotAllowed => (
+                "method_not_allowed",
+                InvalidRequestError,
+                StatusCode::METHOD_NOT_ALLOWED,
+            ),
+            Self::EmailTaken => ("email_taken", ConflictError, StatusCode::CONFLICT),
+            Self::VersionConflict => ("version_conflict", ConflictError, StatusCode::CONFLICT),
+            Self::InternalError => (
+                "internal_error",
+                ApiError,
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+            Self::Unavailable => ("unavailable", ApiError, StatusCode::SERVICE_UNAVAILABLE),
+        }
+    }
+}
+
+/// `{"error": {...}}`: the body of every non-2xx response.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"error": {"type": "invalid_request_error", "code": "invalid_parameter",
+    "message": "email is not a valid address", "param": "email", "request_id": "req_01JD5Q3M8X2Y4Z6A7B8C9D0E1F"}}))]
+pub struct ErrorEnvelope {
+    pub error: ErrorBody,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    #[serde(rename = "type")]
+    pub error_type: ErrorType,
+    /// Stable, snake_case; see docs/errors.md.
+    pub code: String,
+    /// For people; never contains a secret.
+    pub message: String,
+    /// The request field or parameter at fault, as a dotted path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub param: Option<String>,
+    /// Same as the `X-Request-ID` header.
+    pub request_id: String,
+}
+
+/// An error answered to the client.
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub param: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            param: None,
+        }
+    }
+
+    pub fn with_param(mut self, param: impl Into<String>) -> Self {
+        self.param = Some(param.into());
+        self
+    }
+
+    pub fn internal() -> Self {
+        Self::new(
+            ErrorCode::InternalError,
+            "something went wrong on our side; the request id identifies it in the server log",
+        )
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code.spec().0, self.message)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.code.spec().2
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let (code, error_type, status) = self.code.spec();
+        HttpResponse::build(status).json(ErrorEnvelope {
+            error: ErrorBody {
+                error_type,
+                code: code.to_owned(),
+                message: self.message.clone(),
+                param: self.param.clone(),
+                request_id: request_id::current(),
+            },
+        })
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(error: ServiceError) -> Self {
+        match error {
+            ServiceError::NotFound(what) => ApiError::new(ErrorCode::ResourceMissing, what),
+            ServiceError::Invalid { param, message } => {
+                ApiError::new(ErrorCode::InvalidParameter, message).with_param(param)
+            }
+            ServiceError::Taken { index: "email" } => ApiError::new(
+                ErrorCode::EmailTaken,
+                "an account with this email already exists",
+            )
+            .with_param("email"),
+            ServiceError::Taken { index } => ApiError::new(
+                ErrorCode::VersionConflict,
+                format!("{index} already exists"),
+            ),
+            e @ ServiceError::VersionConflict { .. } => {
+                ApiError::new(ErrorCode::VersionConflict, e.to_string())
+            }
+            ServiceError::Store(e) => {
+                // The cause goes to the log with the request id; the client gets a generic message.
+                tracing::error!(error = %e, "store failure");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+// Reusable responses referenced by every operation in the OpenAPI document.
+
+/// The request is malformed: invalid JSON or query parameters.
+#[derive(ToResponse)]
+pub struct BadRequest(#[allow(dead_code)] ErrorEnvelope);
+
+/// Missing, unknown or revoked bearer token.
+#[derive(ToResponse)]
+pub struct Unauthorized(#[allow(dead_code)] ErrorEnvelope);
+
+/// The token lacks the scope this operation needs.
+#[derive(ToResponse)]
+pub struct Forbidden(#[allow(dead_code)] ErrorEnvelope);
+
+/// No such resource in this account.
+#[derive(ToResponse)]
+pub struct NotFound(#[allow(dead_code)] ErrorEnvelope);
+
+/// Conflicts with the current state.
+#[derive(ToResponse)]
+pub struct Conflict(#[allow(dead_code)] ErrorEnvelope);
+
+/// The body is larger than the server accepts (64 KiB).
+#[derive(ToResponse)]
+pub struct PayloadTooLarge(#[allow(dead_code)] ErrorEnvelope);
+
+/// The body is not `application/json`.
+#[derive(ToResponse)]
+pub struct UnsupportedMediaType(#[allow(dead_code)] ErrorEnvelope);
+
+/// The body is well-formed JSON but a field is missing, unknown, of the wrong type or invalid;
+/// `param` names it.
+#[derive(ToResponse)]
+pub struct Unprocessable(#[allow(dead_code)] ErrorEnvelope);
+
+/// An unexpected server failure; the message is generic and the request id finds the cause in
+/// the server log.
+#[derive(ToResponse)]
+pub struct InternalError(#[allow(dead_code)] ErrorEnvelope);

@@ -1,0 +1,155 @@
+//! The JSON body extractor every handler uses: content type checked, size bounded, unknown fields
+//! and wrong types answered as 4xx with the envelope and a `param` path. Error messages never echo
+//! the offending value (it could be a secret).
+
+use actix_web::dev::Payload;
+use actix_web::http::header::CONTENT_TYPE;
+use actix_web::{FromRequest, HttpRequest};
+use futures_util::StreamExt;
+use futures_util::future::LocalBoxFuture;
+use serde::de::DeserializeOwned;
+
+use super::error::{ApiError, ErrorCode};
+
+/// Largest accepted request body.
+pub const MAX_BODY: usize = 64 * 1024;
+/// Past this, an oversized body is no longer drained before answering 413.
+const MAX_DRAIN: usize = 16 * 1024 * 1024;
+
+pub struct Json<T>(pub T);
+
+fn is_json(req: &HttpRequest) -> bool {
+    let Some(value) = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let json = is_json(req);
+        let mut payload = payload.take();
+        Box::pin(async move {
+            let mut body = Vec::new();
+            let mut seen = 0usize;
+            while let Some(chunk) = payload.next().await {
+                let chunk = chunk.map_err(|_| {
+                    ApiError::new(ErrorCode::InvalidJson, "the request body could not be read")
+                })?;
+                seen += chunk.len();
+                if seen <= MAX_BODY {
+                    body.extend_from_slice(&chunk);
+                } else if seen > MAX_DRAIN {
+                    break;
+                }
+            }
+            if seen > MAX_BODY {
+                return Err(ApiError::new(
+                    ErrorCode::BodyTooLarge,
+                    format!("the request body is larger than {MAX_BODY} bytes"),
+                ));
+            }
+            if !json {
+                return Err(ApiError::new(
+                    ErrorCode::UnsupportedMediaType,
+                    "the request body must be JSON, sent with Content-Type: application/json",
+                ));
+            }
+            parse(&body).map(Json)
+        })
+    }
+}
+
+/// Deserialises a body, naming the field at fault on failure.
+pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_data() {
+            let error = ApiError::new(ErrorCode::InvalidBody, describe(&inner));
+            if path.is_empty() || path == "." {
+                error
+            } else {
+                error.with_param(path)
+            }
+        } else {
+            ApiError::new(ErrorCode::InvalidJson, "the request body is not valid JSON")
+        }
+    })?;
+    de.end()
+        .map_err(|_| ApiError::new(ErrorCode::InvalidJson, "the request body is not valid JSON"))?;
+    Ok(value)
+}
+
+/// serde's message without the position suffix and without the offending value.
+fn describe(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    let text = text.split(" at line ").next().unwrap_or(&text);
+    for lead in ["invalid type: ", "invalid value: ", "unknown variant "] {
+        if let Some(rest) = text.strip_prefix(lead) {
+            let expected = rest.split_once(", expected ").map_or("", |(_, e)| e);
+            let what = lead.trim_end_matches(": ").trim_end();
+            return if expected.is_empty() {
+                what.to_owned()
+            } else {
+                format!("{what}: expected {expected}")
+            };
+        }
+    }
+    text.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        name: String,
+        count: u32,
+    }
+
+    #[test]
+    fn never_echoes_the_value() {
+        let err = parse::<Body>(br#"{"name": 7, "count": 1}"#).unwrap_err();
+        assert_eq!(err.param.as_deref(), Some("name"));
+        assert!(!err.message.contains('7'), "{}", err.message);
+        let err = parse::<Body>(br#"{"name": "x", "count": "sk-canary"}"#).unwrap_err();
+        assert!(!err.message.contains("sk-canary"), "{}", err.message);
+        assert_eq!(err.code, ErrorCode::InvalidBody);
+    }
+
+    #[test]
+    fn classifies_syntax_and_shape() {
+        assert_eq!(
+            parse::<Body>(b"{").unwrap_err().code,
+            ErrorCode::InvalidJson
+        );
+        assert_eq!(
+            parse::<Body>(b"{} x").unwrap_err().code,
+            ErrorCode::InvalidJson
+        );
+        let unknown = parse::<Body>(br#"{"name":"x","count":1,"extra":true}"#).unwrap_err();
+        assert_eq!(unknown.code, ErrorCode::InvalidBody);
+        assert!(unknown.message.contains("unknown field `extra`"));
+        let missing = parse::<Body>(br#"{"name":"x"}"#).unwrap_err();
+        assert!(missing.message.contains("missing field `count`"));
+    }
+}

@@ -1,0 +1,162 @@
+//! `POST /v1/account/keys`, `GET /v1/account/keys`, `DELETE /v1/account/keys/{id}`.
+
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::auth::{Admin, Authed};
+use super::error::{
+    ApiError, BadRequest, Forbidden, InternalError, NotFound, PayloadTooLarge, Unauthorized,
+    Unprocessable, UnsupportedMediaType,
+};
+use super::json::Json;
+use crate::domain::Scope;
+use crate::service::accounts::KeyView;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        super::resource("/v1/account/keys")
+            .route(web::post().to(create_key))
+            .route(web::get().to(list_keys)),
+    )
+    .service(super::resource("/v1/account/keys/{id}").route(web::delete().to(revoke_key)));
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "ci deploys", "scopes": ["read", "write"]}))]
+pub struct CreateKeyRequest {
+    /// 1 to 128 characters.
+    pub name: String,
+    /// At least one. `admin` covers `write` and `read`; `write` covers `read`; `resolve` is
+    /// covered by nothing else.
+    pub scopes: Vec<Scope>,
+}
+
+/// An account API key. Never includes the token.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"id": "key_01JD5Q3M8X2Y4Z6A7B8C9D0E1G", "name": "ci deploys",
+    "prefix": "kl_3f9a0c1b2", "scopes": ["write", "read"], "created_at": "2026-11-23T10:00:00Z",
+    "last_used_at": null, "revoked_at": null}))]
+pub struct ApiKeyObject {
+    pub id: String,
+    pub name: String,
+    /// The token's first 12 characters: names the key in listings, logs and events.
+    pub prefix: String,
+    pub scopes: Vec<Scope>,
+    pub created_at: DateTime<Utc>,
+    /// Updated at most once a minute.
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<KeyView> for ApiKeyObject {
+    fn from(k: KeyView) -> Self {
+        Self {
+            id: k.key_id,
+            name: k.name,
+            prefix: k.prefix,
+            scopes: k.scopes,
+            created_at: k.created_at,
+            last_used_at: k.last_used_at,
+            revoked_at: k.revoked_at,
+        }
+    }
+}
+
+/// A new API key with its token, shown once.
+#[derive(Serialize, ToSchema)]
+pub struct ApiKeyCreated {
+    #[serde(flatten)]
+    pub key: ApiKeyObject,
+    /// The token. Never shown again.
+    pub api_key: String,
+    /// Always `true`.
+    pub shown_once: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ApiKeyList {
+    /// Oldest first.
+    pub items: Vec<ApiKeyObject>,
+}
+
+/// Mint an API key.
+#[utoipa::path(
+    post, path = "/v1/account/keys", operation_id = "create_api_key", tag = "keys",
+    request_body = CreateKeyRequest,
+    responses(
+        (status = 201, description = "The key was minted; its token is shown once", body = ApiKeyCreated),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = Unprocessable),
+        (status = 500, response = InternalError),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create_key(
+    state: web::Data<AppState>,
+    caller: Authed<Admin>,
+    Json(body): Json<CreateKeyRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let created = state
+        .accounts
+        .mint_key(&caller.account_id, &body.name, body.scopes, &caller.meta)
+        .await?;
+    Ok(HttpResponse::Created().json(ApiKeyCreated {
+        key: created.key.into(),
+        api_key: created.token.into_inner(),
+        shown_once: true,
+    }))
+}
+
+/// List the account's API keys, revoked ones included.
+#[utoipa::path(
+    get, path = "/v1/account/keys", operation_id = "list_api_keys", tag = "keys",
+    responses(
+        (status = 200, description = "The account's keys", body = ApiKeyList),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = InternalError),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_keys(
+    state: web::Data<AppState>,
+    caller: Authed<Admin>,
+) -> Result<web::Json<ApiKeyList>, ApiError> {
+    let keys = state.accounts.list_keys(&caller.account_id)?;
+    Ok(web::Json(ApiKeyList {
+        items: keys.into_iter().map(Into::into).collect(),
+    }))
+}
+
+/// Revoke an API key, effective at once. Revoking a revoked key answers it unchanged.
+#[utoipa::path(
+    delete, path = "/v1/account/keys/{id}", operation_id = "revoke_api_key", tag = "keys",
+    params(("id" = String, Path, description = "The key's id (`key_…`)")),
+    responses(
+        (status = 200, description = "The key, revoked", body = ApiKeyObject),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = InternalError),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn revoke_key(
+    state: web::Data<AppState>,
+    caller: Authed<Admin>,
+    id: web::Path<String>,
+) -> Result<web::Json<ApiKeyObject>, ApiError> {
+    let key = state
+        .accounts
+        .revoke_key(&caller.account_id, &id, &caller.meta)
+        .await?;
+    Ok(web::Json(key.into()))
+}

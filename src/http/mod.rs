@@ -1,0 +1,46 @@
+//! The only module that knows actix-web and utoipa: one file per resource, each with its
+//! `configure`; the auth extractors; the JSON extractor; the error envelope; request ids; the
+//! OpenAPI document.
+
+pub mod accounts;
+pub mod auth;
+pub mod error;
+pub mod health;
+pub mod json;
+pub mod keys;
+pub mod openapi;
+pub mod request_id;
+
+use actix_web::{HttpResponse, web};
+
+use crate::service::accounts::Accounts;
+use error::{ApiError, ErrorCode};
+
+/// Shared by every worker.
+pub struct AppState {
+    pub accounts: Accounts,
+    pub open_signup: bool,
+}
+
+/// A resource whose undeclared methods answer 405 with the envelope (actix would say 404).
+pub fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.configure(accounts::configure)
+        .configure(keys::configure)
+        .configure(health::configure)
+        .configure(openapi::configure);
+}
+
+pub async fn route_not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::new(ErrorCode::RouteNotFound, "no such route"))
+}
+
+async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        "this route does not answer that method",
+    ))
+}

@@ -1,0 +1,70 @@
+//! Every request gets an id (`req_<ULID>`, or a well-formed `X-Request-ID` the caller sent), a
+//! tracing span, the `X-Request-ID` response header, and one log line when it finishes. The id
+//! is also reachable from anywhere the request is handled, so error bodies can carry it.
+
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{Error, HttpMessage};
+use tracing::Instrument;
+
+use crate::domain::new_id;
+
+pub const HEADER: &str = "x-request-id";
+
+tokio::task_local! {
+    static REQUEST_ID: String;
+}
+
+/// The id of the request being handled (empty outside a request).
+pub fn current() -> String {
+    REQUEST_ID.try_with(Clone::clone).unwrap_or_default()
+}
+
+/// The request id, as an extension on the request.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+fn accepted(incoming: &str) -> bool {
+    (1..=64).contains(&incoming.len())
+        && incoming
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+pub async fn middleware(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let id = req
+        .headers()
+        .get(HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| accepted(v))
+        .map_or_else(|| new_id("req"), str::to_owned);
+    req.extensions_mut().insert(RequestId(id.clone()));
+    // The path, never the query string: a query could carry something sensitive.
+    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.path());
+    let started = Instant::now();
+    let outcome = REQUEST_ID
+        // Inside an async block so that routing and extractors, which run when the inner
+        // service is called, already see the id.
+        .scope(id.clone(), async move { next.call(req).await })
+        .instrument(span.clone())
+        .await;
+    // Handlers and extractors answer errors as responses; an `Err` here comes from actix
+    // itself and is answered by it.
+    let mut response = outcome?;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static(HEADER), value);
+    }
+    let status = response.status().as_u16();
+    let latency_ms = started.elapsed().as_secs_f64() * 1e3;
+    span.in_scope(|| tracing::info!(status, latency_ms, "request finished"));
+    Ok(response)
+}

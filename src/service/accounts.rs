@@ -1,0 +1,262 @@
+//! Accounts, their API keys, and authentication of presented tokens.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+
+use super::{ServiceError, execute};
+use crate::crypto::{Redacted, TokenHash, generate_token, token_prefix};
+use crate::domain::account::{self, Account, AccountCommand, ApiKey, NewKey};
+use crate::domain::{Scope, new_id};
+use crate::es::{Aggregate, EventMeta, StreamId};
+use crate::storage::{Store, StoreError};
+
+/// Marker of account API tokens.
+pub const TOKEN_MARKER: &str = "kl_";
+/// Marker of the operator's admin token.
+pub const ADMIN_TOKEN_MARKER: &str = "kl_admin_";
+
+/// Last-used stamps are written at most this often per key, so authentication stays a read.
+const TOUCH_EVERY_MS: i64 = 60_000;
+
+/// Who is calling.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Principal {
+    /// The operator, with the admin token.
+    Operator,
+    /// An account API key.
+    Key {
+        account_id: String,
+        key_id: String,
+        prefix: String,
+        scopes: Vec<Scope>,
+    },
+}
+
+impl Principal {
+    /// The actor recorded on events: the key's public prefix, or `operator`.
+    pub fn actor(&self) -> String {
+        match self {
+            Principal::Operator => "operator".to_owned(),
+            Principal::Key { prefix, .. } => prefix.clone(),
+        }
+    }
+}
+
+/// A key as the API shows it: never the token or its hash.
+#[derive(Clone, Debug)]
+pub struct KeyView {
+    pub key_id: String,
+    pub name: String,
+    pub prefix: String,
+    pub scopes: Vec<Scope>,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+pub struct CreatedAccount {
+    pub account: Account,
+    pub key: KeyView,
+    pub token: Redacted<String>,
+}
+
+pub struct CreatedKey {
+    pub key: KeyView,
+    pub token: Redacted<String>,
+}
+
+pub struct Accounts {
+    store: Store,
+    admin_token: TokenHash,
+    touched: Mutex<HashMap<String, i64>>,
+}
+
+fn stream(account_id: &str) -> StreamId {
+    StreamId::new(Account::KIND, account_id)
+}
+
+fn new_key(name: String, scopes: Vec<Scope>, store: &Store) -> (NewKey, Redacted<String>) {
+    let token = generate_token(TOKEN_MARKER);
+    let key = NewKey {
+        key_id: new_id("key"),
+        name,
+        prefix: token_prefix(token.expose()),
+        scopes,
+        token_hash: store.hash_token(token.expose()).to_hex(),
+        at: Utc::now(),
+    };
+    (key, token)
+}
+
+impl Accounts {
+    pub fn new(store: Store, admin_token: TokenHash) -> Self {
+        Self {
+            store,
+            admin_token,
+            touched: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub async fn create_account(
+        &self,
+        email: &str,
+        meta: &EventMeta,
+    ) -> Result<CreatedAccount, ServiceError> {
+        let email = account::normalize_email(email)?;
+        let account_id = new_id("acct");
+        let (first_key, token) =
+            new_key("default".to_owned(), Scope::DEFAULT.to_vec(), &self.store);
+        let key_id = first_key.key_id.clone();
+        let state = execute::<Account>(&self.store, stream(&account_id), None, meta, |state| {
+            Ok(account::decide(
+                state,
+                AccountCommand::Open {
+                    account_id: account_id.clone(),
+                    email: email.clone(),
+                    first_key: first_key.clone(),
+                },
+            )?)
+        })
+        .await
+        .map_err(|e| match e {
+            ServiceError::Taken { .. } => ServiceError::Taken { index: "email" },
+            other => other,
+        })?;
+        let account = state.ok_or(ServiceError::NotFound("no such account"))?;
+        let key = self.view(account.keys.get(&key_id))?;
+        Ok(CreatedAccount {
+            account,
+            key,
+            token,
+        })
+    }
+
+    pub fn get_account(&self, account_id: &str) -> Result<Account, ServiceError> {
+        self.store
+            .load::<Account>(&stream(account_id))?
+            .map(|s| s.state)
+            .ok_or(ServiceError::NotFound("no such account"))
+    }
+
+    pub async fn mint_key(
+        &self,
+        account_id: &str,
+        name: &str,
+        scopes: Vec<Scope>,
+        meta: &EventMeta,
+    ) -> Result<CreatedKey, ServiceError> {
+        account::validate_key_name(name)?;
+        account::validate_scopes(&scopes)?;
+        let (key, token) = new_key(name.trim().to_owned(), scopes, &self.store);
+        let key_id = key.key_id.clone();
+        let state = execute::<Account>(&self.store, stream(account_id), None, meta, |state| {
+            Ok(account::decide(
+                state,
+                AccountCommand::MintKey(key.clone()),
+            )?)
+        })
+        .await?;
+        let key = self.view(state.as_ref().and_then(|a| a.keys.get(&key_id)))?;
+        Ok(CreatedKey { key, token })
+    }
+
+    pub fn list_keys(&self, account_id: &str) -> Result<Vec<KeyView>, ServiceError> {
+        let account = self.get_account(account_id)?;
+        account.keys.values().map(|k| self.view(Some(k))).collect()
+    }
+
+    pub async fn revoke_key(
+        &self,
+        account_id: &str,
+        key_id: &str,
+        meta: &EventMeta,
+    ) -> Result<KeyView, ServiceError> {
+        let state = execute::<Account>(&self.store, stream(account_id), None, meta, |state| {
+            Ok(account::decide(
+                state,
+                AccountCommand::RevokeKey {
+                    key_id: key_id.to_owned(),
+                    at: Utc::now(),
+                },
+            )?)
+        })
+        .await?;
+        self.view(state.as_ref().and_then(|a| a.keys.get(key_id)))
+    }
+
+    /// Resolves a presented bearer token to its principal, or `None` for an unknown or revoked
+    /// token. Lookups go by keyed hash; the operator's token is compared in constant time.
+    pub fn authenticate(&self, token: &str) -> Result<Option<Principal>, StoreError> {
+        let hash = self.store.hash_token(token);
+        if self.admin_token.matches(&hash) {
+            return Ok(Some(Principal::Operator));
+        }
+        let Some((account_id, key_id)) = self.store.find_token(&hash)? else {
+            return Ok(None);
+        };
+        let Some(account) = self.store.load::<Account>(&stream(&account_id))? else {
+            return Ok(None);
+        };
+        let Some(key) = account.state.keys.get(&key_id) else {
+            return Ok(None);
+        };
+        let stored = hex::decode(&key.token_hash).ok();
+        let genuine =
+            stored.is_some_and(|s| s.len() == 32 && TokenHash(hash.0).matches(&hash_from(&s)));
+        if !genuine || !key.is_active() {
+            return Ok(None);
+        }
+        self.touch(&key.key_id);
+        Ok(Some(Principal::Key {
+            account_id,
+            key_id,
+            prefix: key.prefix.clone(),
+            scopes: key.scopes.clone(),
+        }))
+    }
+
+    fn touch(&self, key_id: &str) {
+        let now = Utc::now().timestamp_millis();
+        let Ok(mut touched) = self.touched.lock() else {
+            return;
+        };
+        let due = touched
+            .get(key_id)
+            .is_none_or(|last| now - last >= TOUCH_EVERY_MS);
+        if due {
+            touched.insert(key_id.to_owned(), now);
+            if let Err(error) = self.store.touch_key(key_id, now) {
+                tracing::warn!(%error, "could not record a key's last use");
+            }
+        }
+    }
+
+    fn view(&self, key: Option<&ApiKey>) -> Result<KeyView, ServiceError> {
+        let key = key.ok_or(ServiceError::NotFound("no such API key"))?;
+        let last_used_at = self
+            .store
+            .key_last_used(&key.key_id)?
+            .and_then(DateTime::<Utc>::from_timestamp_millis);
+        Ok(KeyView {
+            key_id: key.key_id.clone(),
+            name: key.name.clone(),
+            prefix: key.prefix.clone(),
+            scopes: key.scopes.clone(),
+            created_at: key.created_at,
+            last_used_at,
+            revoked_at: key.revoked_at,
+        })
+    }
+}
+
+fn hash_from(bytes: &[u8]) -> TokenHash {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(bytes);
+    TokenHash(out)
+}

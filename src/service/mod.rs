@@ -1,0 +1,114 @@
+//! Load → decide → append → answer. Where async handlers meet the store, and the one place that
+//! turns domain and storage outcomes into service outcomes.
+
+pub mod accounts;
+
+use crate::domain::account::AccountError;
+use crate::es::{Aggregate, DomainEvent, EventMeta, ExpectedVersion, StreamId};
+use crate::storage::{AppendError, AppendRequest, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{0}")]
+    NotFound(&'static str),
+    #[error("{message}")]
+    Invalid {
+        param: &'static str,
+        message: String,
+    },
+    #[error("{index} is already registered")]
+    Taken { index: &'static str },
+    #[error("the resource is at version {actual}, not the expected {expected}")]
+    VersionConflict { expected: u64, actual: u64 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<AccountError> for ServiceError {
+    fn from(error: AccountError) -> Self {
+        match error {
+            AccountError::AlreadyExists => ServiceError::Taken { index: "account" },
+            AccountError::NotFound => ServiceError::NotFound("no such account"),
+            AccountError::KeyNotFound => ServiceError::NotFound("no such API key"),
+            AccountError::Invalid { param, message } => ServiceError::Invalid { param, message },
+        }
+    }
+}
+
+impl From<AppendError> for ServiceError {
+    fn from(error: AppendError) -> Self {
+        match error {
+            AppendError::Conflict {
+                expected, actual, ..
+            } => ServiceError::VersionConflict {
+                expected: match expected {
+                    ExpectedVersion::Exact(v) => v,
+                    _ => 0,
+                },
+                actual,
+            },
+            AppendError::Unique { index, .. } => ServiceError::Taken { index },
+            AppendError::Invalid(reason) => ServiceError::Store(StoreError::Corrupt {
+                what: "new event".into(),
+                reason,
+            }),
+            AppendError::Store(e) => ServiceError::Store(e),
+        }
+    }
+}
+
+/// How many times a command is decided again when another writer got to the stream first. Only
+/// commands without a caller-pinned version retry: with `If-Match` the conflict is the answer.
+const RETRIES: usize = 8;
+
+/// Loads an aggregate, decides, and appends with the version it decided on. Answers the state
+/// after the command (unchanged when it decided on no events).
+pub async fn execute<A: Aggregate>(
+    store: &Store,
+    stream: StreamId,
+    if_match: Option<u64>,
+    meta: &EventMeta,
+    decide: impl Fn(Option<&A>) -> Result<Vec<A::Event>, ServiceError>,
+) -> Result<Option<A>, ServiceError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let loaded = store.load::<A>(&stream)?;
+        let version = loaded.as_ref().map_or(0, |s| s.version);
+        if let Some(expected) = if_match
+            && expected != version
+        {
+            return Err(ServiceError::VersionConflict {
+                expected,
+                actual: version,
+            });
+        }
+        let state = loaded.map(|s| s.state);
+        let events = decide(state.as_ref())?;
+        if events.is_empty() {
+            return Ok(state);
+        }
+        let new_events = events
+            .iter()
+            .map(DomainEvent::to_new_event)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(StoreError::from)?;
+        let request = AppendRequest {
+            stream: stream.clone(),
+            expected: if version == 0 {
+                ExpectedVersion::NoStream
+            } else {
+                ExpectedVersion::Exact(version)
+            },
+            events: new_events,
+            meta: meta.clone(),
+        };
+        match store.append(request).await {
+            Ok(_) => {
+                return Ok(events.iter().fold(state, |s, e| Some(A::apply(s, e))));
+            }
+            Err(AppendError::Conflict { .. }) if if_match.is_none() && attempt < RETRIES => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}

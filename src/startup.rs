@@ -1,0 +1,99 @@
+//! Builds the application: opens the store, settles the admin token, binds the listener first
+//! (so a port of 0 works and the caller learns the real one), and wires the HTTP server.
+
+use std::net::TcpListener;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+
+use crate::config::Settings;
+use crate::crypto::{Redacted, generate_token};
+use crate::http::{self, AppState};
+use crate::service::accounts::{ADMIN_TOKEN_MARKER, Accounts};
+use crate::storage::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot listen: {0}")]
+    Listen(#[from] std::io::Error),
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    store: Store,
+    /// The admin token generated on this start, to be printed once.
+    pub generated_admin_token: Option<Redacted<String>>,
+}
+
+impl Application {
+    pub fn build(settings: Settings) -> Result<Self, StartupError> {
+        let store = Store::open(
+            &settings.data_dir,
+            &settings.master_key,
+            settings.durability,
+        )?;
+        let mut generated_admin_token = None;
+        let admin_hash = match (&settings.admin_token, store.admin_token()?) {
+            (Some(token), _) => store.hash_token(token.expose()),
+            (None, Some(stored)) => stored,
+            (None, None) => {
+                let token = generate_token(ADMIN_TOKEN_MARKER);
+                let hash = store.hash_token(token.expose());
+                store.set_admin_token(&hash)?;
+                generated_admin_token = Some(token);
+                hash
+            }
+        };
+        let state = web::Data::new(AppState {
+            accounts: Accounts::new(store.clone(), admin_hash),
+            open_signup: settings.open_signup,
+        });
+        let listener = TcpListener::bind(&settings.listen)?;
+        let port = listener.local_addr()?.port();
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .wrap(from_fn(http::request_id::middleware))
+                .configure(http::configure)
+                .default_service(web::to(http::route_not_found))
+        })
+        .shutdown_timeout(30);
+        if let Some(workers) = settings.workers {
+            server = server.workers(workers);
+        }
+        if !settings.handle_signals {
+            server = server.disable_signals();
+        }
+        let server = server.listen(listener)?.run();
+        Ok(Self {
+            port,
+            server,
+            store,
+            generated_admin_token,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Serves until stopped (signal or handle), lets in-flight requests finish, then drains the
+    /// writer and flushes the store.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let served = self.server.await;
+        self.store.shutdown();
+        served
+    }
+}

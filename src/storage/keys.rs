@@ -1,0 +1,70 @@
+//! Key layout of the single sled tree. Everything lives in one tree so that a group of events and
+//! all projection rows they touch are written by one atomic `sled::Batch` (DESIGN §11: one batch
+//! on one tree beats a multi-tree transaction several times over). Integers are big-endian so
+//! that byte order is numeric order.
+//!
+//! | prefix | key | value | kind |
+//! |---|---|---|---|
+//! | `m/` | `m/<name>` | meta: schema version, wrapped store keys, admin token hash | meta |
+//! | `l/` | `l/<position u64>` | `hmac(32) ‖ envelope JSON` | the log |
+//! | `h/` | `h/<stream>` | head version `u64` | projection |
+//! | `s/` | `s/<stream> 0x00 <version u64>` | position `u64` | projection |
+//! | `a/` | `a/<stream>` | `{"version", "state"}` aggregate JSON | projection |
+//! | `i/` | `i/email/<email>`, `i/token/<hash 32>` | account id; `account_id 0x00 key_id` | projection |
+//! | `u/` | `u/key/<key_id>` | last-used unix millis `i64` | operational, not derived |
+
+pub const SCHEMA: &[u8] = b"m/schema";
+pub const CHAIN_KEY: &[u8] = b"m/chain_key";
+pub const TOKEN_KEY: &[u8] = b"m/token_key";
+pub const ADMIN_TOKEN: &[u8] = b"m/admin_token";
+
+pub const LOG: &[u8] = b"l/";
+/// Prefixes derived from the log: dropped and rewritten by a rebuild, compared by `verify`.
+pub const PROJECTIONS: [&[u8]; 4] = [b"h/", b"s/", b"a/", b"i/"];
+
+fn concat(parts: &[&[u8]]) -> Vec<u8> {
+    parts.concat()
+}
+
+pub fn log(position: u64) -> Vec<u8> {
+    concat(&[LOG, &position.to_be_bytes()])
+}
+
+/// The position a log key encodes, or `None` for a key of another shape.
+pub fn log_position(key: &[u8]) -> Option<u64> {
+    let bytes: [u8; 8] = key.strip_prefix(LOG)?.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
+}
+
+pub fn head(stream: &str) -> Vec<u8> {
+    concat(&[b"h/", stream.as_bytes()])
+}
+
+pub fn stream_event(stream: &str, version: u64) -> Vec<u8> {
+    concat(&[&stream_events(stream), &version.to_be_bytes()[..]])
+}
+
+/// Every `s/` row of one stream.
+pub fn stream_events(stream: &str) -> Vec<u8> {
+    concat(&[b"s/", stream.as_bytes(), &[0]])
+}
+
+pub fn aggregate(stream: &str) -> Vec<u8> {
+    concat(&[b"a/", stream.as_bytes()])
+}
+
+pub fn email(email: &str) -> Vec<u8> {
+    concat(&[b"i/email/", email.as_bytes()])
+}
+
+pub fn token(hash: &[u8; 32]) -> Vec<u8> {
+    concat(&[b"i/token/", hash])
+}
+
+pub fn key_last_used(key_id: &str) -> Vec<u8> {
+    concat(&[b"u/key/", key_id.as_bytes()])
+}
+
+pub fn u64_value(value: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(value.try_into().ok()?))
+}

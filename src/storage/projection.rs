@@ -1,0 +1,115 @@
+//! Inline projections: every appended event updates these rows in the same atomic batch, and a
+//! rebuild replays the whole log through the very same functions. Each row's layout is in
+//! `keys.rs`.
+
+use serde::{Deserialize, Serialize};
+
+use super::StoreError;
+use super::keys;
+use super::kv::Kv;
+use crate::domain::account::{Account, AccountEvent};
+use crate::es::{Aggregate, DecodeError, DomainEvent, Envelope};
+
+/// Why an event could not be projected. `Unique` rejects the append that carried it (a unique
+/// index is enforced where the index is written, atomically with the write).
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error("{index} {value:?} is already taken")]
+    Unique { index: &'static str, value: String },
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("no projection handles streams of kind {0:?}")]
+    UnknownStream(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct StoredAggregate<A> {
+    pub version: u64,
+    pub state: A,
+}
+
+pub fn project(kv: &mut impl Kv, envelope: &Envelope) -> Result<(), ProjectionError> {
+    let stream = envelope.stream.as_str();
+    kv.put(keys::head(stream), envelope.version.to_be_bytes().to_vec());
+    kv.put(
+        keys::stream_event(stream, envelope.version),
+        envelope.position.to_be_bytes().to_vec(),
+    );
+    match envelope.stream_id().kind() {
+        Account::KIND => project_account(kv, envelope),
+        other => Err(ProjectionError::UnknownStream(other.to_owned())),
+    }
+}
+
+/// Reads an aggregate's projected state.
+pub fn load<A: Aggregate>(
+    kv: &impl Kv,
+    stream: &str,
+) -> Result<Option<StoredAggregate<A>>, StoreError> {
+    kv.get(&keys::aggregate(stream))?
+        .map(|bytes| {
+            serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+                what: format!("aggregate state of {stream}"),
+                reason: e.to_string(),
+            })
+        })
+        .transpose()
+}
+
+fn apply_aggregate<A: Aggregate>(
+    kv: &mut impl Kv,
+    envelope: &Envelope,
+) -> Result<(Option<A>, A, A::Event), ProjectionError> {
+    let event = A::Event::from_envelope(envelope)?;
+    let before = load::<A>(kv, &envelope.stream)?.map(|s| s.state);
+    let after = A::apply(before.clone(), &event);
+    let stored = StoredAggregate {
+        version: envelope.version,
+        state: &after,
+    };
+    let bytes = serde_json::to_vec(&stored).map_err(StoreError::from)?;
+    kv.put(keys::aggregate(&envelope.stream), bytes);
+    Ok((before, after, event))
+}
+
+fn project_account(kv: &mut impl Kv, envelope: &Envelope) -> Result<(), ProjectionError> {
+    let (before, after, event) = apply_aggregate::<Account>(kv, envelope)?;
+    match event {
+        AccountEvent::Created { email, .. } => {
+            let key = keys::email(&email);
+            if kv.get(&key)?.is_some() {
+                return Err(ProjectionError::Unique {
+                    index: "email",
+                    value: email,
+                });
+            }
+            kv.put(key, after.account_id.into_bytes());
+        }
+        AccountEvent::KeyCreated {
+            key_id, token_hash, ..
+        } => {
+            let value = [after.account_id.as_bytes(), &[0], key_id.as_bytes()].concat();
+            kv.put(token_index_key(&token_hash)?, value);
+        }
+        AccountEvent::KeyRevoked { key_id, .. } => {
+            // A revoked token leaves the index at once, so it no longer authenticates.
+            if let Some(key) = before.as_ref().and_then(|a| a.keys.get(&key_id)) {
+                kv.delete(token_index_key(&key.token_hash)?);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn token_index_key(token_hash: &str) -> Result<Vec<u8>, StoreError> {
+    let bytes: [u8; 32] = hex::decode(token_hash)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| StoreError::Corrupt {
+            what: "token hash in an account_key.created event".into(),
+            reason: "not 32 hex-encoded bytes".into(),
+        })?;
+    Ok(keys::token(&bytes))
+}

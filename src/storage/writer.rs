@@ -1,0 +1,176 @@
+//! The single writer: one OS thread owns every append. It takes all pending appends at once,
+//! checks each stream's expected version against the heads it can see (the tree plus the
+//! group's own pending rows), stages events and projection rows, writes the whole group as one
+//! atomic batch, makes it durable once (sled flush + fdatasync), and only then acknowledges
+//! every append of the group (group commit, DESIGN §11). No sled transaction is needed: nothing
+//! else writes the log or the projections.
+
+use std::fs::File;
+
+use chrono::Utc;
+use crossbeam_channel::Receiver;
+use tokio::sync::oneshot;
+
+use super::kv::{Kv, Overlay};
+use super::projection::{ProjectionError, project};
+use super::{AppendError, AppendRequest, StoreError, keys, verify};
+use crate::crypto::KeyedHasher;
+use crate::es::Envelope;
+
+/// Most appends committed in one group; bounds the batch size and the latency of the last one.
+const MAX_GROUP: usize = 1024;
+
+pub type AppendResult = Result<Vec<Envelope>, AppendError>;
+
+pub enum Job {
+    Append(AppendRequest, oneshot::Sender<AppendResult>),
+    /// Runs with the log quiet: nothing is appended while it looks.
+    Exclusive(Box<dyn FnOnce(&sled::Tree) + Send>),
+}
+
+pub struct Writer {
+    pub tree: sled::Tree,
+    pub db: sled::Db,
+    pub chain: KeyedHasher,
+    /// The store's `db` file, fdatasync'd after each group so acknowledged writes survive power
+    /// loss, not only a process crash. `None` when syncing is turned off.
+    pub sync_file: Option<File>,
+    pub position: u64,
+    pub last_hash: [u8; 32],
+}
+
+impl Writer {
+    pub fn run(mut self, jobs: Receiver<Job>) {
+        while let Ok(first) = jobs.recv() {
+            let mut group = Vec::new();
+            let mut next = Some(first);
+            while let Some(job) = next.take() {
+                match job {
+                    Job::Append(request, reply) => group.push((request, reply)),
+                    Job::Exclusive(work) => {
+                        self.commit(std::mem::take(&mut group));
+                        work(&self.tree);
+                        self.reload_tail();
+                    }
+                }
+                if group.len() < MAX_GROUP {
+                    next = jobs.try_recv().ok();
+                }
+            }
+            self.commit(group);
+        }
+        if let Err(error) = self.db.flush() {
+            tracing::error!(%error, "final flush of the store failed");
+        }
+    }
+
+    fn commit(&mut self, group: Vec<(AppendRequest, oneshot::Sender<AppendResult>)>) {
+        if group.is_empty() {
+            return;
+        }
+        let mut overlay = Overlay::new(&self.tree);
+        let (mut position, mut hash) = (self.position, self.last_hash);
+        let mut outcomes = Vec::with_capacity(group.len());
+        for (request, reply) in group {
+            let outcome = self.stage(&mut overlay, &request, &mut position, &mut hash);
+            match outcome {
+                Ok(_) => overlay.commit_stage(),
+                Err(_) => overlay.discard_stage(),
+            }
+            outcomes.push((reply, outcome));
+        }
+        if !overlay.is_empty() {
+            let durable = overlay.write().and_then(|()| self.sync());
+            if let Err(error) = durable {
+                tracing::error!(%error, "writing an append group failed");
+                // The batch may or may not have reached the tree: take the tail from the tree.
+                self.reload_tail();
+                for (reply, outcome) in outcomes {
+                    let failed = outcome.and(Err(AppendError::Store(StoreError::Io(
+                        std::io::Error::other("the store could not persist the write"),
+                    ))));
+                    let _ = reply.send(failed);
+                }
+                return;
+            }
+            self.position = position;
+            self.last_hash = hash;
+        }
+        for (reply, outcome) in outcomes {
+            // The caller may have gone away (client disconnected); the write stands regardless.
+            let _ = reply.send(outcome);
+        }
+    }
+
+    fn stage(
+        &self,
+        overlay: &mut Overlay<'_>,
+        request: &AppendRequest,
+        position: &mut u64,
+        hash: &mut [u8; 32],
+    ) -> AppendResult {
+        let stream = request.stream.as_str();
+        let current = match overlay.get(&keys::head(stream))? {
+            Some(v) => keys::u64_value(&v).ok_or_else(|| StoreError::Corrupt {
+                what: format!("head of {stream}"),
+                reason: "not a u64".into(),
+            })?,
+            None => 0,
+        };
+        if !request.expected.admits(current) {
+            return Err(AppendError::Conflict {
+                stream: stream.to_owned(),
+                expected: request.expected,
+                actual: current,
+            });
+        }
+        let (mut p, mut h) = (*position, *hash);
+        let occurred_at = Utc::now();
+        let mut appended = Vec::with_capacity(request.events.len());
+        for (offset, event) in (1u64..).zip(&request.events) {
+            p += 1;
+            let envelope = Envelope {
+                event_id: ulid::Ulid::new().to_string(),
+                position: p,
+                stream: stream.to_owned(),
+                version: current + offset,
+                event_type: event.event_type.clone(),
+                schema: event.schema,
+                occurred_at,
+                actor: request.meta.actor.clone(),
+                request_id: request.meta.request_id.clone(),
+                data: event.data.clone(),
+            };
+            let json = serde_json::to_vec(&envelope).map_err(StoreError::from)?;
+            h = verify::chain_hash(&self.chain, &h, &json);
+            overlay.put(keys::log(p), [&h[..], &json].concat());
+            project(overlay, &envelope).map_err(|e| match e {
+                ProjectionError::Unique { index, value } => AppendError::Unique { index, value },
+                ProjectionError::Store(e) => AppendError::Store(e),
+                other => AppendError::Invalid(other.to_string()),
+            })?;
+            appended.push(envelope);
+        }
+        *position = p;
+        *hash = h;
+        Ok(appended)
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        if let Some(file) = &self.sync_file {
+            self.db.flush()?;
+            file.sync_data()?;
+        }
+        Ok(())
+    }
+
+    fn reload_tail(&mut self) {
+        match verify::tail(&self.tree) {
+            Ok((position, hash)) => {
+                self.position = position;
+                self.last_hash = hash;
+            }
+            Err(error) => tracing::error!(%error, "could not read the log's tail"),
+        }
+    }
+}
