@@ -1,0 +1,182 @@
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use keyledger::config::{KeySource, Settings};
+use keyledger::crypto::MasterKey;
+use keyledger::startup::Application;
+use keyledger::storage::{Durability, Store};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+pub const ADMIN_TOKEN: &str = "kl_admin_test_0123456789abcdef0123456789abcdef";
+
+/// A running server and everything needed to talk to it and to restart it on the same store.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub store: Store,
+    pub settings: Settings,
+    pub dir: Arc<TempDir>,
+    handle: ServerHandle,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+pub fn test_settings(dir: PathBuf) -> Settings {
+    Settings {
+        listen: "127.0.0.1:0".into(),
+        data_dir: dir,
+        master_key: MasterKey::generate(),
+        key_source: KeySource::Flag,
+        admin_token: Some(ADMIN_TOKEN.to_string().into()),
+        open_signup: false,
+        allow_private_urls: true,
+        durability: Durability::Sync,
+        workers: Some(1),
+        handle_signals: false,
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+    let mut settings = test_settings(dir.path().join("data"));
+    adjust(&mut settings);
+    start(settings, dir).await
+}
+
+async fn start(settings: Settings, dir: Arc<TempDir>) -> TestApp {
+    // A store just closed by a restart may still be releasing its lock for a moment.
+    let mut attempt = 0;
+    let app = loop {
+        match Application::build(settings.clone()) {
+            Ok(app) => break app,
+            Err(e) if attempt < 50 => {
+                attempt += 1;
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("the application did not start: {e}"),
+        }
+    };
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let handle = app.handle();
+    let store = app.store().clone();
+    let server = tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        store,
+        settings,
+        dir,
+        handle,
+        server,
+    }
+}
+
+impl TestApp {
+    /// Stops the server gracefully and releases the store.
+    pub async fn stop(self) -> (Settings, Arc<TempDir>) {
+        self.handle.stop(true).await;
+        self.server
+            .await
+            .expect("server task")
+            .expect("server stopped cleanly");
+        drop(self.store);
+        (self.settings, self.dir)
+    }
+
+    /// Stops and starts again on the same data dir, master key and admin token.
+    pub async fn restart(self) -> TestApp {
+        let (settings, dir) = self.stop().await;
+        start(settings, dir).await
+    }
+
+    pub fn request(&self, method: Method, path: &str, token: Option<&str>) -> RequestBuilder {
+        let builder = self
+            .client
+            .request(method, format!("{}{}", self.address, path));
+        match token {
+            Some(t) => builder.bearer_auth(t),
+            None => builder,
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Response {
+        self.request(Method::GET, path, Some(token))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> Response {
+        self.request(Method::POST, path, token)
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> Response {
+        self.request(Method::DELETE, path, Some(token))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Creates an account with the admin token and answers the 201 body.
+    pub async fn create_account(&self, email: &str) -> Value {
+        let response = self
+            .post(
+                "/v1/accounts",
+                Some(ADMIN_TOKEN),
+                &json!({ "email": email }),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json().await.expect("json body")
+    }
+
+    /// Mints a key with the given scopes on the account of `token`; answers the 201 body.
+    pub async fn mint_key(&self, token: &str, scopes: &[&str]) -> Value {
+        let response = self
+            .post(
+                "/v1/account/keys",
+                Some(token),
+                &json!({ "name": "test key", "scopes": scopes }),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json().await.expect("json body")
+    }
+}
+
+/// Asserts a response is an error with the envelope, the status, type and code given, and that
+/// the body's request id matches the `X-Request-ID` header. Answers the `error` object.
+pub async fn assert_error(response: Response, status: u16, error_type: &str, code: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status, "status");
+    let header = response
+        .headers()
+        .get("x-request-id")
+        .expect("X-Request-ID header")
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap_or("").to_owned());
+    assert_eq!(content_type.as_deref(), Some("application/json"));
+    let body: Value = response.json().await.expect("json error body");
+    let error = body["error"].clone();
+    assert_eq!(error["type"], error_type, "type in {body}");
+    assert_eq!(error["code"], code, "code in {body}");
+    assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()));
+    assert_eq!(error["request_id"], header.as_str());
+    error
+}

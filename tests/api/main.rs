@@ -1,0 +1,10 @@
+//! One integration binary: the real server on port 0 with a fresh sled store in a temp dir.
+
+mod helpers;
+
+mod accounts;
+mod crash;
+mod errors;
+mod keys;
+mod openapi;
+mod store;
