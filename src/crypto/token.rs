@@ -23,6 +23,11 @@ impl TokenHash {
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
     }
+
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let bytes: [u8; 32] = hex::decode(text).ok()?.try_into().ok()?;
+        Some(Self(bytes))
+    }
 }
 
 /// Mints a new token with the given kind marker (`kl_` for account keys, `kl_admin_` for the

@@ -206,9 +206,9 @@ impl Accounts {
         let Some(key) = account.state.keys.get(&key_id) else {
             return Ok(None);
         };
-        let stored = hex::decode(&key.token_hash).ok();
+        // The index led here by hash; confirm against the key's own record in constant time.
         let genuine =
-            stored.is_some_and(|s| s.len() == 32 && TokenHash(hash.0).matches(&hash_from(&s)));
+            TokenHash::from_hex(&key.token_hash).is_some_and(|stored| stored.matches(&hash));
         if !genuine || !key.is_active() {
             return Ok(None);
         }
@@ -253,10 +253,4 @@ impl Accounts {
             revoked_at: key.revoked_at,
         })
     }
-}
-
-fn hash_from(bytes: &[u8]) -> TokenHash {
-    let mut out = [0u8; 32];
-    out.copy_from_slice(bytes);
-    TokenHash(out)
 }

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::StoreError;
 use super::keys;
 use super::kv::Kv;
+use crate::crypto::TokenHash;
 use crate::domain::account::{Account, AccountEvent};
 use crate::es::{Aggregate, DecodeError, DomainEvent, Envelope};
 
@@ -104,12 +105,9 @@ fn project_account(kv: &mut impl Kv, envelope: &Envelope) -> Result<(), Projecti
 }
 
 fn token_index_key(token_hash: &str) -> Result<Vec<u8>, StoreError> {
-    let bytes: [u8; 32] = hex::decode(token_hash)
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| StoreError::Corrupt {
-            what: "token hash in an account_key.created event".into(),
-            reason: "not 32 hex-encoded bytes".into(),
-        })?;
-    Ok(keys::token(&bytes))
+    let hash = TokenHash::from_hex(token_hash).ok_or_else(|| StoreError::Corrupt {
+        what: "token hash in an account_key.created event".into(),
+        reason: "not 32 hex-encoded bytes".into(),
+    })?;
+    Ok(keys::token(&hash.0))
 }

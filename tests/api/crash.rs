@@ -163,6 +163,53 @@ async fn every_acknowledged_write_survives_sigkill() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_in_flight_writes_and_exits_cleanly() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let master_key = MasterKey::generate().to_base64().expose().clone();
+    let server = start(&data, &master_key, false);
+    let child = Arc::new(Mutex::new(server.child));
+    let stopper = child.clone();
+    let status = Arc::new(Mutex::new(None));
+    let exit = status.clone();
+    let acked = write_until_killed(
+        &server.address,
+        0,
+        move || {
+            let mut child = stopper.lock().unwrap();
+            let pid = child.id().to_string();
+            let sent = Command::new("kill").args(["-TERM", &pid]).status();
+            assert!(sent.expect("run kill").success());
+            *exit.lock().unwrap() = Some(child.wait().expect("wait for exit"));
+        },
+        Duration::from_millis(300),
+    )
+    .await;
+    let status = status.lock().unwrap().expect("exited");
+    assert!(status.success(), "keyledger exited with {status}");
+    assert!(!acked.is_empty());
+
+    let server = start(&data, &master_key, false);
+    let client = reqwest::Client::new();
+    for (email, key) in &acked {
+        let response = client
+            .get(format!("{}/v1/account", server.address))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            200,
+            "{email} was acknowledged but is gone"
+        );
+    }
+    let mut child = server.child;
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 /// Shows the harness can fail: with the flush before acknowledgement turned off, SIGKILL loses
 /// acknowledged writes. Run with `cargo test --test api crash -- --ignored`; the result is
 /// recorded in docs/benchmarks.md.

@@ -5,6 +5,7 @@ mod helpers;
 mod accounts;
 mod crash;
 mod errors;
+mod fixtures;
 mod keys;
 mod openapi;
 mod store;

@@ -1,0 +1,35 @@
+//! Every recorded event shape under fixtures/events still decodes (through the upcasters) and
+//! applies.
+
+use keyledger::domain::account::{Account, AccountEvent};
+use keyledger::es::{Aggregate, DomainEvent, Envelope};
+
+fn recorded(name: &str) -> Vec<Envelope> {
+    let path = format!("{}/fixtures/events/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("an envelope"))
+        .collect()
+}
+
+#[test]
+fn account_events_of_schema_1_decode_and_apply() {
+    let envelopes = recorded("account-schema-1.ndjson");
+    let account = envelopes.iter().fold(None, |state, envelope| {
+        let event = AccountEvent::from_envelope(envelope).expect("decodes");
+        Some(Account::apply(state, &event))
+    });
+    let account = account.expect("an account");
+    assert_eq!(account.email, "ada@example.com");
+    assert_eq!(account.keys.len(), 2);
+    let revoked = &account.keys["key_01M83WT0000000000000000003"];
+    assert!(revoked.revoked_at.is_some());
+}
+
+#[test]
+fn a_schema_newer_than_the_build_is_a_typed_error() {
+    let mut envelope = recorded("account-schema-1.ndjson").remove(0);
+    envelope.schema = 99;
+    assert!(AccountEvent::from_envelope(&envelope).is_err());
+}
