@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Args, Parser, Subcommand};
 
 use crate::crypto::{MasterKey, MasterKeyError, Redacted};
@@ -24,7 +25,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the HTTP server.
     Serve(ServeArgs),
-    /// Check the hash chain and that the projections equal a replay of the log.
+    /// Check the hash chain and that the projections equal a replay of the log (with the server
+    /// stopped).
     Verify(StoreArgs),
     /// Drop the projections and rebuild them from the log (with the server stopped).
     Rebuild(StoreArgs),
@@ -55,14 +57,14 @@ pub struct ServeArgs {
     #[arg(long, env = "KEYLEDGER_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// Let anyone create an account, without the admin token.
-    #[arg(long, env = "KEYLEDGER_OPEN_SIGNUP", action = ArgAction::SetTrue)]
+    #[arg(long, env = "KEYLEDGER_OPEN_SIGNUP", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     pub open_signup: bool,
     /// Let webhooks and probes reach loopback and private addresses (on in development mode).
-    #[arg(long, env = "KEYLEDGER_ALLOW_PRIVATE_URLS", action = ArgAction::SetTrue)]
+    #[arg(long, env = "KEYLEDGER_ALLOW_PRIVATE_URLS", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     pub allow_private_urls: bool,
     /// Acknowledge writes before they are durable. Only for showing that the crash test catches
     /// lost writes; never for real data.
-    #[arg(long, env = "KEYLEDGER_UNSAFE_NO_SYNC", action = ArgAction::SetTrue, hide = true)]
+    #[arg(long, env = "KEYLEDGER_UNSAFE_NO_SYNC", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new(), hide = true)]
     pub unsafe_no_sync: bool,
 }
 

@@ -38,7 +38,14 @@ impl Application {
         )?;
         let mut generated_admin_token = None;
         let admin_hash = match (&settings.admin_token, store.admin_token()?) {
-            (Some(token), _) => store.hash_token(token.expose()),
+            (Some(token), stored) => {
+                // An explicit token retires a generated one, so dropping the flag later mints
+                // (and prints) a fresh token instead of reviving the old one.
+                if stored.is_some() {
+                    store.clear_admin_token()?;
+                }
+                store.hash_token(token.expose())
+            }
             (None, Some(stored)) => stored,
             (None, None) => {
                 let token = generate_token(ADMIN_TOKEN_MARKER);

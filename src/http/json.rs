@@ -103,6 +103,12 @@ fn describe(error: &serde_json::Error) -> String {
     for lead in ["invalid type: ", "invalid value: ", "unknown variant "] {
         if let Some(rest) = text.strip_prefix(lead) {
             let expected = rest.split_once(", expected ").map_or("", |(_, e)| e);
+            // Never name an internal type: `struct CreateAccountRequest` is just an object.
+            let expected = if expected.starts_with("struct ") {
+                "a JSON object"
+            } else {
+                expected
+            };
             let what = lead.trim_end_matches(": ").trim_end();
             return if expected.is_empty() {
                 what.to_owned()
@@ -142,10 +148,14 @@ mod tests {
             parse::<Body>(b"{").unwrap_err().code,
             ErrorCode::InvalidJson
         );
+        let trailing = br#"{"name":"x","count":1} x"#;
         assert_eq!(
-            parse::<Body>(b"{} x").unwrap_err().code,
+            parse::<Body>(trailing).unwrap_err().code,
             ErrorCode::InvalidJson
         );
+        let array = parse::<Body>(b"[1]").unwrap_err();
+        assert_eq!(array.code, ErrorCode::InvalidBody);
+        assert!(!array.message.contains("Body"), "{}", array.message);
         let unknown = parse::<Body>(br#"{"name":"x","count":1,"extra":true}"#).unwrap_err();
         assert_eq!(unknown.code, ErrorCode::InvalidBody);
         assert!(unknown.message.contains("unknown field `extra`"));

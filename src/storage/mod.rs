@@ -47,6 +47,8 @@ pub enum StoreError {
         "the master key does not open this store (wrong key, or the store was keyed with another)"
     )]
     WrongMasterKey,
+    #[error("the store is in use by another keyledger process (stop the server first)")]
+    Locked,
     #[error("the store is shut down")]
     Closed,
 }
@@ -109,7 +111,13 @@ impl Store {
         durability: Durability,
     ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)?;
-        let db = sled::Config::new().path(dir).open()?;
+        let db = sled::Config::new().path(dir).open().map_err(|e| match e {
+            // sled reports a held lock as an i/o error that only its text identifies.
+            sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                StoreError::Locked
+            }
+            other => StoreError::Sled(other),
+        })?;
         let tree: sled::Tree = (*db).clone();
         let (chain_key, token_key) = init_or_check(&tree, master)?;
         let chain = KeyedHasher::new(&chain_key);
@@ -294,6 +302,12 @@ impl Store {
 
     pub fn set_admin_token(&self, hash: &TokenHash) -> Result<(), StoreError> {
         self.inner.db.insert(keys::ADMIN_TOKEN, &hash.0[..])?;
+        self.inner.db.flush()?;
+        Ok(())
+    }
+
+    pub fn clear_admin_token(&self) -> Result<(), StoreError> {
+        self.inner.db.remove(keys::ADMIN_TOKEN)?;
         self.inner.db.flush()?;
         Ok(())
     }

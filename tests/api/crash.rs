@@ -98,8 +98,7 @@ async fn write_until_killed(
     for task in tasks {
         let _ = task.await;
     }
-    let acked = acked.lock().unwrap().clone();
-    acked
+    acked.lock().unwrap().clone()
 }
 
 /// Runs kill/restart cycles; answers (acknowledged, lost) over all cycles.
