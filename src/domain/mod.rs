@@ -2,6 +2,8 @@
 //! errors. No I/O, no clock, no randomness: ids, timestamps and token hashes arrive in commands.
 
 pub mod account;
+pub mod credential;
+pub mod providers;
 mod scope;
 
 pub use scope::Scope;
