@@ -202,6 +202,7 @@ impl Client {
                 actor: "kl_bench".to_owned(),
                 request_id: new_id("req"),
             },
+            data_key: None,
         };
         self.version = if self.version == KEYS_PER_ACCOUNT {
             0

@@ -11,6 +11,7 @@ use crate::config::Settings;
 use crate::crypto::{Redacted, generate_token};
 use crate::http::{self, AppState};
 use crate::service::accounts::{ADMIN_TOKEN_MARKER, Accounts};
+use crate::service::credentials::Credentials;
 use crate::storage::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +58,7 @@ impl Application {
         };
         let state = web::Data::new(AppState {
             accounts: Accounts::new(store.clone(), admin_hash),
+            credentials: Credentials::new(store.clone(), settings.master_key.clone()),
             open_signup: settings.open_signup,
         });
         let listener = TcpListener::bind(&settings.listen)?;

@@ -40,6 +40,8 @@ pub enum ErrorCode {
     MethodNotAllowed,
     EmailTaken,
     VersionConflict,
+    CredentialRevoked,
+    InvalidHeader,
     InternalError,
     Unavailable,
 }
@@ -97,6 +99,12 @@ impl ErrorCode {
             ),
             Self::EmailTaken => ("email_taken", ConflictError, StatusCode::CONFLICT),
             Self::VersionConflict => ("version_conflict", ConflictError, StatusCode::CONFLICT),
+            Self::CredentialRevoked => ("credential_revoked", ConflictError, StatusCode::CONFLICT),
+            Self::InvalidHeader => (
+                "invalid_header",
+                InvalidRequestError,
+                StatusCode::BAD_REQUEST,
+            ),
             Self::InternalError => (
                 "internal_error",
                 ApiError,
@@ -201,6 +209,7 @@ impl From<ServiceError> for ApiError {
                 ErrorCode::VersionConflict,
                 format!("{index} already exists"),
             ),
+            e @ ServiceError::Revoked => ApiError::new(ErrorCode::CredentialRevoked, e.to_string()),
             e @ ServiceError::VersionConflict { .. } => {
                 ApiError::new(ErrorCode::VersionConflict, e.to_string())
             }

@@ -80,15 +80,21 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        if inner.is_data() {
-            let error = ApiError::new(ErrorCode::InvalidBody, describe(&inner));
-            if path.is_empty() || path == "." {
-                error
-            } else {
-                error.with_param(path)
-            }
+        let message = if inner.is_data() {
+            describe(&inner.to_string())
+        } else if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() {
+            // serde_json reports a number, boolean, null, array or object where an enum's name
+            // is expected as a syntax error ("expected ident"), yet the document is valid JSON:
+            // it is a value of the wrong type.
+            "invalid type: expected a string naming one of the allowed values".to_owned()
         } else {
-            ApiError::new(ErrorCode::InvalidJson, "the request body is not valid JSON")
+            return ApiError::new(ErrorCode::InvalidJson, "the request body is not valid JSON");
+        };
+        let error = ApiError::new(ErrorCode::InvalidBody, message);
+        if path.is_empty() || path == "." {
+            error
+        } else {
+            error.with_param(path)
         }
     })?;
     de.end()
@@ -97,9 +103,11 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 }
 
 /// serde's message without the position suffix and without the offending value.
-fn describe(error: &serde_json::Error) -> String {
-    let text = error.to_string();
-    let text = text.split(" at line ").next().unwrap_or(&text);
+pub fn describe(text: &str) -> String {
+    let text = text.split(" at line ").next().unwrap_or(text);
+    let text = text
+        .strip_prefix("Query deserialize error: ")
+        .unwrap_or(text);
     for lead in ["invalid type: ", "invalid value: ", "unknown variant "] {
         if let Some(rest) = text.strip_prefix(lead) {
             let expected = rest.split_once(", expected ").map_or("", |(_, e)| e);

@@ -4,6 +4,8 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod byok;
+mod cursor;
 pub mod error;
 pub mod health;
 pub mod json;
@@ -13,12 +15,16 @@ pub mod request_id;
 
 use actix_web::{HttpResponse, web};
 
+use actix_web::web::QueryConfig;
+
 use crate::service::accounts::Accounts;
+use crate::service::credentials::Credentials;
 use error::{ApiError, ErrorCode};
 
 /// Shared by every worker.
 pub struct AppState {
     pub accounts: Accounts,
+    pub credentials: Credentials,
     pub open_signup: bool,
 }
 
@@ -28,10 +34,15 @@ pub fn resource(path: &str) -> actix_web::Resource {
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.configure(accounts::configure)
-        .configure(keys::configure)
-        .configure(health::configure)
-        .configure(openapi::configure);
+    // Malformed query strings answer with the envelope, naming what serde could not read.
+    cfg.app_data(QueryConfig::default().error_handler(|error, _| {
+        ApiError::new(ErrorCode::InvalidQuery, json::describe(&error.to_string())).into()
+    }))
+    .configure(accounts::configure)
+    .configure(keys::configure)
+    .configure(byok::configure)
+    .configure(health::configure)
+    .configure(openapi::configure);
 }
 
 pub async fn route_not_found() -> Result<HttpResponse, ApiError> {

@@ -7,7 +7,7 @@ use utoipa::openapi::{LicenseBuilder, Paths};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{accounts, error, health, keys};
+use super::{accounts, byok, error, health, keys};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -19,6 +19,8 @@ use super::{accounts, error, health, keys};
     paths(
         accounts::create_account, accounts::get_account,
         keys::create_key, keys::list_keys, keys::revoke_key,
+        byok::list_providers, byok::register, byok::list, byok::get, byok::update,
+        byok::enable, byok::disable, byok::revoke,
         health::healthz, health::readyz,
     ),
     components(
@@ -32,6 +34,7 @@ use super::{accounts, error, health, keys};
     tags(
         (name = "accounts", description = "Tenants"),
         (name = "keys", description = "Account API keys and their scopes"),
+        (name = "byok", description = "Provider credentials: the /v1/byok contract"),
         (name = "health", description = "Liveness and readiness"),
     ),
     modifiers(&Contract),

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 
-use super::{ServiceError, execute};
+use super::{ServiceError, Target, execute};
 use crate::crypto::{Redacted, TokenHash, generate_token, token_prefix};
 use crate::domain::account::{self, Account, AccountCommand, ApiKey, NewKey};
 use crate::domain::{Scope, new_id};
@@ -77,6 +77,15 @@ fn stream(account_id: &str) -> StreamId {
     StreamId::new(Account::KIND, account_id)
 }
 
+fn target<'a>(account_id: &str, meta: &'a EventMeta) -> Target<'a> {
+    Target {
+        stream: stream(account_id),
+        if_match: None,
+        meta,
+        data_key: None,
+    }
+}
+
 fn new_key(name: String, scopes: Vec<Scope>, store: &Store) -> (NewKey, Redacted<String>) {
     let token = generate_token(TOKEN_MARKER);
     let key = NewKey {
@@ -113,7 +122,7 @@ impl Accounts {
         let (first_key, token) =
             new_key("default".to_owned(), Scope::DEFAULT.to_vec(), &self.store);
         let key_id = first_key.key_id.clone();
-        let state = execute::<Account>(&self.store, stream(&account_id), None, meta, |state| {
+        let state = execute::<Account>(&self.store, target(&account_id, meta), |state| {
             Ok(account::decide(
                 state,
                 AccountCommand::Open {
@@ -124,6 +133,7 @@ impl Accounts {
             )?)
         })
         .await
+        .map(|executed| executed.state)
         .map_err(|e| match e {
             ServiceError::Taken { .. } => ServiceError::Taken { index: "email" },
             other => other,
@@ -155,13 +165,14 @@ impl Accounts {
         account::validate_scopes(&scopes)?;
         let (key, token) = new_key(name.trim().to_owned(), scopes, &self.store);
         let key_id = key.key_id.clone();
-        let state = execute::<Account>(&self.store, stream(account_id), None, meta, |state| {
+        let state = execute::<Account>(&self.store, target(account_id, meta), |state| {
             Ok(account::decide(
                 state,
                 AccountCommand::MintKey(key.clone()),
             )?)
         })
-        .await?;
+        .await?
+        .state;
         let key = self.view(state.as_ref().and_then(|a| a.keys.get(&key_id)))?;
         Ok(CreatedKey { key, token })
     }
@@ -177,7 +188,7 @@ impl Accounts {
         key_id: &str,
         meta: &EventMeta,
     ) -> Result<KeyView, ServiceError> {
-        let state = execute::<Account>(&self.store, stream(account_id), None, meta, |state| {
+        let state = execute::<Account>(&self.store, target(account_id, meta), |state| {
             Ok(account::decide(
                 state,
                 AccountCommand::RevokeKey {
@@ -186,7 +197,8 @@ impl Accounts {
                 },
             )?)
         })
-        .await?;
+        .await?
+        .state;
         self.view(state.as_ref().and_then(|a| a.keys.get(key_id)))
     }
 

@@ -2,20 +2,21 @@
 //! turns domain and storage outcomes into service outcomes.
 
 pub mod accounts;
+pub mod credentials;
 
 use crate::domain::account::AccountError;
+use crate::domain::credential::CredentialError;
 use crate::es::{Aggregate, DomainEvent, EventMeta, ExpectedVersion, StreamId};
-use crate::storage::{AppendError, AppendRequest, Store, StoreError};
+use crate::storage::{AppendError, AppendRequest, DataKeyChange, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     #[error("{0}")]
     NotFound(&'static str),
     #[error("{message}")]
-    Invalid {
-        param: &'static str,
-        message: String,
-    },
+    Invalid { param: String, message: String },
+    #[error("the credential is revoked; revocation is final")]
+    Revoked,
     #[error("{index} is already registered")]
     Taken { index: &'static str },
     #[error("the resource is at version {actual}, not the expected {expected}")]
@@ -30,7 +31,23 @@ impl From<AccountError> for ServiceError {
             AccountError::AlreadyExists => ServiceError::Taken { index: "account" },
             AccountError::NotFound => ServiceError::NotFound("no such account"),
             AccountError::KeyNotFound => ServiceError::NotFound("no such API key"),
-            AccountError::Invalid { param, message } => ServiceError::Invalid { param, message },
+            AccountError::Invalid { param, message } => ServiceError::Invalid {
+                param: param.to_owned(),
+                message,
+            },
+        }
+    }
+}
+
+impl From<CredentialError> for ServiceError {
+    fn from(error: CredentialError) -> Self {
+        match error {
+            CredentialError::AlreadyExists => ServiceError::Taken {
+                index: "credential",
+            },
+            CredentialError::NotFound => ServiceError::NotFound("no such credential"),
+            CredentialError::Revoked => ServiceError::Revoked,
+            CredentialError::Invalid { param, message } => ServiceError::Invalid { param, message },
         }
     }
 }
@@ -61,15 +78,35 @@ impl From<AppendError> for ServiceError {
 /// commands without a caller-pinned version retry: with `If-Match` the conflict is the answer.
 const RETRIES: usize = 8;
 
+/// Where a command goes and under which conditions.
+pub struct Target<'a> {
+    pub stream: StreamId,
+    /// The stream version the caller saw (`If-Match`); a different current version is a conflict.
+    pub if_match: Option<u64>,
+    pub meta: &'a EventMeta,
+    /// A data key to store or destroy with the events, if any are decided.
+    pub data_key: Option<DataKeyChange>,
+}
+
+/// An aggregate after a command, with its stream version.
+pub struct Executed<A> {
+    pub state: Option<A>,
+    pub version: u64,
+}
+
 /// Loads an aggregate, decides, and appends with the version it decided on. Answers the state
 /// after the command (unchanged when it decided on no events).
 pub async fn execute<A: Aggregate>(
     store: &Store,
-    stream: StreamId,
-    if_match: Option<u64>,
-    meta: &EventMeta,
+    target: Target<'_>,
     decide: impl Fn(Option<&A>) -> Result<Vec<A::Event>, ServiceError>,
-) -> Result<Option<A>, ServiceError> {
+) -> Result<Executed<A>, ServiceError> {
+    let Target {
+        stream,
+        if_match,
+        meta,
+        data_key,
+    } = target;
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -86,7 +123,7 @@ pub async fn execute<A: Aggregate>(
         let state = loaded.map(|s| s.state);
         let events = decide(state.as_ref())?;
         if events.is_empty() {
-            return Ok(state);
+            return Ok(Executed { state, version });
         }
         let new_events = events
             .iter()
@@ -102,10 +139,14 @@ pub async fn execute<A: Aggregate>(
             },
             events: new_events,
             meta: meta.clone(),
+            data_key: data_key.clone(),
         };
         match store.append(request).await {
-            Ok(_) => {
-                return Ok(events.iter().fold(state, |s, e| Some(A::apply(s, e))));
+            Ok(appended) => {
+                return Ok(Executed {
+                    state: events.iter().fold(state, |s, e| Some(A::apply(s, e))),
+                    version: appended.last().map_or(version, |e| e.version),
+                });
             }
             Err(AppendError::Conflict { .. }) if if_match.is_none() && attempt < RETRIES => {}
             Err(e) => return Err(e.into()),

@@ -11,7 +11,13 @@
 //! | `s/` | `s/<stream> 0x00 <version u64>` | position `u64` | projection |
 //! | `a/` | `a/<stream>` | `{"version", "state"}` aggregate JSON | projection |
 //! | `i/` | `i/email/<email>`, `i/token/<hash 32>` | account id; `account_id 0x00 key_id` | projection |
+//! | `i/` | `i/byok/<account_id> 0x00 <byok_id>` | empty: the account's credentials, oldest first | projection |
+//! | `k/` | `k/<record id>` | the record's data key, wrapped by the master key | key store, not derived |
 //! | `u/` | `u/key/<key_id>` | last-used unix millis `i64` | operational, not derived |
+//!
+//! `k/` rows are written in the same batch as the event that needs them and deleted in the same
+//! batch as the event that ends them (crypto-shredding): they are not in the log, so destroying one
+//! leaves the log's ciphertext unreadable, also in old backups of the log.
 
 pub const SCHEMA: &[u8] = b"m/schema";
 pub const CHAIN_KEY: &[u8] = b"m/chain_key";
@@ -59,6 +65,19 @@ pub fn email(email: &str) -> Vec<u8> {
 
 pub fn token(hash: &[u8; 32]) -> Vec<u8> {
     concat(&[b"i/token/", hash])
+}
+
+/// Every credential row of one account.
+pub fn byok_index_prefix(account_id: &str) -> Vec<u8> {
+    concat(&[b"i/byok/", account_id.as_bytes(), &[0]])
+}
+
+pub fn byok_index(account_id: &str, byok_id: &str) -> Vec<u8> {
+    concat(&[&byok_index_prefix(account_id), byok_id.as_bytes()])
+}
+
+pub fn data_key(record: &str) -> Vec<u8> {
+    concat(&[b"k/", record.as_bytes()])
 }
 
 pub fn key_last_used(key_id: &str) -> Vec<u8> {

@@ -76,6 +76,23 @@ pub struct AppendRequest {
     pub expected: ExpectedVersion,
     pub events: Vec<NewEvent>,
     pub meta: EventMeta,
+    /// A data key to store or destroy atomically with the events.
+    pub data_key: Option<DataKeyChange>,
+}
+
+/// A change to the key store (`k/` rows), made in the same batch as the events it goes with.
+#[derive(Clone)]
+pub enum DataKeyChange {
+    /// Keep this record's wrapped data key.
+    Store { record: String, wrapped: Vec<u8> },
+    /// Destroy this record's data key: its ciphertext in the log can never be opened again.
+    Destroy { record: String },
+}
+
+/// A secondary index to list aggregates by.
+pub enum Index<'a> {
+    /// An account's credentials, oldest first.
+    AccountCredentials(&'a str),
 }
 
 /// How durable an acknowledged append is.
@@ -282,6 +299,54 @@ impl Store {
             out.extend(self.event(position)?);
         }
         Ok(out)
+    }
+
+    /// A record's wrapped data key, or `None` once destroyed.
+    pub fn data_key(&self, record: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .inner
+            .db
+            .get(keys::data_key(record))?
+            .map(|v| v.to_vec()))
+    }
+
+    /// Aggregates listed under an index (`i/…`), in key order, starting after the id `after`,
+    /// keeping those `keep` accepts, at most `limit`. Also answers, when more may follow, the
+    /// last id looked at, for the next page's cursor.
+    pub fn list<A: Aggregate>(
+        &self,
+        index: Index<'_>,
+        after: Option<&str>,
+        limit: usize,
+        keep: impl Fn(&A) -> bool,
+    ) -> Result<(Vec<StoredAggregate<A>>, Option<String>), StoreError> {
+        let prefix = match index {
+            Index::AccountCredentials(account_id) => keys::byok_index_prefix(account_id),
+        };
+        let start = match after {
+            // The smallest key after `prefix ‖ after`.
+            Some(id) => [&prefix[..], id.as_bytes(), &[0]].concat(),
+            None => prefix.clone(),
+        };
+        let mut items = Vec::new();
+        let mut last = None;
+        for row in self.inner.db.range(start..) {
+            let (key, _) = row?;
+            let Some(id) = key.strip_prefix(prefix.as_slice()) else {
+                break;
+            };
+            if items.len() == limit {
+                return Ok((items, last));
+            }
+            let id = String::from_utf8_lossy(id).into_owned();
+            if let Some(stored) = self.load::<A>(&StreamId::new(A::KIND, &id))?
+                && keep(&stored.state)
+            {
+                items.push(stored);
+            }
+            last = Some(id);
+        }
+        Ok((items, None))
     }
 
     /// The last position written.

@@ -9,6 +9,7 @@ use super::keys;
 use super::kv::Kv;
 use crate::crypto::TokenHash;
 use crate::domain::account::{Account, AccountEvent};
+use crate::domain::credential::{Credential, CredentialEvent};
 use crate::es::{Aggregate, DecodeError, DomainEvent, Envelope};
 
 /// Why an event could not be projected. `Unique` rejects the append that carried it (a unique
@@ -40,6 +41,7 @@ pub fn project(kv: &mut impl Kv, envelope: &Envelope) -> Result<(), ProjectionEr
     );
     match envelope.stream_id().kind() {
         Account::KIND => project_account(kv, envelope),
+        Credential::KIND => project_credential(kv, envelope),
         other => Err(ProjectionError::UnknownStream(other.to_owned())),
     }
 }
@@ -100,6 +102,17 @@ fn project_account(kv: &mut impl Kv, envelope: &Envelope) -> Result<(), Projecti
                 kv.delete(token_index_key(&key.token_hash)?);
             }
         }
+    }
+    Ok(())
+}
+
+fn project_credential(kv: &mut impl Kv, envelope: &Envelope) -> Result<(), ProjectionError> {
+    let (_, after, event) = apply_aggregate::<Credential>(kv, envelope)?;
+    if let CredentialEvent::Registered(_) = event {
+        kv.put(
+            keys::byok_index(&after.account_id, &after.byok_id),
+            Vec::new(),
+        );
     }
     Ok(())
 }

@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 
 use super::kv::{Kv, Overlay};
 use super::projection::{ProjectionError, project};
-use super::{AppendError, AppendRequest, StoreError, keys, verify};
+use super::{AppendError, AppendRequest, DataKeyChange, StoreError, keys, verify};
 use crate::crypto::KeyedHasher;
 use crate::es::Envelope;
 
@@ -150,6 +150,13 @@ impl Writer {
                 other => AppendError::Invalid(other.to_string()),
             })?;
             appended.push(envelope);
+        }
+        match &request.data_key {
+            Some(DataKeyChange::Store { record, wrapped }) => {
+                overlay.put(keys::data_key(record), wrapped.clone());
+            }
+            Some(DataKeyChange::Destroy { record }) => overlay.delete(keys::data_key(record)),
+            None => {}
         }
         *position = p;
         *hash = h;

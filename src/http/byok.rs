@@ -1,0 +1,519 @@
+//! The `/v1/byok` credential contract: register, list, get, update, enable, disable, revoke, and
+//! the provider catalog. Every mutation honours `If-Match: "<revision>"`; reads and mutations
+//! answer the revision in `ETag`.
+
+use std::collections::BTreeMap;
+
+use actix_web::dev::Payload;
+use actix_web::http::header::{ETAG, IF_MATCH};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
+use chrono::{DateTime, Utc};
+use futures_util::future::{Ready, ready};
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::AppState;
+use super::auth::{Authed, Read, Write};
+use super::error::{
+    ApiError, BadRequest, Conflict, ErrorCode, Forbidden, InternalError, NotFound, PayloadTooLarge,
+    Unauthorized, Unprocessable, UnsupportedMediaType,
+};
+use super::json::Json;
+use crate::domain::credential::{
+    Binding, Credential, CredentialPatch, CredentialState, RegisterRequest,
+};
+use crate::domain::providers::{self, ProviderInfo};
+use crate::service::credentials::{ListFilter, Versioned};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    use super::resource;
+    cfg.service(resource("/v1/byok/providers").route(web::get().to(list_providers)))
+        .service(resource("/v1/byok/register").route(web::post().to(register)))
+        .service(resource("/v1/byok/list").route(web::get().to(list)))
+        .service(resource("/v1/byok/get/{id}").route(web::get().to(get)))
+        .service(resource("/v1/byok/update/{id}").route(web::patch().to(update)))
+        .service(resource("/v1/byok/enable/{id}").route(web::post().to(enable)))
+        .service(resource("/v1/byok/disable/{id}").route(web::post().to(disable)))
+        .service(resource("/v1/byok/revoke/{id}").route(web::delete().to(revoke)));
+}
+
+/// `If-Match: "<revision>"` (quotes optional); absent means unconditional.
+pub struct IfMatch(pub Option<u64>);
+
+fn parse_if_match(req: &HttpRequest) -> Result<IfMatch, ApiError> {
+    let Some(value) = req.headers().get(IF_MATCH) else {
+        return Ok(IfMatch(None));
+    };
+    value
+        .to_str()
+        .ok()
+        .map(|v| v.trim().trim_matches('"'))
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|v| IfMatch(Some(v)))
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::InvalidHeader,
+                "If-Match must be a revision in quotes, as the ETag header gives it",
+            )
+            .with_param("If-Match")
+        })
+}
+
+impl FromRequest for IfMatch {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(parse_if_match(req))
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"provider": "openai", "alias": "prod-eu", "api_key": "sk-…",
+    "label": "Production, EU traffic", "models": ["gpt-4o", "gpt-4o-mini"], "weight": 100,
+    "capability": "chat"}))]
+pub struct RegisterBody {
+    /// A provider id from `GET /v1/byok/providers`.
+    pub provider: String,
+    /// `[a-z0-9_-]`, 1 to 64 characters, starting with a letter or digit.
+    pub alias: Option<String>,
+    /// The provider's credential fields (see the catalog). Secret fields are sealed and never
+    /// shown again.
+    #[serde(default)]
+    pub credentials: BTreeMap<String, String>,
+    /// Shorthand for `credentials.api_key`.
+    pub api_key: Option<String>,
+    /// Up to 128 characters.
+    pub label: Option<String>,
+    /// Overrides the provider's API address; plain `http://` only for local and private hosts.
+    pub base_url: Option<String>,
+    /// Where the credential's traffic is processed; required for `self_hosted`.
+    pub declared_region: Option<String>,
+    /// Allow-list; empty allows every model.
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Deny-list; wins over `models`.
+    #[serde(default)]
+    pub blacklisted_models: Vec<String>,
+    /// Load-balancing weight, 1 to 1000 (default 100).
+    pub weight: Option<u32>,
+    /// An initial binding (with `module` and `model`); at least `capability` or `module`.
+    pub capability: Option<String>,
+    pub module: Option<String>,
+    pub model: Option<String>,
+}
+
+impl From<RegisterBody> for RegisterRequest {
+    fn from(b: RegisterBody) -> Self {
+        RegisterRequest {
+            provider: b.provider,
+            alias: b.alias,
+            api_key: b.api_key,
+            credentials: b.credentials,
+            label: b.label,
+            base_url: b.base_url,
+            declared_region: b.declared_region,
+            models: b.models,
+            blacklisted_models: b.blacklisted_models,
+            weight: b.weight,
+            capability: b.capability,
+            module: b.module,
+            model: b.model,
+        }
+    }
+}
+
+/// A field that is present deserialises to `Some`, even when it is `null` (`Some(None)`).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+/// Each field present is changed; `null` clears `label`, `base_url` or `declared_region`.
+/// Secrets are not changed here: that is rotation.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"label": "Production, EU and US", "weight": 200}))]
+pub struct UpdateBody {
+    pub alias: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub label: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub base_url: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub declared_region: Option<Option<String>>,
+    pub models: Option<Vec<String>>,
+    pub blacklisted_models: Option<Vec<String>>,
+    pub weight: Option<u32>,
+    /// Non-secret credential fields (such as azure's `endpoint`); an empty value removes an
+    /// optional one.
+    #[serde(default)]
+    pub credentials: BTreeMap<String, String>,
+}
+
+/// The answer to `register`.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"byok_id": "byok_01JD5Q3M8X2Y4Z6A7B8C9D0E1H", "provider": "openai",
+    "alias": "prod-eu", "state": "active", "created_at": "2026-11-23T10:00:00Z"}))]
+pub struct ByokKey {
+    pub byok_id: String,
+    pub provider: String,
+    pub alias: String,
+    pub state: CredentialState,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A credential as management endpoints show it: never a secret, never ciphertext.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"byok_id": "byok_01JD5Q3M8X2Y4Z6A7B8C9D0E1H", "provider": "openai",
+    "alias": "prod-eu", "label": "Production, EU traffic", "state": "active", "version": 1,
+    "revision": 1, "secret_hint": "x9Qz", "settings": {}, "bindings": [{"capability": "chat"}],
+    "residency": "global", "declared_region": null, "base_url": null,
+    "models": ["gpt-4o", "gpt-4o-mini"], "blacklisted_models": [], "weight": 100,
+    "created_at": "2026-11-23T10:00:00Z", "updated_at": "2026-11-23T10:00:00Z"}))]
+pub struct ByokConfig {
+    pub byok_id: String,
+    pub provider: String,
+    pub alias: String,
+    pub label: Option<String>,
+    pub state: CredentialState,
+    /// The secret's version: 1 at registration, +1 on each rotation.
+    pub version: u32,
+    /// The credential's revision (its event count): the `ETag`, and what `If-Match` compares.
+    pub revision: u64,
+    /// The last four characters of the identifying secret (empty when it is too short).
+    pub secret_hint: String,
+    /// The non-secret credential fields.
+    pub settings: BTreeMap<String, String>,
+    pub bindings: Vec<Binding>,
+    pub residency: String,
+    pub declared_region: Option<String>,
+    pub base_url: Option<String>,
+    pub models: Vec<String>,
+    pub blacklisted_models: Vec<String>,
+    pub weight: u32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl ByokConfig {
+    fn new(c: Credential, revision: u64) -> Self {
+        Self {
+            byok_id: c.byok_id,
+            provider: c.provider,
+            alias: c.alias,
+            label: c.label,
+            state: c.state,
+            version: c.version,
+            revision,
+            secret_hint: c.secret_hint,
+            settings: c.settings,
+            bindings: c.bindings,
+            residency: c.residency,
+            declared_region: c.declared_region,
+            base_url: c.base_url,
+            models: c.models,
+            blacklisted_models: c.blacklisted_models,
+            weight: c.weight,
+            created_at: c.created_at,
+            updated_at: c.updated_at,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ByokList {
+    /// Oldest first.
+    pub items: Vec<ByokConfig>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ProviderList {
+    pub items: Vec<ProviderInfo>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only this provider's credentials.
+    pub provider: Option<String>,
+    /// Only credentials in this state.
+    pub state: Option<CredentialState>,
+    /// Page size, 1 to 500 (default 50).
+    pub limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+fn with_etag(mut response: HttpResponse, revision: u64) -> HttpResponse {
+    if let Ok(value) = format!("\"{revision}\"").parse() {
+        response.headers_mut().insert(ETAG, value);
+    }
+    response
+}
+
+fn config_response(v: Versioned) -> HttpResponse {
+    let revision = v.revision;
+    with_etag(
+        HttpResponse::Ok().json(ByokConfig::new(v.credential, revision)),
+        revision,
+    )
+}
+
+/// The provider catalog: each provider's credential fields and rules.
+#[utoipa::path(get, path = "/v1/byok/providers", operation_id = "byok_providers", tag = "byok",
+    responses((status = 200, description = "The catalog", body = ProviderList)), security(()))]
+pub async fn list_providers() -> web::Json<ProviderList> {
+    web::Json(ProviderList {
+        items: providers::infos(),
+    })
+}
+
+/// Register a credential.
+#[utoipa::path(
+    post, path = "/v1/byok/register", operation_id = "byok_register", tag = "byok",
+    request_body = RegisterBody,
+    responses(
+        (status = 201, description = "Registered; the secret is sealed and never shown again", body = ByokKey,
+            headers(("ETag" = String, description = "The credential's revision"))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = Unprocessable),
+        (status = 500, response = InternalError),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn register(
+    state: web::Data<AppState>,
+    caller: Authed<Write>,
+    Json(body): Json<RegisterBody>,
+) -> Result<HttpResponse, ApiError> {
+    let v = state
+        .credentials
+        .register(&caller.account_id, body.into(), &caller.meta)
+        .await?;
+    let c = v.credential;
+    let key = ByokKey {
+        byok_id: c.byok_id,
+        provider: c.provider,
+        alias: c.alias,
+        state: c.state,
+        created_at: c.created_at,
+    };
+    Ok(with_etag(HttpResponse::Created().json(key), v.revision))
+}
+
+/// List the account's credentials, oldest first.
+#[utoipa::path(
+    get, path = "/v1/byok/list", operation_id = "byok_list", tag = "byok",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of credentials", body = ByokList),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = InternalError),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: Authed<Read>,
+    query: web::Query<ListQuery>,
+) -> Result<web::Json<ByokList>, ApiError> {
+    let query = query.into_inner();
+    let after = query
+        .cursor
+        .as_deref()
+        .map(super::cursor::decode)
+        .transpose()?;
+    let filter = ListFilter {
+        provider: query.provider,
+        state: query.state,
+    };
+    let (items, next) = state.credentials.list(
+        &caller.account_id,
+        &filter,
+        after.as_deref(),
+        query.limit.unwrap_or(50),
+    )?;
+    Ok(web::Json(ByokList {
+        items: items
+            .into_iter()
+            .map(|v| ByokConfig::new(v.credential, v.revision))
+            .collect(),
+        next_cursor: next.as_deref().map(super::cursor::encode),
+    }))
+}
+
+/// Get a credential.
+#[utoipa::path(
+    get, path = "/v1/byok/get/{id}", operation_id = "byok_get", tag = "byok",
+    params(("id" = String, Path, description = "The credential's id (`byok_…`)")),
+    responses(
+        (status = 200, description = "The credential", body = ByokConfig,
+            headers(("ETag" = String, description = "The credential's revision"))),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = InternalError),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get(
+    state: web::Data<AppState>,
+    caller: Authed<Read>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(config_response(
+        state.credentials.get(&caller.account_id, &id)?,
+    ))
+}
+
+/// Update a credential's settings (not its secret).
+#[utoipa::path(
+    patch, path = "/v1/byok/update/{id}", operation_id = "byok_update", tag = "byok",
+    params(("id" = String, Path, description = "The credential's id"),
+        ("If-Match" = Option<String>, Header, description = "The revision the change is based on")),
+    request_body = UpdateBody,
+    responses(
+        (status = 200, description = "The updated credential", body = ByokConfig),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = Unprocessable),
+        (status = 500, response = InternalError),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn update(
+    state: web::Data<AppState>,
+    caller: Authed<Write>,
+    id: web::Path<String>,
+    IfMatch(if_match): IfMatch,
+    Json(body): Json<UpdateBody>,
+) -> Result<HttpResponse, ApiError> {
+    let patch = CredentialPatch {
+        alias: body.alias,
+        label: body.label,
+        base_url: body.base_url,
+        declared_region: body.declared_region,
+        models: body.models,
+        blacklisted_models: body.blacklisted_models,
+        weight: body.weight,
+        credentials: body.credentials,
+        at: Utc::now(),
+    };
+    let v = state
+        .credentials
+        .update(&caller.account_id, &id, patch, if_match, &caller.meta)
+        .await?;
+    Ok(config_response(v))
+}
+
+async fn set_enabled(
+    state: web::Data<AppState>,
+    caller: Authed<Write>,
+    id: &str,
+    if_match: Option<u64>,
+    enabled: bool,
+) -> Result<HttpResponse, ApiError> {
+    let v = state
+        .credentials
+        .set_enabled(&caller.account_id, id, enabled, if_match, &caller.meta)
+        .await?;
+    Ok(config_response(v))
+}
+
+/// Enable a credential (a no-op on an active one).
+#[utoipa::path(
+    post, path = "/v1/byok/enable/{id}", operation_id = "byok_enable", tag = "byok",
+    params(("id" = String, Path, description = "The credential's id"),
+        ("If-Match" = Option<String>, Header, description = "The revision the change is based on")),
+    responses(
+        (status = 200, description = "The credential", body = ByokConfig),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 500, response = InternalError),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn enable(
+    state: web::Data<AppState>,
+    caller: Authed<Write>,
+    id: web::Path<String>,
+    IfMatch(if_match): IfMatch,
+) -> Result<HttpResponse, ApiError> {
+    set_enabled(state, caller, &id, if_match, true).await
+}
+
+/// Disable a credential: resolve stops choosing it (a no-op on a disabled one).
+#[utoipa::path(
+    post, path = "/v1/byok/disable/{id}", operation_id = "byok_disable", tag = "byok",
+    params(("id" = String, Path, description = "The credential's id"),
+        ("If-Match" = Option<String>, Header, description = "The revision the change is based on")),
+    responses(
+        (status = 200, description = "The credential", body = ByokConfig),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 500, response = InternalError),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn disable(
+    state: web::Data<AppState>,
+    caller: Authed<Write>,
+    id: web::Path<String>,
+    IfMatch(if_match): IfMatch,
+) -> Result<HttpResponse, ApiError> {
+    set_enabled(state, caller, &id, if_match, false).await
+}
+
+/// Revoke a credential for good and destroy its data key. Idempotent.
+#[utoipa::path(
+    delete, path = "/v1/byok/revoke/{id}", operation_id = "byok_revoke", tag = "byok",
+    params(("id" = String, Path, description = "The credential's id"),
+        ("If-Match" = Option<String>, Header, description = "The revision the change is based on")),
+    responses(
+        (status = 200, description = "The revoked credential", body = ByokConfig),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 500, response = InternalError),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn revoke(
+    state: web::Data<AppState>,
+    caller: Authed<Write>,
+    id: web::Path<String>,
+    IfMatch(if_match): IfMatch,
+) -> Result<HttpResponse, ApiError> {
+    let v = state
+        .credentials
+        .revoke(&caller.account_id, &id, if_match, &caller.meta)
+        .await?;
+    Ok(config_response(v))
+}

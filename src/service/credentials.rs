@@ -1,0 +1,266 @@
+//! Credentials: register, read, list, update, enable, disable, revoke. Secrets are sealed here,
+//! under the credential's own data key, before anything reaches an event; revocation destroys
+//! that key in the same batch as the `byok.revoked` event (crypto-shredding).
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use chrono::Utc;
+
+use super::{Executed, ServiceError, Target, execute};
+use crate::crypto::{DataKey, MasterKey, Redacted};
+use crate::domain::credential::{
+    self, Credential, CredentialCommand, CredentialPatch, CredentialState, NewCredential,
+    RegisterRequest,
+};
+use crate::domain::new_id;
+use crate::es::{Aggregate, EventMeta, StreamId};
+use crate::storage::{DataKeyChange, Index, Store};
+
+/// Largest page of a credential listing.
+pub const MAX_PAGE: usize = 500;
+
+/// A credential with its stream version (the `ETag` / `If-Match` value).
+pub struct Versioned {
+    pub credential: Credential,
+    pub revision: u64,
+}
+
+#[derive(Default)]
+pub struct ListFilter {
+    pub provider: Option<String>,
+    pub state: Option<CredentialState>,
+}
+
+pub struct Credentials {
+    store: Store,
+    master: MasterKey,
+}
+
+fn stream(byok_id: &str) -> StreamId {
+    StreamId::new(Credential::KIND, byok_id)
+}
+
+/// Binds a wrapped data key to its credential.
+fn data_key_ad(account_id: &str, byok_id: &str) -> Vec<u8> {
+    format!("keyledger/dek/{account_id}/{byok_id}").into_bytes()
+}
+
+/// Binds sealed secrets to their account, credential and secret version.
+fn secret_ad(account_id: &str, byok_id: &str, version: u32) -> Vec<u8> {
+    format!("keyledger/byok/{account_id}/{byok_id}/v{version}").into_bytes()
+}
+
+/// Another account's credential is answered exactly like a missing one.
+fn owned<'a>(
+    state: Option<&'a Credential>,
+    account_id: &str,
+) -> Result<Option<&'a Credential>, ServiceError> {
+    match state {
+        Some(c) if c.account_id != account_id => Err(ServiceError::NotFound("no such credential")),
+        other => Ok(other),
+    }
+}
+
+fn versioned(executed: Executed<Credential>) -> Result<Versioned, ServiceError> {
+    let credential = executed
+        .state
+        .ok_or(ServiceError::NotFound("no such credential"))?;
+    Ok(Versioned {
+        credential,
+        revision: executed.version,
+    })
+}
+
+impl Credentials {
+    pub fn new(store: Store, master: MasterKey) -> Self {
+        Self { store, master }
+    }
+
+    pub async fn register(
+        &self,
+        account_id: &str,
+        request: RegisterRequest,
+        meta: &EventMeta,
+    ) -> Result<Versioned, ServiceError> {
+        let registration = credential::prepare_register(request)?;
+        let byok_id = new_id(credential::ID_PREFIX);
+        let key = DataKey::generate();
+        let plaintext = Redacted::new(
+            serde_json::to_vec(&registration.credentials.secrets)
+                .map_err(crate::storage::StoreError::from)?,
+        );
+        let sealed = key.seal(&secret_ad(account_id, &byok_id, 1), plaintext.expose());
+        let command = NewCredential {
+            byok_id: byok_id.clone(),
+            account_id: account_id.to_owned(),
+            spec: registration.spec,
+            sealed_secret: STANDARD.encode(sealed),
+            secret_hint: registration.credentials.hint.clone(),
+            at: Utc::now(),
+        };
+        let target = Target {
+            stream: stream(&byok_id),
+            if_match: None,
+            meta,
+            data_key: Some(DataKeyChange::Store {
+                record: byok_id.clone(),
+                wrapped: self.master.wrap(&key, &data_key_ad(account_id, &byok_id)),
+            }),
+        };
+        let executed = execute::<Credential>(&self.store, target, |state| {
+            let command = CredentialCommand::Register(Box::new(command.clone()));
+            Ok(credential::decide(state, command)?)
+        })
+        .await?;
+        versioned(executed)
+    }
+
+    pub fn get(&self, account_id: &str, byok_id: &str) -> Result<Versioned, ServiceError> {
+        let stored = self
+            .store
+            .load::<Credential>(&stream(byok_id))?
+            .filter(|s| s.state.account_id == account_id)
+            .ok_or(ServiceError::NotFound("no such credential"))?;
+        Ok(Versioned {
+            credential: stored.state,
+            revision: stored.version,
+        })
+    }
+
+    /// A page of the account's credentials, oldest first, after the credential `after`.
+    pub fn list(
+        &self,
+        account_id: &str,
+        filter: &ListFilter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Versioned>, Option<String>), ServiceError> {
+        let keep = |c: &Credential| {
+            filter.provider.as_deref().is_none_or(|p| c.provider == p)
+                && filter.state.is_none_or(|s| c.state == s)
+        };
+        let limit = limit.clamp(1, MAX_PAGE);
+        let (page, next) =
+            self.store
+                .list(Index::AccountCredentials(account_id), after, limit, keep)?;
+        let page = page
+            .into_iter()
+            .map(|s| Versioned {
+                credential: s.state,
+                revision: s.version,
+            })
+            .collect();
+        Ok((page, next))
+    }
+
+    /// Applies a command to one of the account's credentials.
+    async fn command(
+        &self,
+        account_id: &str,
+        byok_id: &str,
+        if_match: Option<u64>,
+        meta: &EventMeta,
+        data_key: Option<DataKeyChange>,
+        command: impl Fn() -> CredentialCommand,
+    ) -> Result<Versioned, ServiceError> {
+        let target = Target {
+            stream: stream(byok_id),
+            if_match,
+            meta,
+            data_key,
+        };
+        let executed = execute::<Credential>(&self.store, target, |state| {
+            let state = owned(state, account_id)?;
+            Ok(credential::decide(state, command())?)
+        })
+        .await?;
+        versioned(executed)
+    }
+
+    pub async fn update(
+        &self,
+        account_id: &str,
+        byok_id: &str,
+        patch: CredentialPatch,
+        if_match: Option<u64>,
+        meta: &EventMeta,
+    ) -> Result<Versioned, ServiceError> {
+        self.command(account_id, byok_id, if_match, meta, None, || {
+            CredentialCommand::Update(Box::new(patch.clone()))
+        })
+        .await
+    }
+
+    pub async fn set_enabled(
+        &self,
+        account_id: &str,
+        byok_id: &str,
+        enabled: bool,
+        if_match: Option<u64>,
+        meta: &EventMeta,
+    ) -> Result<Versioned, ServiceError> {
+        let at = Utc::now();
+        self.command(account_id, byok_id, if_match, meta, None, || {
+            if enabled {
+                CredentialCommand::Enable { at }
+            } else {
+                CredentialCommand::Disable { at }
+            }
+        })
+        .await
+    }
+
+    /// Revokes for good and destroys the data key, so the sealed secret in the log can never be
+    /// opened again. Revoking a revoked credential answers it unchanged.
+    pub async fn revoke(
+        &self,
+        account_id: &str,
+        byok_id: &str,
+        if_match: Option<u64>,
+        meta: &EventMeta,
+    ) -> Result<Versioned, ServiceError> {
+        let destroy = DataKeyChange::Destroy {
+            record: byok_id.to_owned(),
+        };
+        let at = Utc::now();
+        self.command(account_id, byok_id, if_match, meta, Some(destroy), || {
+            CredentialCommand::Revoke { at }
+        })
+        .await
+    }
+
+    /// Opens a credential's secret fields. The data plane's only way to plaintext; fails for
+    /// ever once the credential is revoked.
+    pub fn open_secrets(
+        &self,
+        account_id: &str,
+        byok_id: &str,
+    ) -> Result<Redacted<BTreeMap<String, String>>, ServiceError> {
+        let credential = self.get(account_id, byok_id)?.credential;
+        if credential.is_revoked() {
+            return Err(ServiceError::Revoked);
+        }
+        let wrapped = self.store.data_key(byok_id)?.ok_or(ServiceError::Revoked)?;
+        let unreadable = |what: &str| {
+            ServiceError::Store(crate::storage::StoreError::Corrupt {
+                what: format!("{what} of {byok_id}"),
+                reason: "does not open".into(),
+            })
+        };
+        let key = self
+            .master
+            .unwrap_key(&wrapped, &data_key_ad(account_id, byok_id))
+            .map_err(|_| unreadable("data key"))?;
+        let sealed = STANDARD
+            .decode(&credential.sealed_secret)
+            .map_err(|_| unreadable("sealed secret"))?;
+        let plaintext = key
+            .open(&secret_ad(account_id, byok_id, credential.version), &sealed)
+            .map_err(|_| unreadable("sealed secret"))?;
+        let secrets =
+            serde_json::from_slice(&plaintext).map_err(|_| unreadable("sealed secret"))?;
+        Ok(Redacted::new(secrets))
+    }
+}
