@@ -3,6 +3,7 @@
 mod helpers;
 
 mod accounts;
+mod byok;
 mod crash;
 mod errors;
 mod fixtures;
