@@ -116,6 +116,8 @@ struct Inner {
     tokens: KeyedHasher,
     chain: KeyedHasher,
     jobs: Mutex<Option<Sender<Job>>>,
+    /// The last durable position, updated after every group commit.
+    positions: tokio::sync::watch::Receiver<u64>,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -143,6 +145,7 @@ impl Store {
             Durability::Sync => Some(OpenOptions::new().read(true).open(dir.join("db"))?),
             Durability::UnsafeNoSync => None,
         };
+        let (durable, positions) = tokio::sync::watch::channel(position);
         let writer = Writer {
             tree,
             db: db.clone(),
@@ -150,6 +153,7 @@ impl Store {
             sync_file,
             position,
             last_hash,
+            durable,
         };
         let (tx, rx) = crossbeam_channel::unbounded();
         let handle = std::thread::Builder::new()
@@ -161,6 +165,7 @@ impl Store {
                 tokens: KeyedHasher::new(&token_key),
                 chain,
                 jobs: Mutex::new(Some(tx)),
+                positions,
                 writer: Mutex::new(Some(handle)),
             }),
         })
@@ -347,6 +352,11 @@ impl Store {
             last = Some(id);
         }
         Ok((items, None))
+    }
+
+    /// Watches the last durable position: tailing readers wait on it for new events.
+    pub fn positions(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.positions.clone()
     }
 
     /// The last position written.

@@ -37,6 +37,8 @@ pub struct Writer {
     pub sync_file: Option<File>,
     pub position: u64,
     pub last_hash: [u8; 32],
+    /// Tells tailing readers the last durable position after every group.
+    pub durable: tokio::sync::watch::Sender<u64>,
 }
 
 impl Writer {
@@ -95,6 +97,7 @@ impl Writer {
             }
             self.position = position;
             self.last_hash = hash;
+            self.durable.send_replace(position);
         }
         for (reply, outcome) in outcomes {
             // The caller may have gone away (client disconnected); the write stands regardless.
