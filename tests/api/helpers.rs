@@ -6,7 +6,7 @@ use actix_web::dev::ServerHandle;
 use keyledger::config::{KeySource, Settings};
 use keyledger::crypto::MasterKey;
 use keyledger::startup::Application;
-use keyledger::storage::{Durability, Store};
+use keyledger::storage::{Durability, Store, StoreError};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -50,7 +50,8 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     start(settings, dir).await
 }
 
-async fn start(settings: Settings, dir: Arc<TempDir>) -> TestApp {
+/// Starts the server on existing settings and data dir (after `stop_and_release`).
+pub async fn start(settings: Settings, dir: Arc<TempDir>) -> TestApp {
     // A store just closed by a restart may still be releasing its lock for a moment.
     let mut attempt = 0;
     let app = loop {
@@ -70,7 +71,11 @@ async fn start(settings: Settings, dir: Arc<TempDir>) -> TestApp {
     let server = tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
-        client: reqwest::Client::new(),
+        // Bounds every request, so a hung server fails the test instead of stalling the run.
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("http client"),
         store,
         settings,
         dir,
@@ -89,6 +94,24 @@ impl TestApp {
             .expect("server stopped cleanly");
         drop(self.store);
         (self.settings, self.dir)
+    }
+
+    /// Stops the server and waits until nothing in this process holds its store, so the data dir
+    /// can be opened directly or by the CLI.
+    pub async fn stop_and_release(self) -> (Settings, Arc<TempDir>) {
+        let (settings, dir) = self.stop().await;
+        // The workers drop their clones of the store a moment after the server stops.
+        for _ in 0..100 {
+            match Store::open(&settings.data_dir, &settings.master_key, Durability::Sync) {
+                Err(StoreError::Locked) => tokio::time::sleep(Duration::from_millis(100)).await,
+                Ok(store) => {
+                    store.shutdown();
+                    return (settings, dir);
+                }
+                Err(e) => panic!("the stopped store does not open: {e}"),
+            }
+        }
+        panic!("the store was still in use 10 s after the server stopped");
     }
 
     /// Stops and starts again on the same data dir, master key and admin token.
