@@ -12,6 +12,7 @@ use crate::crypto::{Redacted, generate_token};
 use crate::http::{self, AppState};
 use crate::service::accounts::{ADMIN_TOKEN_MARKER, Accounts};
 use crate::service::credentials::Credentials;
+use crate::service::events::Events;
 use crate::storage::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +60,7 @@ impl Application {
         let state = web::Data::new(AppState {
             accounts: Accounts::new(store.clone(), admin_hash),
             credentials: Credentials::new(store.clone(), settings.master_key.clone()),
+            events: Events::new(store.clone()),
             open_signup: settings.open_signup,
         });
         let listener = TcpListener::bind(&settings.listen)?;

@@ -8,6 +8,10 @@ mod scope;
 
 pub use scope::Scope;
 
+/// Payload fields that stay in the log but are never shown by the API, event feeds or webhooks:
+/// ciphertext (`sealed_secret`) and keyed token hashes (`token_hash`).
+pub const PRIVATE_FIELDS: &[&str] = &["sealed_secret", "token_hash"];
+
 /// Mints a prefixed ULID, for example `acct_01JD…`.
 pub fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", ulid::Ulid::new())

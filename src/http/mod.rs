@@ -7,6 +7,7 @@ pub mod auth;
 pub mod byok;
 mod cursor;
 pub mod error;
+pub mod events;
 pub mod health;
 pub mod json;
 pub mod keys;
@@ -19,12 +20,14 @@ use actix_web::web::QueryConfig;
 
 use crate::service::accounts::Accounts;
 use crate::service::credentials::Credentials;
+use crate::service::events::Events;
 use error::{ApiError, ErrorCode};
 
 /// Shared by every worker.
 pub struct AppState {
     pub accounts: Accounts,
     pub credentials: Credentials,
+    pub events: Events,
     pub open_signup: bool,
 }
 
@@ -41,6 +44,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(accounts::configure)
     .configure(keys::configure)
     .configure(byok::configure)
+    .configure(events::configure)
     .configure(health::configure)
     .configure(openapi::configure);
 }

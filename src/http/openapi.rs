@@ -7,7 +7,7 @@ use utoipa::openapi::{LicenseBuilder, Paths};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{accounts, byok, error, health, keys};
+use super::{accounts, byok, error, events, health, keys};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -21,6 +21,7 @@ use super::{accounts, byok, error, health, keys};
         keys::create_key, keys::list_keys, keys::revoke_key,
         byok::list_providers, byok::register, byok::list, byok::get, byok::update,
         byok::enable, byok::disable, byok::revoke,
+        events::credential_events, events::account_events, events::stream_events,
         health::healthz, health::readyz,
     ),
     components(
@@ -35,6 +36,7 @@ use super::{accounts, byok, error, health, keys};
         (name = "accounts", description = "Tenants"),
         (name = "keys", description = "Account API keys and their scopes"),
         (name = "byok", description = "Provider credentials: the /v1/byok contract"),
+        (name = "events", description = "Event feeds: pages, long poll and Server-Sent Events"),
         (name = "health", description = "Liveness and readiness"),
     ),
     modifiers(&Contract),

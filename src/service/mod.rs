@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod credentials;
+pub mod events;
 
 use crate::domain::account::AccountError;
 use crate::domain::credential::CredentialError;

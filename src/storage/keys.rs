@@ -12,6 +12,7 @@
 //! | `a/` | `a/<stream>` | `{"version", "state"}` aggregate JSON | projection |
 //! | `i/` | `i/email/<email>`, `i/token/<hash 32>` | account id; `account_id 0x00 key_id` | projection |
 //! | `i/` | `i/byok/<account_id> 0x00 <byok_id>` | empty: the account's credentials, oldest first | projection |
+//! | `e/` | `e/<account_id> 0x00 <position u64>` | empty: the account's feed, in log order | projection |
 //! | `k/` | `k/<record id>` | the record's data key, wrapped by the master key | key store, not derived |
 //! | `u/` | `u/key/<key_id>` | last-used unix millis `i64` | operational, not derived |
 //!
@@ -26,7 +27,7 @@ pub const ADMIN_TOKEN: &[u8] = b"m/admin_token";
 
 pub const LOG: &[u8] = b"l/";
 /// Prefixes derived from the log: dropped and rewritten by a rebuild, compared by `verify`.
-pub const PROJECTIONS: [&[u8]; 4] = [b"h/", b"s/", b"a/", b"i/"];
+pub const PROJECTIONS: [&[u8]; 5] = [b"h/", b"s/", b"a/", b"i/", b"e/"];
 
 fn concat(parts: &[&[u8]]) -> Vec<u8> {
     parts.concat()
@@ -74,6 +75,18 @@ pub fn byok_index_prefix(account_id: &str) -> Vec<u8> {
 
 pub fn byok_index(account_id: &str, byok_id: &str) -> Vec<u8> {
     concat(&[&byok_index_prefix(account_id), byok_id.as_bytes()])
+}
+
+/// Every feed row of one account.
+pub fn account_feed_prefix(account_id: &str) -> Vec<u8> {
+    concat(&[b"e/", account_id.as_bytes(), &[0]])
+}
+
+pub fn account_feed(account_id: &str, position: u64) -> Vec<u8> {
+    concat(&[
+        &account_feed_prefix(account_id),
+        &position.to_be_bytes()[..],
+    ])
 }
 
 pub fn data_key(record: &str) -> Vec<u8> {

@@ -3,6 +3,7 @@
 //! the replay that rebuilds and verifies them (`verify.rs`). Reads are point lookups straight
 //! from the tree.
 
+mod feed;
 mod keys;
 mod kv;
 mod projection;
@@ -17,6 +18,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::Sender;
 use tokio::sync::oneshot;
 
+pub use feed::{Feed, FeedPage};
 pub use projection::StoredAggregate;
 pub use verify::VerifyReport;
 use writer::{Job, Writer};

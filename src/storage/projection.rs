@@ -79,6 +79,7 @@ fn apply_aggregate<A: Aggregate>(
 
 fn project_account(kv: &mut impl Kv, envelope: &Envelope) -> Result<(), ProjectionError> {
     let (before, after, event) = apply_aggregate::<Account>(kv, envelope)?;
+    add_to_account_feed(kv, &after.account_id, envelope);
     match event {
         AccountEvent::Created { email, .. } => {
             let key = keys::email(&email);
@@ -108,6 +109,7 @@ fn project_account(kv: &mut impl Kv, envelope: &Envelope) -> Result<(), Projecti
 
 fn project_credential(kv: &mut impl Kv, envelope: &Envelope) -> Result<(), ProjectionError> {
     let (_, after, event) = apply_aggregate::<Credential>(kv, envelope)?;
+    add_to_account_feed(kv, &after.account_id, envelope);
     if let CredentialEvent::Registered(_) = event {
         kv.put(
             keys::byok_index(&after.account_id, &after.byok_id),
@@ -115,6 +117,13 @@ fn project_credential(kv: &mut impl Kv, envelope: &Envelope) -> Result<(), Proje
         );
     }
     Ok(())
+}
+
+fn add_to_account_feed(kv: &mut impl Kv, account_id: &str, envelope: &Envelope) {
+    kv.put(
+        keys::account_feed(account_id, envelope.position),
+        Vec::new(),
+    );
 }
 
 fn token_index_key(token_hash: &str) -> Result<Vec<u8>, StoreError> {

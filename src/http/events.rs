@@ -1,0 +1,264 @@
+//! Event feeds: `GET /v1/byok/events/{id}` (one credential), `GET /v1/events` (the account), and
+//! `GET /v1/events/stream` (Server-Sent Events, resuming from `Last-Event-ID`).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use actix_web::web::Bytes;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::AppState;
+use super::auth::{Authed, Read};
+use super::error::{
+    ApiError, BadRequest, ErrorCode, Forbidden, InternalError, NotFound, Unauthorized,
+};
+use crate::es::{Envelope, StreamId};
+use crate::service::events::{DEFAULT_LIMIT, Events, FeedQuery, MAX_LIMIT, MAX_WAIT};
+use crate::storage::Feed;
+
+/// Quiet SSE connections get a comment this often, so proxies keep them open.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+/// Events read per SSE step.
+const SSE_BATCH: usize = 100;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    use super::resource;
+    cfg.service(resource("/v1/byok/events/{id}").route(web::get().to(credential_events)))
+        .service(resource("/v1/events").route(web::get().to(account_events)))
+        .service(resource("/v1/events/stream").route(web::get().to(stream_events)));
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct FeedParams {
+    /// `next_cursor` of a previous page; absent starts from the first event.
+    pub cursor: Option<String>,
+    /// Page size, 1 to 500 (default 50).
+    pub limit: Option<usize>,
+    /// Comma-separated event types to keep, for example `byok.updated,byok.revoked`.
+    pub types: Option<String>,
+    /// Long poll: when nothing is there yet, wait up to this many seconds (at most 30) for the
+    /// next event.
+    pub wait: Option<u64>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct StreamParams {
+    /// Where to start when there is no `Last-Event-ID`: a `next_cursor`; absent starts from
+    /// the first event.
+    pub cursor: Option<String>,
+    /// Comma-separated event types to keep.
+    pub types: Option<String>,
+}
+
+/// A page of events. `next_cursor` is always there: pass it to read on, now or later.
+#[derive(Serialize, ToSchema)]
+pub struct EventPage {
+    /// In log order. Payloads never carry a secret, ciphertext or token hash.
+    pub items: Vec<Envelope>,
+    pub next_cursor: String,
+    /// Whether more events were already there when this page filled.
+    pub has_more: bool,
+}
+
+fn invalid(param: &str, message: &str) -> ApiError {
+    ApiError::new(ErrorCode::InvalidQuery, message).with_param(param)
+}
+
+fn after(cursor: Option<&str>) -> Result<u64, ApiError> {
+    cursor.map_or(Ok(0), |c| {
+        super::cursor::decode(c)?
+            .parse()
+            .map_err(|_| invalid("cursor", "cursor is not one this server issued"))
+    })
+}
+
+fn types(raw: Option<&str>) -> Vec<String> {
+    raw.map(|t| {
+        t.split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+fn feed_query(params: &FeedParams) -> Result<FeedQuery, ApiError> {
+    let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(invalid("limit", "limit must be 1 to 500"));
+    }
+    let wait = Duration::from_secs(params.wait.unwrap_or(0));
+    if wait > MAX_WAIT {
+        return Err(invalid("wait", "wait must be at most 30 seconds"));
+    }
+    Ok(FeedQuery {
+        after: after(params.cursor.as_deref())?,
+        limit,
+        types: types(params.types.as_deref()),
+        wait,
+    })
+}
+
+async fn page(events: &Events, feed: Feed<'_>, params: &FeedParams) -> Result<EventPage, ApiError> {
+    let query = feed_query(params)?;
+    let page = events.page(&feed, &query).await.map_err(|e| {
+        tracing::error!(error = %e, "reading a feed failed");
+        ApiError::internal()
+    })?;
+    Ok(EventPage {
+        items: page.events,
+        next_cursor: super::cursor::encode(&page.resume_after.to_string()),
+        has_more: page.has_more,
+    })
+}
+
+/// One credential's events, oldest first.
+#[utoipa::path(
+    get, path = "/v1/byok/events/{id}", operation_id = "byok_events", tag = "events",
+    params(("id" = String, Path, description = "The credential's id"), FeedParams),
+    responses(
+        (status = 200, description = "A page of the credential's events", body = EventPage),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = InternalError),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn credential_events(
+    state: web::Data<AppState>,
+    caller: Authed<Read>,
+    id: web::Path<String>,
+    params: web::Query<FeedParams>,
+) -> Result<web::Json<EventPage>, ApiError> {
+    // Another account's credential is answered like a missing one.
+    state.credentials.get(&caller.account_id, &id)?;
+    let stream = StreamId::new(crate::domain::credential::KIND, &id);
+    Ok(web::Json(
+        page(&state.events, Feed::Stream(&stream), &params).await?,
+    ))
+}
+
+/// Every event of the account, in log order.
+#[utoipa::path(
+    get, path = "/v1/events", operation_id = "list_events", tag = "events",
+    params(FeedParams),
+    responses(
+        (status = 200, description = "A page of the account's events", body = EventPage),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = InternalError),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn account_events(
+    state: web::Data<AppState>,
+    caller: Authed<Read>,
+    params: web::Query<FeedParams>,
+) -> Result<web::Json<EventPage>, ApiError> {
+    Ok(web::Json(
+        page(&state.events, Feed::Account(&caller.account_id), &params).await?,
+    ))
+}
+
+/// The account's events as Server-Sent Events: each has `id` (its position, for
+/// `Last-Event-ID`), `event` (its type) and `data` (the event as JSON). Resumes after
+/// `Last-Event-ID` when a reconnecting client sends it.
+#[utoipa::path(
+    get, path = "/v1/events/stream", operation_id = "stream_events", tag = "events",
+    params(StreamParams,
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event's id")),
+    responses(
+        (status = 200, description = "An endless `text/event-stream`", content_type = "text/event-stream", body = String),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn stream_events(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Authed<Read>,
+    params: web::Query<StreamParams>,
+) -> Result<HttpResponse, ApiError> {
+    let resume = match req.headers().get("last-event-id") {
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::InvalidHeader,
+                    "Last-Event-ID must be an event id",
+                )
+                .with_param("Last-Event-ID")
+            })?,
+        None => after(params.cursor.as_deref())?,
+    };
+    let tail = Tail {
+        events: state.events.clone(),
+        account_id: caller.account_id,
+        query: FeedQuery {
+            after: resume,
+            limit: SSE_BATCH,
+            types: types(params.types.as_deref()),
+            wait: KEEPALIVE,
+        },
+        pending: VecDeque::new(),
+    };
+    let body = futures_util::stream::unfold(tail, |mut tail| async move {
+        let chunk = tail.next_chunk().await?;
+        Some((Ok::<_, actix_web::Error>(chunk), tail))
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("cache-control", "no-cache"))
+        .streaming(body))
+}
+
+/// The state of one SSE connection.
+struct Tail {
+    events: Events,
+    account_id: String,
+    query: FeedQuery,
+    pending: VecDeque<Bytes>,
+}
+
+impl Tail {
+    /// The next piece of the stream: an event, or a keep-alive comment after a quiet spell;
+    /// `None` ends the stream (the store failed or shut down).
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        if let Some(chunk) = self.pending.pop_front() {
+            return Some(chunk);
+        }
+        let page = self
+            .events
+            .page(&Feed::Account(&self.account_id), &self.query)
+            .await
+            .map_err(|e| tracing::error!(error = %e, "reading the event stream failed"))
+            .ok()?;
+        self.query.after = page.resume_after;
+        for event in page.events {
+            let data = serde_json::to_string(&event).ok()?;
+            self.pending.push_back(Bytes::from(format!(
+                "id: {}\nevent: {}\ndata: {data}\n\n",
+                event.position, event.event_type
+            )));
+        }
+        Some(
+            self.pending
+                .pop_front()
+                .unwrap_or_else(|| Bytes::from_static(b": keep-alive\n\n")),
+        )
+    }
+}

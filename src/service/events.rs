@@ -1,0 +1,74 @@
+//! Reading the event feeds as the API shows them: pages after a cursor, optionally filtered by
+//! type, optionally waiting (long poll) for the next durable event; payloads without their
+//! private fields.
+
+use std::time::Duration;
+
+use crate::domain::PRIVATE_FIELDS;
+use crate::es::Envelope;
+use crate::storage::{Feed, FeedPage, Store, StoreError};
+
+pub const DEFAULT_LIMIT: usize = 50;
+pub const MAX_LIMIT: usize = 500;
+/// Longest accepted long-poll wait.
+pub const MAX_WAIT: Duration = Duration::from_secs(30);
+
+pub struct FeedQuery {
+    /// The ordinal to read after (0: from the start).
+    pub after: u64,
+    pub limit: usize,
+    /// Only these event types; empty means every type.
+    pub types: Vec<String>,
+    /// When nothing is there yet, wait this long for a new durable event.
+    pub wait: Duration,
+}
+
+/// An event as the API shows it: the envelope without private payload fields.
+pub fn public(mut envelope: Envelope) -> Envelope {
+    if let Some(data) = envelope.data.as_object_mut() {
+        for field in PRIVATE_FIELDS {
+            data.remove(*field);
+        }
+    }
+    envelope
+}
+
+#[derive(Clone)]
+pub struct Events {
+    store: Store,
+}
+
+impl Events {
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+
+    fn read(&self, feed: &Feed<'_>, after: u64, query: &FeedQuery) -> Result<FeedPage, StoreError> {
+        let keep = |e: &Envelope| query.types.is_empty() || query.types.contains(&e.event_type);
+        let mut page = self.store.read_feed(feed, after, query.limit, keep)?;
+        page.events = page.events.into_iter().map(public).collect();
+        Ok(page)
+    }
+
+    /// A page of the feed. With a wait, an empty page is read again whenever a new group of
+    /// events becomes durable, until something arrives or the wait is over.
+    pub async fn page(&self, feed: &Feed<'_>, query: &FeedQuery) -> Result<FeedPage, StoreError> {
+        let mut positions = self.store.positions();
+        positions.borrow_and_update();
+        let deadline = tokio::time::Instant::now() + query.wait.min(MAX_WAIT);
+        let mut after = query.after;
+        loop {
+            let page = self.read(feed, after, query)?;
+            if !page.events.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok(page);
+            }
+            // Events the filter skipped are consumed: the next read starts after them.
+            after = page.resume_after;
+            match tokio::time::timeout_at(deadline, positions.changed()).await {
+                Ok(Ok(())) => {}
+                // Timed out, or the store shut down: answer what there is.
+                Ok(Err(_)) | Err(_) => return self.read(feed, after, query),
+            }
+        }
+    }
+}
