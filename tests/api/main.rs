@@ -6,6 +6,7 @@ mod accounts;
 mod byok;
 mod crash;
 mod errors;
+mod events;
 mod fixtures;
 mod keys;
 mod openapi;
