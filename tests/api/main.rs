@@ -4,6 +4,7 @@ mod helpers;
 
 mod accounts;
 mod byok;
+mod client;
 mod crash;
 mod errors;
 mod events;
