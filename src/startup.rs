@@ -13,6 +13,7 @@ use crate::http::{self, AppState};
 use crate::service::accounts::{ADMIN_TOKEN_MARKER, Accounts};
 use crate::service::credentials::Credentials;
 use crate::service::events::Events;
+use crate::service::idempotency::Idempotency;
 use crate::storage::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +62,7 @@ impl Application {
             accounts: Accounts::new(store.clone(), admin_hash),
             credentials: Credentials::new(store.clone(), settings.master_key.clone()),
             events: Events::new(store.clone()),
+            idempotency: Idempotency::new(store.clone()),
             open_signup: settings.open_signup,
         });
         let listener = TcpListener::bind(&settings.listen)?;

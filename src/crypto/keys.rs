@@ -1,7 +1,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
-use super::{Redacted, SealError, open, random_bytes, seal};
+use super::{KeyedHasher, Redacted, SealError, open, random_bytes, seal};
 
 /// Length of an AES-256-SIV key (two 256-bit halves).
 pub const KEY_LEN: usize = 64;
@@ -83,6 +83,19 @@ impl DataKey {
     pub(crate) fn bytes(&self) -> &[u8; KEY_LEN] {
         self.0.expose()
     }
+
+    /// A subkey for another purpose, bound to `label` (HKDF-Expand with HMAC-SHA256, RFC 5869
+    /// §2.3, this key as the PRK): one stored key can then serve a cipher and a MAC without the
+    /// same bytes keying both.
+    pub fn derive(&self, label: &[u8]) -> DataKey {
+        let prk = KeyedHasher::new(self);
+        let first = prk.hash(&[label, &[1]]);
+        let second = prk.hash(&[&first, label, &[2]]);
+        let mut out = [0u8; KEY_LEN];
+        out[..32].copy_from_slice(&first);
+        out[32..].copy_from_slice(&second);
+        DataKey(Redacted::new(out))
+    }
 }
 
 impl std::fmt::Debug for DataKey {
@@ -124,6 +137,17 @@ mod tests {
                 .unwrap_key(&wrapped, b"cred_1")
                 .is_err()
         );
+    }
+
+    #[test]
+    fn derived_keys_depend_on_the_key_and_the_label() {
+        let key = DataKey::generate();
+        let a = key.derive(b"a");
+        assert_eq!(a.bytes(), key.derive(b"a").bytes());
+        assert_ne!(a.bytes(), key.derive(b"b").bytes());
+        assert_ne!(a.bytes(), key.bytes());
+        assert_ne!(a.bytes(), DataKey::generate().derive(b"a").bytes());
+        assert_ne!(a.bytes()[..32], a.bytes()[32..]);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `POST /v1/accounts` and `GET /v1/account`.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -11,6 +11,7 @@ use super::error::{
     ApiError, BadRequest, Conflict, Forbidden, InternalError, PayloadTooLarge, Unauthorized,
     Unprocessable, UnsupportedMediaType,
 };
+use super::idempotency::{KeyScope, idempotent};
 use super::json::Json;
 use super::keys::ApiKeyObject;
 
@@ -57,12 +58,17 @@ pub struct AccountObject {
 /// Create an account.
 ///
 /// Needs the operator's admin token, unless the server runs with open sign-up. Answers the
-/// account with its first API key, shown once.
+/// account with its first API key, shown once (and to retries with the same idempotency key).
 #[utoipa::path(
     post, path = "/v1/accounts", operation_id = "create_account", tag = "accounts",
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 characters; \
+        retries with the same key and request get the first response again, for 48 hours. Or send \
+        it as the top-level body field `idempotency_key`. Keys of the operator and of open \
+        sign-up are kept apart.")),
     request_body = CreateAccountRequest,
     responses(
-        (status = 201, description = "The account was created", body = AccountCreated),
+        (status = 201, description = "The account was created", body = AccountCreated,
+            headers(("Idempotent-Replayed" = String, description = "`true` on a replayed response"))),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
@@ -75,22 +81,26 @@ pub struct AccountObject {
     security((), ("bearer" = []))
 )]
 pub async fn create_account(
+    req: HttpRequest,
     state: web::Data<AppState>,
     caller: Signup,
     Json(body): Json<CreateAccountRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let created = state
-        .accounts
-        .create_account(&body.email, &caller.meta)
-        .await?;
-    Ok(HttpResponse::Created().json(AccountCreated {
-        account_id: created.account.account_id,
-        email: created.account.email,
-        created_at: created.account.created_at,
-        api_key: created.token.into_inner(),
-        shown_once: true,
-        key: created.key.into(),
-    }))
+    idempotent(&req, KeyScope::account_creation(&caller), async move {
+        let created = state
+            .accounts
+            .create_account(&body.email, &caller.meta)
+            .await?;
+        Ok(HttpResponse::Created().json(AccountCreated {
+            account_id: created.account.account_id,
+            email: created.account.email,
+            created_at: created.account.created_at,
+            api_key: created.token.into_inner(),
+            shown_once: true,
+            key: created.key.into(),
+        }))
+    })
+    .await
 }
 
 /// Get the calling key's account.

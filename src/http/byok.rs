@@ -18,12 +18,13 @@ use super::error::{
     ApiError, BadRequest, Conflict, ErrorCode, Forbidden, InternalError, NotFound, PayloadTooLarge,
     Unauthorized, Unprocessable, UnsupportedMediaType,
 };
+use super::idempotency::{KeyOnlyBody, KeyScope, idempotent};
 use super::json::Json;
 use crate::domain::credential::{
     Binding, Credential, CredentialPatch, CredentialState, RegisterRequest,
 };
 use crate::domain::providers::{self, ProviderInfo};
-use crate::service::credentials::{ListFilter, Versioned};
+use crate::service::credentials::{ListFilter, MAX_PAGE, Versioned};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     use super::resource;
@@ -279,13 +280,19 @@ pub async fn list_providers() -> web::Json<ProviderList> {
 /// Register a credential.
 #[utoipa::path(
     post, path = "/v1/byok/register", operation_id = "byok_register", tag = "byok",
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 characters, scoped to \
+        the account: a retry with the same key and the same request is answered the first \
+        response again (for 48 hours) instead of executing twice. Or send it as the top-level body \
+        field `idempotency_key`.")),
     request_body = RegisterBody,
     responses(
         (status = 201, description = "Registered; the secret is sealed and never shown again", body = ByokKey,
-            headers(("ETag" = String, description = "The credential's revision"))),
+            headers(("ETag" = String, description = "The credential's revision"),
+                ("Idempotent-Replayed" = String, description = "`true` on a replayed response"))),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
+        (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 422, response = Unprocessable),
@@ -294,23 +301,27 @@ pub async fn list_providers() -> web::Json<ProviderList> {
     security(("bearer" = []))
 )]
 pub async fn register(
+    req: HttpRequest,
     state: web::Data<AppState>,
     caller: Authed<Write>,
     Json(body): Json<RegisterBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let v = state
-        .credentials
-        .register(&caller.account_id, body.into(), &caller.meta)
-        .await?;
-    let c = v.credential;
-    let key = ByokKey {
-        byok_id: c.byok_id,
-        provider: c.provider,
-        alias: c.alias,
-        state: c.state,
-        created_at: c.created_at,
-    };
-    Ok(with_etag(HttpResponse::Created().json(key), v.revision))
+    idempotent(&req, KeyScope::account(&caller.account_id), async move {
+        let v = state
+            .credentials
+            .register(&caller.account_id, body.into(), &caller.meta)
+            .await?;
+        let c = v.credential;
+        let key = ByokKey {
+            byok_id: c.byok_id,
+            provider: c.provider,
+            alias: c.alias,
+            state: c.state,
+            created_at: c.created_at,
+        };
+        Ok(with_etag(HttpResponse::Created().json(key), v.revision))
+    })
+    .await
 }
 
 /// List the account's credentials, oldest first.
@@ -337,16 +348,20 @@ pub async fn list(
         .as_deref()
         .map(super::cursor::decode)
         .transpose()?;
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(
+            ApiError::new(ErrorCode::InvalidQuery, "limit must be 1 to 500").with_param("limit"),
+        );
+    }
     let filter = ListFilter {
         provider: query.provider,
         state: query.state,
     };
-    let (items, next) = state.credentials.list(
-        &caller.account_id,
-        &filter,
-        after.as_deref(),
-        query.limit.unwrap_or(50),
-    )?;
+    let (items, next) =
+        state
+            .credentials
+            .list(&caller.account_id, &filter, after.as_deref(), limit)?;
     Ok(web::Json(ByokList {
         items: items
             .into_iter()
@@ -384,10 +399,15 @@ pub async fn get(
 #[utoipa::path(
     patch, path = "/v1/byok/update/{id}", operation_id = "byok_update", tag = "byok",
     params(("id" = String, Path, description = "The credential's id"),
-        ("If-Match" = Option<String>, Header, description = "The revision the change is based on")),
+        ("If-Match" = Option<String>, Header, description = "The revision the change is based on"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 characters, scoped to \
+        the account: a retry with the same key and the same request is answered the first \
+        response again (for 48 hours) instead of executing twice. Or send it as the top-level body \
+        field `idempotency_key`.")),
     request_body = UpdateBody,
     responses(
-        (status = 200, description = "The updated credential", body = ByokConfig),
+        (status = 200, description = "The updated credential", body = ByokConfig,
+            headers(("Idempotent-Replayed" = String, description = "`true` on a replayed response"))),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
@@ -401,119 +421,160 @@ pub async fn get(
     security(("bearer" = []))
 )]
 pub async fn update(
+    req: HttpRequest,
     state: web::Data<AppState>,
     caller: Authed<Write>,
     id: web::Path<String>,
     IfMatch(if_match): IfMatch,
     Json(body): Json<UpdateBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let patch = CredentialPatch {
-        alias: body.alias,
-        label: body.label,
-        base_url: body.base_url,
-        declared_region: body.declared_region,
-        models: body.models,
-        blacklisted_models: body.blacklisted_models,
-        weight: body.weight,
-        credentials: body.credentials,
-        at: Utc::now(),
-    };
-    let v = state
-        .credentials
-        .update(&caller.account_id, &id, patch, if_match, &caller.meta)
-        .await?;
-    Ok(config_response(v))
+    idempotent(&req, KeyScope::account(&caller.account_id), async move {
+        let patch = CredentialPatch {
+            alias: body.alias,
+            label: body.label,
+            base_url: body.base_url,
+            declared_region: body.declared_region,
+            models: body.models,
+            blacklisted_models: body.blacklisted_models,
+            weight: body.weight,
+            credentials: body.credentials,
+            at: Utc::now(),
+        };
+        let v = state
+            .credentials
+            .update(&caller.account_id, &id, patch, if_match, &caller.meta)
+            .await?;
+        Ok(config_response(v))
+    })
+    .await
 }
 
 async fn set_enabled(
+    req: &HttpRequest,
     state: web::Data<AppState>,
     caller: Authed<Write>,
-    id: &str,
+    id: String,
     if_match: Option<u64>,
     enabled: bool,
 ) -> Result<HttpResponse, ApiError> {
-    let v = state
-        .credentials
-        .set_enabled(&caller.account_id, id, enabled, if_match, &caller.meta)
-        .await?;
-    Ok(config_response(v))
+    idempotent(req, KeyScope::account(&caller.account_id), async move {
+        let v = state
+            .credentials
+            .set_enabled(&caller.account_id, &id, enabled, if_match, &caller.meta)
+            .await?;
+        Ok(config_response(v))
+    })
+    .await
 }
 
 /// Enable a credential (a no-op on an active one).
 #[utoipa::path(
     post, path = "/v1/byok/enable/{id}", operation_id = "byok_enable", tag = "byok",
     params(("id" = String, Path, description = "The credential's id"),
-        ("If-Match" = Option<String>, Header, description = "The revision the change is based on")),
+        ("If-Match" = Option<String>, Header, description = "The revision the change is based on"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 characters, scoped to \
+        the account: a retry with the same key and the same request is answered the first \
+        response again (for 48 hours) instead of executing twice. Or send it as the top-level body \
+        field `idempotency_key`.")),
     responses(
-        (status = 200, description = "The credential", body = ByokConfig),
+        (status = 200, description = "The credential", body = ByokConfig,
+            headers(("Idempotent-Replayed" = String, description = "`true` on a replayed response"))),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = Unprocessable),
         (status = 500, response = InternalError),
     ),
     security(("bearer" = []))
 )]
 pub async fn enable(
+    req: HttpRequest,
     state: web::Data<AppState>,
     caller: Authed<Write>,
     id: web::Path<String>,
     IfMatch(if_match): IfMatch,
+    _: KeyOnlyBody,
 ) -> Result<HttpResponse, ApiError> {
-    set_enabled(state, caller, &id, if_match, true).await
+    set_enabled(&req, state, caller, id.into_inner(), if_match, true).await
 }
 
 /// Disable a credential: resolve stops choosing it (a no-op on a disabled one).
 #[utoipa::path(
     post, path = "/v1/byok/disable/{id}", operation_id = "byok_disable", tag = "byok",
     params(("id" = String, Path, description = "The credential's id"),
-        ("If-Match" = Option<String>, Header, description = "The revision the change is based on")),
+        ("If-Match" = Option<String>, Header, description = "The revision the change is based on"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 characters, scoped to \
+        the account: a retry with the same key and the same request is answered the first \
+        response again (for 48 hours) instead of executing twice. Or send it as the top-level body \
+        field `idempotency_key`.")),
     responses(
-        (status = 200, description = "The credential", body = ByokConfig),
+        (status = 200, description = "The credential", body = ByokConfig,
+            headers(("Idempotent-Replayed" = String, description = "`true` on a replayed response"))),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = Unprocessable),
         (status = 500, response = InternalError),
     ),
     security(("bearer" = []))
 )]
 pub async fn disable(
+    req: HttpRequest,
     state: web::Data<AppState>,
     caller: Authed<Write>,
     id: web::Path<String>,
     IfMatch(if_match): IfMatch,
+    _: KeyOnlyBody,
 ) -> Result<HttpResponse, ApiError> {
-    set_enabled(state, caller, &id, if_match, false).await
+    set_enabled(&req, state, caller, id.into_inner(), if_match, false).await
 }
 
 /// Revoke a credential for good and destroy its data key. Idempotent.
 #[utoipa::path(
     delete, path = "/v1/byok/revoke/{id}", operation_id = "byok_revoke", tag = "byok",
     params(("id" = String, Path, description = "The credential's id"),
-        ("If-Match" = Option<String>, Header, description = "The revision the change is based on")),
+        ("If-Match" = Option<String>, Header, description = "The revision the change is based on"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 characters, scoped to \
+        the account: a retry with the same key and the same request is answered the first \
+        response again (for 48 hours) instead of executing twice. Or send it as the top-level body \
+        field `idempotency_key`.")),
     responses(
-        (status = 200, description = "The revoked credential", body = ByokConfig),
+        (status = 200, description = "The revoked credential", body = ByokConfig,
+            headers(("Idempotent-Replayed" = String, description = "`true` on a replayed response"))),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = Unprocessable),
         (status = 500, response = InternalError),
     ),
     security(("bearer" = []))
 )]
 pub async fn revoke(
+    req: HttpRequest,
     state: web::Data<AppState>,
     caller: Authed<Write>,
     id: web::Path<String>,
     IfMatch(if_match): IfMatch,
+    _: KeyOnlyBody,
 ) -> Result<HttpResponse, ApiError> {
-    let v = state
-        .credentials
-        .revoke(&caller.account_id, &id, if_match, &caller.meta)
-        .await?;
-    Ok(config_response(v))
+    idempotent(&req, KeyScope::account(&caller.account_id), async move {
+        let v = state
+            .credentials
+            .revoke(&caller.account_id, &id, if_match, &caller.meta)
+            .await?;
+        Ok(config_response(v))
+    })
+    .await
 }

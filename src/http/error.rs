@@ -42,6 +42,8 @@ pub enum ErrorCode {
     VersionConflict,
     CredentialRevoked,
     InvalidHeader,
+    IdempotencyKeyReused,
+    IdempotencyInProgress,
     InternalError,
     Unavailable,
 }
@@ -104,6 +106,16 @@ impl ErrorCode {
                 "invalid_header",
                 InvalidRequestError,
                 StatusCode::BAD_REQUEST,
+            ),
+            Self::IdempotencyKeyReused => (
+                "idempotency_key_reused",
+                IdempotencyError,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            Self::IdempotencyInProgress => (
+                "idempotency_in_progress",
+                ConflictError,
+                StatusCode::CONFLICT,
             ),
             Self::InternalError => (
                 "internal_error",
@@ -240,7 +252,8 @@ pub struct Forbidden(#[allow(dead_code)] ErrorEnvelope);
 #[derive(ToResponse)]
 pub struct NotFound(#[allow(dead_code)] ErrorEnvelope);
 
-/// Conflicts with the current state.
+/// Conflicts with the current state, or a request with the same idempotency key is still being
+/// processed.
 #[derive(ToResponse)]
 pub struct Conflict(#[allow(dead_code)] ErrorEnvelope);
 
@@ -253,7 +266,8 @@ pub struct PayloadTooLarge(#[allow(dead_code)] ErrorEnvelope);
 pub struct UnsupportedMediaType(#[allow(dead_code)] ErrorEnvelope);
 
 /// The body is well-formed JSON but a field is missing, unknown, of the wrong type or invalid;
-/// `param` names it.
+/// `param` names it. Also a malformed idempotency key (`param` names the header or the field),
+/// and an idempotency key already used for another request (`idempotency_error`).
 #[derive(ToResponse)]
 pub struct Unprocessable(#[allow(dead_code)] ErrorEnvelope);
 

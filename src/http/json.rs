@@ -10,6 +10,7 @@ use futures_util::future::LocalBoxFuture;
 use serde::de::DeserializeOwned;
 
 use super::error::{ApiError, ErrorCode};
+use super::idempotency;
 
 /// Largest accepted request body.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -41,37 +42,52 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let json = is_json(req);
+        let req = req.clone();
         let mut payload = payload.take();
         Box::pin(async move {
-            let mut body = Vec::new();
-            let mut seen = 0usize;
-            while let Some(chunk) = payload.next().await {
-                let chunk = chunk.map_err(|_| {
-                    ApiError::new(ErrorCode::InvalidJson, "the request body could not be read")
-                })?;
-                seen += chunk.len();
-                if seen <= MAX_BODY {
-                    body.extend_from_slice(&chunk);
-                } else if seen > MAX_DRAIN {
-                    break;
-                }
-            }
-            if seen > MAX_BODY {
-                return Err(ApiError::new(
-                    ErrorCode::BodyTooLarge,
-                    format!("the request body is larger than {MAX_BODY} bytes"),
-                ));
-            }
-            if !json {
-                return Err(ApiError::new(
-                    ErrorCode::UnsupportedMediaType,
-                    "the request body must be JSON, sent with Content-Type: application/json",
-                ));
-            }
-            parse(&body).map(Json)
+            let body = read_body(&mut payload).await?;
+            decode(&req, body).map(Json)
         })
     }
+}
+
+/// Reads a request body of at most [`MAX_BODY`] bytes.
+pub async fn read_body(payload: &mut Payload) -> Result<Vec<u8>, ApiError> {
+    let mut body = Vec::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| {
+            ApiError::new(ErrorCode::InvalidJson, "the request body could not be read")
+        })?;
+        seen += chunk.len();
+        if seen <= MAX_BODY {
+            body.extend_from_slice(&chunk);
+        } else if seen > MAX_DRAIN {
+            break;
+        }
+    }
+    if seen > MAX_BODY {
+        return Err(ApiError::new(
+            ErrorCode::BodyTooLarge,
+            format!("the request body is larger than {MAX_BODY} bytes"),
+        ));
+    }
+    Ok(body)
+}
+
+/// Checks the content type and deserialises a body. The body as sent stays on the request for
+/// the idempotency fingerprint; a top-level `idempotency_key` field is taken out before `T` sees
+/// it (see `idempotency.rs`).
+pub fn decode<T: DeserializeOwned>(req: &HttpRequest, body: Vec<u8>) -> Result<T, ApiError> {
+    if !is_json(req) {
+        return Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            "the request body must be JSON, sent with Content-Type: application/json",
+        ));
+    }
+    let value = parse(&idempotency::without_body_key(&body));
+    idempotency::keep_body(req, body);
+    value
 }
 
 /// Deserialises a body, naming the field at fault on failure.

@@ -1,6 +1,6 @@
 //! `POST /v1/account/keys`, `GET /v1/account/keys`, `DELETE /v1/account/keys/{id}`.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -8,9 +8,10 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::auth::{Admin, Authed};
 use super::error::{
-    ApiError, BadRequest, Forbidden, InternalError, NotFound, PayloadTooLarge, Unauthorized,
-    Unprocessable, UnsupportedMediaType,
+    ApiError, BadRequest, Conflict, Forbidden, InternalError, NotFound, PayloadTooLarge,
+    Unauthorized, Unprocessable, UnsupportedMediaType,
 };
+use super::idempotency::{KeyOnlyBody, KeyScope, idempotent};
 use super::json::Json;
 use crate::domain::Scope;
 use crate::service::accounts::KeyView;
@@ -86,12 +87,18 @@ pub struct ApiKeyList {
 /// Mint an API key.
 #[utoipa::path(
     post, path = "/v1/account/keys", operation_id = "create_api_key", tag = "keys",
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 characters, scoped to \
+        the account: a retry with the same key and the same request is answered the first \
+        response again (for 48 hours) instead of executing twice. Or send it as the top-level body \
+        field `idempotency_key`.")),
     request_body = CreateKeyRequest,
     responses(
-        (status = 201, description = "The key was minted; its token is shown once", body = ApiKeyCreated),
+        (status = 201, description = "The key was minted; its token is shown once", body = ApiKeyCreated,
+            headers(("Idempotent-Replayed" = String, description = "`true` on a replayed response"))),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
+        (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 422, response = Unprocessable),
@@ -100,19 +107,23 @@ pub struct ApiKeyList {
     security(("bearer" = []))
 )]
 pub async fn create_key(
+    req: HttpRequest,
     state: web::Data<AppState>,
     caller: Authed<Admin>,
     Json(body): Json<CreateKeyRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let created = state
-        .accounts
-        .mint_key(&caller.account_id, &body.name, body.scopes, &caller.meta)
-        .await?;
-    Ok(HttpResponse::Created().json(ApiKeyCreated {
-        key: created.key.into(),
-        api_key: created.token.into_inner(),
-        shown_once: true,
-    }))
+    idempotent(&req, KeyScope::account(&caller.account_id), async move {
+        let created = state
+            .accounts
+            .mint_key(&caller.account_id, &body.name, body.scopes, &caller.meta)
+            .await?;
+        Ok(HttpResponse::Created().json(ApiKeyCreated {
+            key: created.key.into(),
+            api_key: created.token.into_inner(),
+            shown_once: true,
+        }))
+    })
+    .await
 }
 
 /// List the account's API keys, revoked ones included.
@@ -139,24 +150,39 @@ pub async fn list_keys(
 /// Revoke an API key, effective at once. Revoking a revoked key answers it unchanged.
 #[utoipa::path(
     delete, path = "/v1/account/keys/{id}", operation_id = "revoke_api_key", tag = "keys",
-    params(("id" = String, Path, description = "The key's id (`key_…`)")),
+    params(("id" = String, Path, description = "The key's id (`key_…`)"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 characters, scoped to \
+        the account: a retry with the same key and the same request is answered the first \
+        response again (for 48 hours) instead of executing twice. Or send it as the top-level body \
+        field `idempotency_key`.")),
     responses(
-        (status = 200, description = "The key, revoked", body = ApiKeyObject),
+        (status = 200, description = "The key, revoked", body = ApiKeyObject,
+            headers(("Idempotent-Replayed" = String, description = "`true` on a replayed response"))),
+        (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = Unprocessable),
         (status = 500, response = InternalError),
     ),
     security(("bearer" = []))
 )]
 pub async fn revoke_key(
+    req: HttpRequest,
     state: web::Data<AppState>,
     caller: Authed<Admin>,
     id: web::Path<String>,
-) -> Result<web::Json<ApiKeyObject>, ApiError> {
-    let key = state
-        .accounts
-        .revoke_key(&caller.account_id, &id, &caller.meta)
-        .await?;
-    Ok(web::Json(key.into()))
+    _: KeyOnlyBody,
+) -> Result<HttpResponse, ApiError> {
+    idempotent(&req, KeyScope::account(&caller.account_id), async move {
+        let key = state
+            .accounts
+            .revoke_key(&caller.account_id, &id, &caller.meta)
+            .await?;
+        Ok(HttpResponse::Ok().json(ApiKeyObject::from(key)))
+    })
+    .await
 }

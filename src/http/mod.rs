@@ -9,6 +9,7 @@ mod cursor;
 pub mod error;
 pub mod events;
 pub mod health;
+pub mod idempotency;
 pub mod json;
 pub mod keys;
 pub mod openapi;
@@ -21,6 +22,7 @@ use actix_web::web::QueryConfig;
 use crate::service::accounts::Accounts;
 use crate::service::credentials::Credentials;
 use crate::service::events::Events;
+use crate::service::idempotency::Idempotency;
 use error::{ApiError, ErrorCode};
 
 /// Shared by every worker.
@@ -28,6 +30,7 @@ pub struct AppState {
     pub accounts: Accounts,
     pub credentials: Credentials,
     pub events: Events,
+    pub idempotency: Idempotency,
     pub open_signup: bool,
 }
 

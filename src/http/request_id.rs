@@ -24,6 +24,11 @@ pub fn current() -> String {
     REQUEST_ID.try_with(Clone::clone).unwrap_or_default()
 }
 
+/// Runs `work`, which may be spawned off the request's task, with the current request's id.
+pub fn carry<F: std::future::Future>(work: F) -> impl std::future::Future<Output = F::Output> {
+    REQUEST_ID.scope(current(), work)
+}
+
 /// The request id, as an extension on the request.
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);

@@ -141,7 +141,6 @@ impl Credentials {
             filter.provider.as_deref().is_none_or(|p| c.provider == p)
                 && filter.state.is_none_or(|s| c.state == s)
         };
-        let limit = limit.clamp(1, MAX_PAGE);
         let (page, next) =
             self.store
                 .list(Index::AccountCredentials(account_id), after, limit, keep)?;

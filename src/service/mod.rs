@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod credentials;
 pub mod events;
+pub mod idempotency;
 
 use crate::domain::account::AccountError;
 use crate::domain::credential::CredentialError;

@@ -15,6 +15,7 @@
 //! | `e/` | `e/<account_id> 0x00 <position u64>` | empty: the account's feed, in log order | projection |
 //! | `k/` | `k/<record id>` | the record's data key, wrapped by the master key | key store, not derived |
 //! | `u/` | `u/key/<key_id>` | last-used unix millis `i64` | operational, not derived |
+//! | `d/` | `d/<scope> 0x00 <hmac 32>` | idempotency record: `0x01 ‖ created i64 ‖ fingerprint 32 ‖ sealed response` (see `idempotency.rs`) | operational, not derived |
 //!
 //! `k/` rows are written in the same batch as the event that needs them and deleted in the same
 //! batch as the event that ends them (crypto-shredding): they are not in the log, so destroying one

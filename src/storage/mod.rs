@@ -4,6 +4,7 @@
 //! from the tree.
 
 mod feed;
+mod idempotency;
 mod keys;
 mod kv;
 mod projection;
@@ -19,6 +20,7 @@ use crossbeam_channel::Sender;
 use tokio::sync::oneshot;
 
 pub use feed::{Feed, FeedPage};
+pub use idempotency::{Fingerprint, IdempotencyClaim, IdempotencyTicket, RETENTION_MS};
 pub use projection::StoredAggregate;
 pub use verify::VerifyReport;
 use writer::{Job, Writer};
@@ -117,6 +119,7 @@ struct Inner {
     db: sled::Db,
     tokens: KeyedHasher,
     chain: KeyedHasher,
+    idempotency: idempotency::Idempotency,
     jobs: Mutex<Option<Sender<Job>>>,
     /// The last durable position, updated after every group commit.
     positions: tokio::sync::watch::Receiver<u64>,
@@ -142,6 +145,7 @@ impl Store {
         let tree: sled::Tree = (*db).clone();
         let (chain_key, token_key) = init_or_check(&tree, master)?;
         let chain = KeyedHasher::new(&chain_key);
+        let idempotency = idempotency::Idempotency::open(&tree, master)?;
         let (position, last_hash) = verify::tail(&tree)?;
         let sync_file = match durability {
             Durability::Sync => Some(OpenOptions::new().read(true).open(dir.join("db"))?),
@@ -166,6 +170,7 @@ impl Store {
                 db,
                 tokens: KeyedHasher::new(&token_key),
                 chain,
+                idempotency,
                 jobs: Mutex::new(Some(tx)),
                 positions,
                 writer: Mutex::new(Some(handle)),

@@ -21,9 +21,17 @@ use crate::es::Envelope;
 const MAX_GROUP: usize = 1024;
 
 pub type AppendResult = Result<Vec<Envelope>, AppendError>;
+/// Plain rows to write, and where to acknowledge them.
+pub type RowsJob = (
+    Vec<(Vec<u8>, Vec<u8>)>,
+    oneshot::Sender<Result<(), StoreError>>,
+);
 
 pub enum Job {
     Append(AppendRequest, oneshot::Sender<AppendResult>),
+    /// Rows that are neither events nor projections (idempotency records), written in the next
+    /// group's batch and acknowledged after the same flush and fdatasync as its appends.
+    Rows(RowsJob),
     /// Runs with the log quiet: nothing is appended while it looks.
     Exclusive(Box<dyn FnOnce(&sled::Tree) + Send>),
 }
@@ -45,29 +53,35 @@ impl Writer {
     pub fn run(mut self, jobs: Receiver<Job>) {
         while let Ok(first) = jobs.recv() {
             let mut group = Vec::new();
+            let mut rows = Vec::new();
             let mut next = Some(first);
             while let Some(job) = next.take() {
                 match job {
                     Job::Append(request, reply) => group.push((request, reply)),
+                    Job::Rows(job) => rows.push(job),
                     Job::Exclusive(work) => {
-                        self.commit(std::mem::take(&mut group));
+                        self.commit(std::mem::take(&mut group), std::mem::take(&mut rows));
                         work(&self.tree);
                         self.reload_tail();
                     }
                 }
-                if group.len() < MAX_GROUP {
+                if group.len() + rows.len() < MAX_GROUP {
                     next = jobs.try_recv().ok();
                 }
             }
-            self.commit(group);
+            self.commit(group, rows);
         }
         if let Err(error) = self.db.flush() {
             tracing::error!(%error, "final flush of the store failed");
         }
     }
 
-    fn commit(&mut self, group: Vec<(AppendRequest, oneshot::Sender<AppendResult>)>) {
-        if group.is_empty() {
+    fn commit(
+        &mut self,
+        group: Vec<(AppendRequest, oneshot::Sender<AppendResult>)>,
+        rows: Vec<RowsJob>,
+    ) {
+        if group.is_empty() && rows.is_empty() {
             return;
         }
         let mut overlay = Overlay::new(&self.tree);
@@ -81,6 +95,14 @@ impl Writer {
             }
             outcomes.push((reply, outcome));
         }
+        let mut written = Vec::with_capacity(rows.len());
+        for (put, reply) in rows {
+            for (key, value) in put {
+                overlay.put(key, value);
+            }
+            written.push(reply);
+        }
+        overlay.commit_stage();
         if !overlay.is_empty() {
             let durable = overlay.write().and_then(|()| self.sync());
             if let Err(error) = durable {
@@ -93,6 +115,11 @@ impl Writer {
                     ))));
                     let _ = reply.send(failed);
                 }
+                for reply in written {
+                    let _ = reply.send(Err(StoreError::Io(std::io::Error::other(
+                        "the store could not persist the write",
+                    ))));
+                }
                 return;
             }
             self.position = position;
@@ -102,6 +129,9 @@ impl Writer {
         for (reply, outcome) in outcomes {
             // The caller may have gone away (client disconnected); the write stands regardless.
             let _ = reply.send(outcome);
+        }
+        for reply in written {
+            let _ = reply.send(Ok(()));
         }
     }
 

@@ -9,6 +9,7 @@ mod crash;
 mod errors;
 mod events;
 mod fixtures;
+mod idempotency;
 mod keys;
 mod openapi;
 mod store;

@@ -1,0 +1,382 @@
+//! Idempotency keys on every mutating route (DESIGN §6, ADR 0008). A handler wraps its work in
+//! [`idempotent`]; everything else happens here:
+//!
+//! - the key comes from the `Idempotency-Key` header or a top-level `idempotency_key` body field
+//!   (1 to 255 characters; both given and different is a 422);
+//! - the request's fingerprint is method, path, `If-Match` and the canonical body (keys sorted,
+//!   `idempotency_key` taken out), hashed with a key only the store holds;
+//! - same key, same request: the first response is answered again (status, headers, body) with
+//!   `Idempotent-Replayed: true` and this request's own `X-Request-ID`;
+//! - same key, another request: 422 `idempotency_key_reused`; same key while the first is still
+//!   executing: 409 `idempotency_in_progress`;
+//! - only 2xx responses are recorded, durably, before they are answered; a 4xx or 5xx releases
+//!   the key, so a corrected request may use it.
+//!
+//! Routes without a body take [`KeyOnlyBody`], so that a body carrying the key is read there
+//! too instead of being ignored.
+
+use std::borrow::Cow;
+use std::future::Future;
+
+use actix_web::body::to_bytes;
+use actix_web::dev::Payload;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{HeaderName, HeaderValue, IF_MATCH};
+use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, web};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use futures_util::future::LocalBoxFuture;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tracing::Instrument;
+
+use super::AppState;
+use super::auth::Signup;
+use super::error::{ApiError, ErrorCode};
+use super::{json, request_id};
+use crate::service::idempotency::Begin;
+
+/// The request header carrying the key.
+pub const HEADER: &str = "Idempotency-Key";
+/// The top-level body field carrying the key, as an alternative to the header.
+pub const BODY_FIELD: &str = "idempotency_key";
+/// Set to `true` on a replayed response.
+pub const REPLAYED: &str = "Idempotent-Replayed";
+/// Longest key, in characters.
+pub const MAX_KEY_CHARS: usize = 255;
+
+/// Whose keys a key is compared with: an account's, or, for account creation, the operator's or
+/// open sign-up's.
+pub struct KeyScope(String);
+
+impl KeyScope {
+    pub fn account(account_id: &str) -> Self {
+        Self(account_id.to_owned())
+    }
+
+    /// Account creation has no account yet: the operator's requests share one scope, and open
+    /// sign-up's another (`operator` and `signup`, which no account id can equal).
+    pub fn account_creation(caller: &Signup) -> Self {
+        Self(caller.meta.actor.clone())
+    }
+}
+
+/// The body as the client sent it, kept on the request by the JSON extractor.
+struct RawBody(Vec<u8>);
+
+pub(super) fn keep_body(req: &HttpRequest, body: Vec<u8>) {
+    req.extensions_mut().insert(RawBody(body));
+}
+
+/// The body without a top-level `idempotency_key`, which the route's own type does not know.
+/// Bodies that cannot carry one are passed on untouched, so their errors stay the parser's.
+pub(super) fn without_body_key(body: &[u8]) -> Cow<'_, [u8]> {
+    let field = BODY_FIELD.as_bytes();
+    if !body.windows(field.len()).any(|w| w == field) {
+        return Cow::Borrowed(body);
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(mut map)) if map.contains_key(BODY_FIELD) => {
+            map.remove(BODY_FIELD);
+            serde_json::to_vec(&map).map_or(Cow::Borrowed(body), Cow::Owned)
+        }
+        _ => Cow::Borrowed(body),
+    }
+}
+
+/// The body of a route that takes none: empty, or a JSON object whose only field is
+/// `idempotency_key`.
+pub struct KeyOnlyBody;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoFields {}
+
+impl FromRequest for KeyOnlyBody {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        let mut payload = payload.take();
+        Box::pin(async move {
+            let body = json::read_body(&mut payload).await?;
+            if !body.iter().all(u8::is_ascii_whitespace) {
+                json::decode::<NoFields>(&req, body)?;
+            }
+            Ok(KeyOnlyBody)
+        })
+    }
+}
+
+fn invalid(param: &str, message: &str) -> ApiError {
+    ApiError::new(ErrorCode::InvalidParameter, message).with_param(param)
+}
+
+fn check(param: &str, key: &str) -> Result<(), ApiError> {
+    if key.is_empty() {
+        return Err(invalid(param, "the idempotency key must not be empty"));
+    }
+    if key.chars().count() > MAX_KEY_CHARS {
+        return Err(invalid(
+            param,
+            "the idempotency key must be at most 255 characters",
+        ));
+    }
+    Ok(())
+}
+
+/// The request's idempotency key, if it has one. Messages never echo the key.
+fn key_of(req: &HttpRequest, body: Option<&Value>) -> Result<Option<String>, ApiError> {
+    let mut values = req.headers().get_all(HEADER);
+    let header = match (values.next(), values.next()) {
+        (None, _) => None,
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                HEADER,
+                "send one Idempotency-Key header, not several",
+            ));
+        }
+        (Some(value), None) => Some(
+            value
+                .to_str()
+                .map_err(|_| invalid(HEADER, "the idempotency key must be printable ASCII"))?
+                .to_owned(),
+        ),
+    };
+    let field = match body.and_then(|b| b.get(BODY_FIELD)) {
+        None => None,
+        Some(Value::String(key)) => Some(key.clone()),
+        Some(_) => {
+            return Err(
+                ApiError::new(ErrorCode::InvalidBody, "invalid type: expected a string")
+                    .with_param(BODY_FIELD),
+            );
+        }
+    };
+    for (param, key) in [(HEADER, &header), (BODY_FIELD, &field)] {
+        if let Some(key) = key {
+            check(param, key)?;
+        }
+    }
+    match (header, field) {
+        (Some(header), Some(field)) if header != field => Err(invalid(
+            BODY_FIELD,
+            "the Idempotency-Key header and the idempotency_key field differ; send one of them, \
+             or the same key in both",
+        )),
+        (header, field) => Ok(header.or(field)),
+    }
+}
+
+/// JSON with every object's keys sorted, so that field order does not make two requests differ.
+fn canonical(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            out.push(b'{');
+            for (i, (key, value)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend(serde_json::to_vec(key).unwrap_or_default());
+                out.push(b':');
+                canonical(value, out);
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                canonical(item, out);
+            }
+            out.push(b']');
+        }
+        scalar => out.extend(serde_json::to_vec(scalar).unwrap_or_default()),
+    }
+}
+
+/// The body as fingerprinted: canonical, without the key; no body and `{}` are the same.
+fn canonical_body(body: Option<Value>) -> Vec<u8> {
+    let mut out = Vec::new();
+    match body {
+        Some(Value::Object(mut map)) => {
+            map.remove(BODY_FIELD);
+            if !map.is_empty() {
+                canonical(&Value::Object(map), &mut out);
+            }
+        }
+        Some(other) => canonical(&other, &mut out),
+        None => {}
+    }
+    out
+}
+
+/// A response as recorded.
+#[derive(Serialize, Deserialize)]
+struct Recorded {
+    status: u16,
+    headers: Vec<(String, String)>,
+    /// The body, when it is UTF-8 (every JSON body is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    text: Option<String>,
+    /// The body otherwise, base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    base64: Option<String>,
+}
+
+/// Reads a response's body so it can be both recorded and answered.
+async fn record(response: HttpResponse) -> Result<(HttpResponse, Vec<u8>), ApiError> {
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+        })
+        .collect();
+    let (head, body) = response.into_parts();
+    let body = to_bytes(body).await.map_err(|_| {
+        tracing::error!("a response body could not be read for its idempotency record");
+        ApiError::internal()
+    })?;
+    let (text, base64) = match std::str::from_utf8(&body) {
+        Ok(text) => (Some(text.to_owned()), None),
+        Err(_) => (None, Some(STANDARD.encode(&body))),
+    };
+    let recorded = Recorded {
+        status,
+        headers,
+        text,
+        base64,
+    };
+    let recorded = serde_json::to_vec(&recorded).map_err(|_| ApiError::internal())?;
+    Ok((head.set_body(body).map_into_boxed_body(), recorded))
+}
+
+fn replay(recorded: &[u8]) -> Result<HttpResponse, ApiError> {
+    let corrupt = |what: &str| {
+        tracing::error!(what, "an idempotency record does not decode");
+        ApiError::internal()
+    };
+    let recorded: Recorded = serde_json::from_slice(recorded).map_err(|_| corrupt("record"))?;
+    let status = StatusCode::from_u16(recorded.status).map_err(|_| corrupt("status"))?;
+    let body = match (recorded.text, recorded.base64) {
+        (Some(text), None) => text.into_bytes(),
+        (None, Some(encoded)) => STANDARD.decode(encoded).map_err(|_| corrupt("body"))?,
+        (None, None) => Vec::new(),
+        (Some(_), Some(_)) => return Err(corrupt("body")),
+    };
+    let mut response = HttpResponse::build(status);
+    for (name, value) in recorded.headers {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            response.append_header((name, value));
+        }
+    }
+    response.insert_header((REPLAYED, "true"));
+    Ok(response.body(body))
+}
+
+/// Runs `work` at most once per idempotency key (see the module header); without a key, just
+/// runs it. `work` is a future, so nothing in it happens unless it is awaited here. Call this
+/// after the extractors, so that a request that fails authentication or validation never touches
+/// a key.
+pub async fn idempotent(
+    req: &HttpRequest,
+    scope: KeyScope,
+    work: impl Future<Output = Result<HttpResponse, ApiError>> + 'static,
+) -> Result<HttpResponse, ApiError> {
+    let body: Option<Value> = req
+        .extensions()
+        .get::<RawBody>()
+        .and_then(|raw| serde_json::from_slice(&raw.0).ok());
+    let Some(key) = key_of(req, body.as_ref())? else {
+        return work.await;
+    };
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .cloned()
+        .ok_or_else(ApiError::internal)?;
+    let if_match = req
+        .headers()
+        .get(IF_MATCH)
+        .map_or(&b""[..], |v| v.as_bytes());
+    let request: [&[u8]; 4] = [
+        req.method().as_str().as_bytes(),
+        req.path().as_bytes(),
+        if_match,
+        &canonical_body(body),
+    ];
+    match state.idempotency.begin(&scope.0, &key, &request)? {
+        Begin::Replay(recorded) => replay(&recorded),
+        Begin::KeyReused => Err(ApiError::new(
+            ErrorCode::IdempotencyKeyReused,
+            "this idempotency key was already used for a different request; \
+             send a new key with a new request",
+        )),
+        Begin::InProgress => Err(ApiError::new(
+            ErrorCode::IdempotencyInProgress,
+            "a request with this idempotency key is still being processed; \
+             retry once it has finished",
+        )),
+        Begin::Execute(pending) => {
+            let run = async move {
+                let response = work.await?;
+                if !response.status().is_success() {
+                    return Ok(response);
+                }
+                let (response, recorded) = record(response).await?;
+                // Durable before it is answered: a client that saw it can always replay it.
+                state.idempotency.finish(pending, &recorded).await?;
+                Ok(response)
+            };
+            // Spawned, so that it runs to the end and records its response even when the client
+            // goes away mid-request: a retry then finds the record instead of executing again.
+            actix_web::rt::spawn(request_id::carry(run.instrument(tracing::Span::current())))
+                .await
+                .map_err(|_| ApiError::internal())?
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn canon(text: &str) -> String {
+        String::from_utf8(canonical_body(Some(serde_json::from_str(text).unwrap()))).unwrap()
+    }
+
+    #[test]
+    fn field_order_and_the_key_field_do_not_change_the_canonical_body() {
+        let a = canon(r#"{"b": {"y": 1, "x": [2, {"d": 1, "c": 2}]}, "a": "s"}"#);
+        let b = canon(
+            r#"{"idempotency_key": "k", "a": "s", "b": {"x": [2, {"c": 2, "d": 1}], "y": 1}}"#,
+        );
+        assert_eq!(a, b);
+        assert_eq!(a, r#"{"a":"s","b":{"x":[2,{"c":2,"d":1}],"y":1}}"#);
+        assert_ne!(canon(r#"{"a": [1, 2]}"#), canon(r#"{"a": [2, 1]}"#));
+        assert_eq!(canon(r#"{"idempotency_key": "k"}"#), "");
+        assert_eq!(canon("{}"), "");
+        assert_eq!(canonical_body(None), b"");
+    }
+
+    #[test]
+    fn the_key_field_is_taken_out_of_the_body_and_nothing_else_is_touched() {
+        let body = br#"{"name": "x", "idempotency_key": "k"}"#;
+        let stripped: Value = serde_json::from_slice(&without_body_key(body)).unwrap();
+        assert_eq!(stripped, serde_json::json!({"name": "x"}));
+        let plain = br#"{"name":  "x"}"#;
+        assert!(matches!(without_body_key(plain), Cow::Borrowed(_)));
+        // Invalid JSON is left for the parser to report.
+        let broken = br#"{"idempotency_key": "#;
+        assert_eq!(&*without_body_key(broken), &broken[..]);
+        // A nested field of that name is the route's business.
+        let nested = br#"{"a": {"idempotency_key": 1}}"#;
+        assert_eq!(&*without_body_key(nested), &nested[..]);
+    }
+}
