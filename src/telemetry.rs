@@ -9,7 +9,8 @@ pub fn init() {
         .unwrap_or_else(|_| EnvFilter::new("info,actix_server=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let json = std::env::var("KEYLEDGER_LOG_FORMAT").is_ok_and(|f| f == "json");
     // A second init (tests) keeps the first subscriber.
     let _ = if json {

@@ -12,7 +12,16 @@ pub use scope::Scope;
 /// ciphertext (`sealed_secret`) and keyed token hashes (`token_hash`).
 pub const PRIVATE_FIELDS: &[&str] = &["sealed_secret", "token_hash"];
 
+/// One monotonic generator for the process, so ids minted later sort later even within a
+/// millisecond: listings ordered by id are creation order.
+static IDS: std::sync::Mutex<ulid::Generator> = std::sync::Mutex::new(ulid::Generator::new());
+
 /// Mints a prefixed ULID, for example `acct_01JD…`.
 pub fn new_id(prefix: &str) -> String {
-    format!("{prefix}_{}", ulid::Ulid::new())
+    let id = IDS
+        .lock()
+        .ok()
+        .and_then(|mut ids| ids.generate().ok())
+        .unwrap_or_else(ulid::Ulid::new);
+    format!("{prefix}_{id}")
 }

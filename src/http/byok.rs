@@ -45,6 +45,10 @@ fn parse_if_match(req: &HttpRequest) -> Result<IfMatch, ApiError> {
     let Some(value) = req.headers().get(IF_MATCH) else {
         return Ok(IfMatch(None));
     };
+    // `*` asks only that the credential exist, which every command checks anyway.
+    if value.as_bytes() == b"*" {
+        return Ok(IfMatch(None));
+    }
     value
         .to_str()
         .ok()
@@ -78,6 +82,8 @@ pub struct RegisterBody {
     /// A provider id from `GET /v1/byok/providers`.
     pub provider: String,
     /// `[a-z0-9_-]`, 1 to 64 characters, starting with a letter or digit.
+    // Required; an `Option` so that leaving it out is answered with `param: alias`.
+    #[schema(required = true, nullable = false)]
     pub alias: Option<String>,
     /// The provider's credential fields (see the catalog). Secret fields are sealed and never
     /// shown again.
@@ -98,6 +104,7 @@ pub struct RegisterBody {
     #[serde(default)]
     pub blacklisted_models: Vec<String>,
     /// Load-balancing weight, 1 to 1000 (default 100).
+    #[schema(minimum = 1, maximum = 1000)]
     pub weight: Option<u32>,
     /// An initial binding (with `module` and `model`); at least `capability` or `module`.
     pub capability: Option<String>,
@@ -148,6 +155,7 @@ pub struct UpdateBody {
     pub declared_region: Option<Option<String>>,
     pub models: Option<Vec<String>>,
     pub blacklisted_models: Option<Vec<String>>,
+    #[schema(minimum = 1, maximum = 1000)]
     pub weight: Option<u32>,
     /// Non-secret credential fields (such as azure's `endpoint`); an empty value removes an
     /// optional one.
@@ -248,6 +256,7 @@ pub struct ListQuery {
     /// Only credentials in this state.
     pub state: Option<CredentialState>,
     /// Page size, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -270,7 +279,7 @@ fn config_response(v: Versioned) -> HttpResponse {
 
 /// The provider catalog: each provider's credential fields and rules.
 #[utoipa::path(get, path = "/v1/byok/providers", operation_id = "byok_providers", tag = "byok",
-    responses((status = 200, description = "The catalog", body = ProviderList)), security(()))]
+    responses((status = 200, description = "The catalog", body = ProviderList)))]
 pub async fn list_providers() -> web::Json<ProviderList> {
     web::Json(ProviderList {
         items: providers::infos(),
@@ -280,7 +289,7 @@ pub async fn list_providers() -> web::Json<ProviderList> {
 /// Register a credential.
 #[utoipa::path(
     post, path = "/v1/byok/register", operation_id = "byok_register", tag = "byok",
-    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 characters, scoped to \
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1 to 255 characters, scoped to \
         the account: a retry with the same key and the same request is answered the first \
         response again (for 48 hours) instead of executing twice. Or send it as the top-level body \
         field `idempotency_key`.")),
@@ -399,8 +408,8 @@ pub async fn get(
 #[utoipa::path(
     patch, path = "/v1/byok/update/{id}", operation_id = "byok_update", tag = "byok",
     params(("id" = String, Path, description = "The credential's id"),
-        ("If-Match" = Option<String>, Header, description = "The revision the change is based on"),
-        ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 characters, scoped to \
+        ("If-Match" = Option<String>, Header, nullable = false, description = "The revision the change is based on"),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1 to 255 characters, scoped to \
         the account: a retry with the same key and the same request is answered the first \
         response again (for 48 hours) instead of executing twice. Or send it as the top-level body \
         field `idempotency_key`.")),
@@ -471,8 +480,8 @@ async fn set_enabled(
 #[utoipa::path(
     post, path = "/v1/byok/enable/{id}", operation_id = "byok_enable", tag = "byok",
     params(("id" = String, Path, description = "The credential's id"),
-        ("If-Match" = Option<String>, Header, description = "The revision the change is based on"),
-        ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 characters, scoped to \
+        ("If-Match" = Option<String>, Header, nullable = false, description = "The revision the change is based on"),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1 to 255 characters, scoped to \
         the account: a retry with the same key and the same request is answered the first \
         response again (for 48 hours) instead of executing twice. Or send it as the top-level body \
         field `idempotency_key`.")),
@@ -506,8 +515,8 @@ pub async fn enable(
 #[utoipa::path(
     post, path = "/v1/byok/disable/{id}", operation_id = "byok_disable", tag = "byok",
     params(("id" = String, Path, description = "The credential's id"),
-        ("If-Match" = Option<String>, Header, description = "The revision the change is based on"),
-        ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 characters, scoped to \
+        ("If-Match" = Option<String>, Header, nullable = false, description = "The revision the change is based on"),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1 to 255 characters, scoped to \
         the account: a retry with the same key and the same request is answered the first \
         response again (for 48 hours) instead of executing twice. Or send it as the top-level body \
         field `idempotency_key`.")),
@@ -541,8 +550,8 @@ pub async fn disable(
 #[utoipa::path(
     delete, path = "/v1/byok/revoke/{id}", operation_id = "byok_revoke", tag = "byok",
     params(("id" = String, Path, description = "The credential's id"),
-        ("If-Match" = Option<String>, Header, description = "The revision the change is based on"),
-        ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 characters, scoped to \
+        ("If-Match" = Option<String>, Header, nullable = false, description = "The revision the change is based on"),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1 to 255 characters, scoped to \
         the account: a retry with the same key and the same request is answered the first \
         response again (for 48 hours) instead of executing twice. Or send it as the top-level body \
         field `idempotency_key`.")),

@@ -37,11 +37,13 @@ pub struct FeedParams {
     /// `next_cursor` of a previous page; absent starts from the first event.
     pub cursor: Option<String>,
     /// Page size, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
     /// Comma-separated event types to keep, for example `byok.updated,byok.revoked`.
     pub types: Option<String>,
     /// Long poll: when nothing is there yet, wait up to this many seconds (at most 30) for the
     /// next event.
+    #[param(maximum = 30)]
     pub wait: Option<u64>,
 }
 
@@ -172,11 +174,12 @@ pub async fn account_events(
 
 /// The account's events as Server-Sent Events: each has `id` (its position, for
 /// `Last-Event-ID`), `event` (its type) and `data` (the event as JSON). Resumes after
-/// `Last-Event-ID` when a reconnecting client sends it.
+/// `Last-Event-ID` when a reconnecting client sends it. The stream never ends: read it with a
+/// streaming HTTP client (generated clients that read whole bodies cannot use this operation).
 #[utoipa::path(
     get, path = "/v1/events/stream", operation_id = "stream_events", tag = "events",
     params(StreamParams,
-        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event's id")),
+        ("Last-Event-ID" = Option<String>, Header, nullable = false, description = "Resume after this event's id")),
     responses(
         (status = 200, description = "An endless `text/event-stream`", content_type = "text/event-stream", body = String),
         (status = 400, response = BadRequest),

@@ -20,7 +20,7 @@ pub struct Health {
 
 /// Liveness: the process is up.
 #[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "health",
-    responses((status = 200, description = "Alive", body = Health)), security(()))]
+    responses((status = 200, description = "Alive", body = Health)))]
 pub async fn healthz() -> web::Json<Health> {
     web::Json(Health { status: "ok" })
 }
@@ -30,7 +30,7 @@ pub async fn healthz() -> web::Json<Health> {
     responses(
         (status = 200, description = "Ready", body = Health),
         (status = 503, description = "Not ready", body = Health),
-    ), security(()))]
+    ))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     if state.accounts.store().is_running() {
         HttpResponse::Ok().json(Health { status: "ok" })

@@ -107,15 +107,22 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
             return ApiError::new(ErrorCode::InvalidJson, "the request body is not valid JSON");
         };
         let error = ApiError::new(ErrorCode::InvalidBody, message);
-        if path.is_empty() || path == "." {
-            error
-        } else {
-            error.with_param(path)
+        match safe_param(&path) {
+            Some(param) => error.with_param(param),
+            None => error,
         }
     })?;
     de.end()
         .map_err(|_| ApiError::new(ErrorCode::InvalidJson, "the request body is not valid JSON"))?;
     Ok(value)
+}
+
+/// A field path that is safe to echo: field names that look like identifiers. A key that does
+/// not (a secret pasted as a field name, say) is never repeated back.
+fn safe_param(path: &str) -> Option<String> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_.[]".contains(c);
+    (!path.is_empty() && path != "." && path.len() <= 128 && path.chars().all(plain))
+        .then(|| path.to_owned())
 }
 
 /// serde's message without the position suffix and without the offending value.
@@ -124,6 +131,16 @@ pub fn describe(text: &str) -> String {
     let text = text
         .strip_prefix("Query deserialize error: ")
         .unwrap_or(text);
+    if let Some(rest) = text.strip_prefix("unknown field `") {
+        let (name, expected) = rest.split_once('`').unwrap_or((rest, ""));
+        let expected = expected.trim_start_matches(", ");
+        return match safe_param(name) {
+            Some(name) => format!("unknown field `{name}`, {expected}"),
+            None => format!("unknown field, {expected}"),
+        }
+        .trim_end_matches(", ")
+        .to_owned();
+    }
     for lead in ["invalid type: ", "invalid value: ", "unknown variant "] {
         if let Some(rest) = text.strip_prefix(lead) {
             let expected = rest.split_once(", expected ").map_or("", |(_, e)| e);

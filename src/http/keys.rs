@@ -87,7 +87,7 @@ pub struct ApiKeyList {
 /// Mint an API key.
 #[utoipa::path(
     post, path = "/v1/account/keys", operation_id = "create_api_key", tag = "keys",
-    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 characters, scoped to \
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1 to 255 characters, scoped to \
         the account: a retry with the same key and the same request is answered the first \
         response again (for 48 hours) instead of executing twice. Or send it as the top-level body \
         field `idempotency_key`.")),
@@ -151,7 +151,7 @@ pub async fn list_keys(
 #[utoipa::path(
     delete, path = "/v1/account/keys/{id}", operation_id = "revoke_api_key", tag = "keys",
     params(("id" = String, Path, description = "The key's id (`key_…`)"),
-        ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 characters, scoped to \
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1 to 255 characters, scoped to \
         the account: a retry with the same key and the same request is answered the first \
         response again (for 48 hours) instead of executing twice. Or send it as the top-level body \
         field `idempotency_key`.")),

@@ -51,8 +51,14 @@ pub async fn middleware(
         .filter(|v| accepted(v))
         .map_or_else(|| new_id("req"), str::to_owned);
     req.extensions_mut().insert(RequestId(id.clone()));
-    // The path, never the query string: a query could carry something sensitive.
-    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.path());
+    // The route pattern (`/v1/byok/get/{id}`), filled in once routing has matched: never the raw
+    // path or query, where a caller could have pasted something secret.
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %req.method(),
+        route = tracing::field::Empty
+    );
     let started = Instant::now();
     let outcome = REQUEST_ID
         // Inside an async block so that routing and extractors, which run when the inner
@@ -68,6 +74,11 @@ pub async fn middleware(
             .headers_mut()
             .insert(HeaderName::from_static(HEADER), value);
     }
+    let route = response
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    span.record("route", route.as_str());
     let status = response.status().as_u16();
     let latency_ms = started.elapsed().as_secs_f64() * 1e3;
     span.in_scope(|| tracing::info!(status, latency_ms, "request finished"));

@@ -164,6 +164,9 @@ impl Credentials {
         data_key: Option<DataKeyChange>,
         command: impl Fn() -> CredentialCommand,
     ) -> Result<Versioned, ServiceError> {
+        // Ownership first: another account's credential answers 404 before any `If-Match`
+        // comparison could reveal that it exists, or its revision.
+        self.get(account_id, byok_id)?;
         let target = Target {
             stream: stream(byok_id),
             if_match,

@@ -645,9 +645,6 @@ async fn list_pages_with_limit_and_cursor() {
 }
 
 #[tokio::test]
-#[ignore = "bug: list is ordered by ULID id, and ulid::Ulid::new() is random within one \
-            millisecond, so credentials registered in the same millisecond are not listed \
-            oldest first (ByokList says `Oldest first`)"]
 async fn list_is_oldest_first() {
     let app = spawn_app().await;
     let ada = tenant(&app, "ada@example.com").await;
@@ -1807,9 +1804,6 @@ async fn another_accounts_credential_is_answered_like_a_missing_one() {
 }
 
 #[tokio::test]
-#[ignore = "bug: execute() checks If-Match before ownership, so another account's id (or a \
-            missing one) with If-Match answers 409 version_conflict quoting the real revision \
-            instead of 404"]
 async fn another_accounts_credential_is_answered_like_a_missing_one_with_if_match_too() {
     let app = spawn_app().await;
     let ada = tenant(&app, "ada@example.com").await;
@@ -2218,9 +2212,6 @@ async fn canary_secrets_never_leave_the_seal() {
 }
 
 #[tokio::test]
-#[ignore = "bug: the JSON extractor echoes an unknown field's name in the error's `param` and \
-            `message` (src/http/json.rs passes serde's \"unknown field `...`\" through), so a \
-            secret pasted as a field name comes back in the response"]
 async fn an_unknown_field_name_is_never_echoed() {
     let app = spawn_app().await;
     let ada = tenant(&app, "ada@example.com").await;
@@ -2457,8 +2448,6 @@ async fn canary_secrets_never_reach_the_server_log() {
 }
 
 #[tokio::test]
-#[ignore = "bug: the request log line records the raw path (src/http/request_id.rs), so a secret \
-            pasted where the credential id goes is written to the server log"]
 async fn a_secret_pasted_as_an_id_never_reaches_the_server_log() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Binary::start(dir.path());
