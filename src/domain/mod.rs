@@ -18,10 +18,11 @@ static IDS: std::sync::Mutex<ulid::Generator> = std::sync::Mutex::new(ulid::Gene
 
 /// Mints a prefixed ULID, for example `acct_01JD…`.
 pub fn new_id(prefix: &str) -> String {
-    let id = IDS
-        .lock()
-        .ok()
-        .and_then(|mut ids| ids.generate().ok())
-        .unwrap_or_else(ulid::Ulid::new);
+    // `Ulid::default()` is the nil id, so the fallback (a poisoned lock, or 2^80 ids in one
+    // millisecond) is spelled out.
+    let id = match IDS.lock().ok().and_then(|mut ids| ids.generate().ok()) {
+        Some(id) => id,
+        None => ulid::Ulid::new(),
+    };
     format!("{prefix}_{id}")
 }
