@@ -13,13 +13,11 @@
 //! | `i/` | `i/email/<email>`, `i/token/<hash 32>` | account id; `account_id 0x00 key_id` | projection |
 //! | `i/` | `i/byok/<account_id> 0x00 <byok_id>` | empty: the account's credentials, oldest first | projection |
 //! | `e/` | `e/<account_id> 0x00 <position u64>` | empty: the account's feed, in log order | projection |
-//! | `k/` | `k/<record id>` | the record's data key, wrapped by the master key | key store, not derived |
 //! | `u/` | `u/key/<key_id>` | last-used unix millis `i64` | operational, not derived |
 //! | `d/` | `d/<scope> 0x00 <hmac 32>` | idempotency record: `0x01 ‖ created i64 ‖ fingerprint 32 ‖ sealed response` (see `idempotency.rs`) | operational, not derived |
 //!
-//! `k/` rows are written in the same batch as the event that needs them and deleted in the same
-//! batch as the event that ends them (crypto-shredding): they are not in the log, so destroying one
-//! leaves the log's ciphertext unreadable, also in old backups of the log.
+//! Data keys are not in this tree at all: each lives in a file of its own under `keys/` beside it
+//! (see `keyring.rs`), so that destroying one really removes it from the data dir.
 
 pub const SCHEMA: &[u8] = b"m/schema";
 pub const CHAIN_KEY: &[u8] = b"m/chain_key";
@@ -88,10 +86,6 @@ pub fn account_feed(account_id: &str, position: u64) -> Vec<u8> {
         &account_feed_prefix(account_id),
         &position.to_be_bytes()[..],
     ])
-}
-
-pub fn data_key(record: &str) -> Vec<u8> {
-    concat(&[b"k/", record.as_bytes()])
 }
 
 pub fn key_last_used(key_id: &str) -> Vec<u8> {

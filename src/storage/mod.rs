@@ -5,6 +5,7 @@
 
 mod feed;
 mod idempotency;
+mod keyring;
 mod keys;
 mod kv;
 mod projection;
@@ -21,11 +22,13 @@ use tokio::sync::oneshot;
 
 pub use feed::{Feed, FeedPage};
 pub use idempotency::{Fingerprint, IdempotencyClaim, IdempotencyTicket, RETENTION_MS};
+use keyring::Keyring;
 pub use projection::StoredAggregate;
 pub use verify::VerifyReport;
 use writer::{Job, Writer};
 
 use crate::crypto::{DataKey, KeyedHasher, MasterKey, TokenHash};
+use crate::domain::credential::Credential;
 use crate::es::{Aggregate, Envelope, EventMeta, ExpectedVersion, NewEvent, StreamId};
 
 /// The on-disk schema this build reads and writes.
@@ -120,6 +123,7 @@ struct Inner {
     tokens: KeyedHasher,
     chain: KeyedHasher,
     idempotency: idempotency::Idempotency,
+    keyring: Arc<Keyring>,
     jobs: Mutex<Option<Sender<Job>>>,
     /// The last durable position, updated after every group commit.
     positions: tokio::sync::watch::Receiver<u64>,
@@ -151,6 +155,8 @@ impl Store {
             Durability::Sync => Some(OpenOptions::new().read(true).open(dir.join("db"))?),
             Durability::UnsafeNoSync => None,
         };
+        let keyring = Arc::new(Keyring::open(dir)?);
+        destroy_orphan_keys(&tree, &keyring)?;
         let (durable, positions) = tokio::sync::watch::channel(position);
         let writer = Writer {
             tree,
@@ -159,6 +165,7 @@ impl Store {
             sync_file,
             position,
             last_hash,
+            keyring: keyring.clone(),
             durable,
         };
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -171,6 +178,7 @@ impl Store {
                 tokens: KeyedHasher::new(&token_key),
                 chain,
                 idempotency,
+                keyring,
                 jobs: Mutex::new(Some(tx)),
                 positions,
                 writer: Mutex::new(Some(handle)),
@@ -315,11 +323,7 @@ impl Store {
 
     /// A record's wrapped data key, or `None` once destroyed.
     pub fn data_key(&self, record: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
-            .inner
-            .db
-            .get(keys::data_key(record))?
-            .map(|v| v.to_vec()))
+        Ok(self.inner.keyring.get(record)?)
     }
 
     /// Aggregates listed under an index (`i/…`), in key order, starting after the id `after`,
@@ -460,6 +464,20 @@ impl kv::Kv for ReadOnly<'_> {
     }
     fn put(&mut self, _: Vec<u8>, _: Vec<u8>) {}
     fn delete(&mut self, _: Vec<u8>) {}
+}
+
+/// Destroys keys left without a live credential by a crash between a key's file and its event
+/// (a registration that never became durable, or a revocation whose key outlived it).
+fn destroy_orphan_keys(tree: &sled::Tree, keyring: &Keyring) -> Result<(), StoreError> {
+    for record in keyring.records()? {
+        let stream = StreamId::new(Credential::KIND, &record);
+        let live = projection::load::<Credential>(&ReadOnly(tree), stream.as_str())?
+            .is_some_and(|stored| !stored.state.is_revoked());
+        if !live {
+            keyring.destroy(&record)?;
+        }
+    }
+    Ok(())
 }
 
 const CHAIN_KEY_AD: &[u8] = b"keyledger/store/chain-key";

@@ -13,6 +13,9 @@ use tokio::sync::oneshot;
 
 use super::kv::{Kv, Overlay};
 use super::projection::{ProjectionError, project};
+use std::sync::Arc;
+
+use super::keyring::Keyring;
 use super::{AppendError, AppendRequest, DataKeyChange, StoreError, keys, verify};
 use crate::crypto::KeyedHasher;
 use crate::es::Envelope;
@@ -45,6 +48,8 @@ pub struct Writer {
     pub sync_file: Option<File>,
     pub position: u64,
     pub last_hash: [u8; 32],
+    /// Per-record data keys, outside sled.
+    pub keyring: Arc<Keyring>,
     /// Tells tailing readers the last durable position after every group.
     pub durable: tokio::sync::watch::Sender<u64>,
 }
@@ -87,10 +92,20 @@ impl Writer {
         let mut overlay = Overlay::new(&self.tree);
         let (mut position, mut hash) = (self.position, self.last_hash);
         let mut outcomes = Vec::with_capacity(group.len());
+        let (mut new_keys, mut ended_keys) = (Vec::new(), Vec::new());
         for (request, reply) in group {
             let outcome = self.stage(&mut overlay, &request, &mut position, &mut hash);
             match outcome {
-                Ok(_) => overlay.commit_stage(),
+                Ok(_) => {
+                    overlay.commit_stage();
+                    match request.data_key {
+                        Some(DataKeyChange::Store { record, wrapped }) => {
+                            new_keys.push((record, wrapped));
+                        }
+                        Some(DataKeyChange::Destroy { record }) => ended_keys.push(record),
+                        None => {}
+                    }
+                }
                 Err(_) => overlay.discard_stage(),
             }
             outcomes.push((reply, outcome));
@@ -104,7 +119,13 @@ impl Writer {
         }
         overlay.commit_stage();
         if !overlay.is_empty() {
-            let durable = overlay.write().and_then(|()| self.sync());
+            // Keys before the events that need them (see keyring.rs).
+            let durable = new_keys
+                .iter()
+                .try_for_each(|(record, wrapped)| self.keyring.put(record, wrapped))
+                .map_err(StoreError::from)
+                .and_then(|()| overlay.write())
+                .and_then(|()| self.sync());
             if let Err(error) = durable {
                 tracing::error!(%error, "writing an append group failed");
                 // The batch may or may not have reached the tree: take the tail from the tree.
@@ -125,6 +146,13 @@ impl Writer {
             self.position = position;
             self.last_hash = hash;
             self.durable.send_replace(position);
+            // Keys after the events that end them are durable; a failure here leaves a key that
+            // the next start destroys.
+            for record in ended_keys {
+                if let Err(error) = self.keyring.destroy(&record) {
+                    tracing::error!(%error, "destroying a data key failed; it is retried on the next start");
+                }
+            }
         }
         for (reply, outcome) in outcomes {
             // The caller may have gone away (client disconnected); the write stands regardless.
@@ -183,13 +211,6 @@ impl Writer {
                 other => AppendError::Invalid(other.to_string()),
             })?;
             appended.push(envelope);
-        }
-        match &request.data_key {
-            Some(DataKeyChange::Store { record, wrapped }) => {
-                overlay.put(keys::data_key(record), wrapped.clone());
-            }
-            Some(DataKeyChange::Destroy { record }) => overlay.delete(keys::data_key(record)),
-            None => {}
         }
         *position = p;
         *hash = h;

@@ -1913,9 +1913,6 @@ async fn revoke_shreds_the_data_key_and_the_log_keeps_only_ciphertext() {
 }
 
 #[tokio::test]
-#[ignore = "bug: revoke deletes the data key row, but sled is log-structured and the wrapped \
-            key stays in the data dir's files, so the master key plus a copy of the data dir \
-            still opens a revoked secret"]
 async fn a_revoked_data_key_is_gone_from_the_disk() {
     let app = spawn_app().await;
     let ada = tenant(&app, "ada@example.com").await;
@@ -1942,6 +1939,20 @@ async fn a_revoked_data_key_is_gone_from_the_disk() {
             file.display()
         );
     }
+}
+
+#[tokio::test]
+async fn keys_left_without_a_live_credential_are_destroyed_on_start() {
+    let app = spawn_app().await;
+    let ada = tenant(&app, "ada@example.com").await;
+    let live = register_id(&app, &ada.token, &openai("live", KEY)).await;
+    let (settings, dir) = app.stop_and_release().await;
+    // What a crash between a key's file and its registration leaves behind.
+    let keys = settings.data_dir.join("keys");
+    std::fs::write(keys.join("byok_01ORPHANED00000000000000"), b"wrapped").unwrap();
+    let app = crate::helpers::start(settings, dir).await;
+    assert!(!keys.join("byok_01ORPHANED00000000000000").exists());
+    assert!(app.store.data_key(&live).unwrap().is_some());
 }
 
 // ---- canaries ----

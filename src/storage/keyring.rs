@@ -1,0 +1,136 @@
+//! The key store: one small file per record under `<data dir>/keys/`, holding that record's data
+//! key wrapped by the master key.
+//!
+//! It lives outside sled on purpose. sled is log-structured: a removed value stays in its segment
+//! files until they happen to be rewritten, so a data key deleted from sled could still be read
+//! out of a copy of the data dir taken after the revocation. A file of its own is overwritten with
+//! zeros, synced and unlinked, and is gone from every later copy of the directory.
+//!
+//! Ordering against the log (both run on the writer thread): a key is written before the batch
+//! holding the event that needs it, and destroyed after the batch holding the event that ends it
+//! is durable. A crash in between leaves a key without a live record, never a record without its
+//! key; `Store::open` destroys such leftovers.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub struct Keyring {
+    dir: PathBuf,
+}
+
+fn invalid_record(record: &str) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        format!("{record:?} is not a record id"),
+    )
+}
+
+impl Keyring {
+    pub fn open(data_dir: &Path) -> std::io::Result<Self> {
+        let dir = data_dir.join("keys");
+        fs::create_dir_all(&dir)?;
+        Ok(Self { dir })
+    }
+
+    /// The file of a record; ids are `[A-Za-z0-9_]`, so no path can escape the directory.
+    fn path(&self, record: &str) -> std::io::Result<PathBuf> {
+        let plain = !record.is_empty()
+            && record.len() <= 64
+            && record
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if plain {
+            Ok(self.dir.join(record))
+        } else {
+            Err(invalid_record(record))
+        }
+    }
+
+    fn sync_dir(&self) -> std::io::Result<()> {
+        File::open(&self.dir)?.sync_all()
+    }
+
+    /// Writes a record's wrapped key durably (temporary file, fsync, rename, fsync of the dir).
+    pub fn put(&self, record: &str, wrapped: &[u8]) -> std::io::Result<()> {
+        let path = self.path(record)?;
+        let temporary = self.dir.join(format!(".{record}.new"));
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temporary)?;
+        file.write_all(wrapped)?;
+        file.sync_all()?;
+        fs::rename(&temporary, &path)?;
+        self.sync_dir()
+    }
+
+    pub fn get(&self, record: &str) -> std::io::Result<Option<Vec<u8>>> {
+        match fs::read(self.path(record)?) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Destroys a record's key: zeros over its bytes, synced, then the file unlinked. Destroying
+    /// a key that is already gone is not an error.
+    pub fn destroy(&self, record: &str) -> std::io::Result<()> {
+        let path = self.path(record)?;
+        let len = match fs::metadata(&path) {
+            Ok(meta) => meta.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let mut file = OpenOptions::new().write(true).open(&path)?;
+        file.write_all(&vec![0u8; usize::try_from(len).unwrap_or(0)])?;
+        file.sync_all()?;
+        fs::remove_file(&path)?;
+        self.sync_dir()
+    }
+
+    /// Every record that has a key.
+    pub fn records(&self) -> std::io::Result<Vec<String>> {
+        let mut records = Vec::new();
+        for entry in fs::read_dir(&self.dir)? {
+            let name = entry?.file_name();
+            if let Some(name) = name.to_str()
+                && !name.starts_with('.')
+            {
+                records.push(name.to_owned());
+            }
+        }
+        Ok(records)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_get_destroy() {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = Keyring::open(dir.path()).unwrap();
+        ring.put("byok_1", b"wrapped").unwrap();
+        assert_eq!(
+            ring.get("byok_1").unwrap().as_deref(),
+            Some(&b"wrapped"[..])
+        );
+        assert_eq!(ring.records().unwrap(), ["byok_1"]);
+        ring.destroy("byok_1").unwrap();
+        ring.destroy("byok_1").unwrap();
+        assert_eq!(ring.get("byok_1").unwrap(), None);
+        assert!(ring.records().unwrap().is_empty());
+    }
+
+    #[test]
+    fn refuses_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = Keyring::open(dir.path()).unwrap();
+        for bad in ["../x", "a/b", "", ".hidden", "a.b"] {
+            assert!(ring.put(bad, b"k").is_err(), "{bad}");
+        }
+    }
+}
