@@ -11,7 +11,7 @@ use super::error::{
     ApiError, BadRequest, Conflict, Forbidden, InternalError, PayloadTooLarge, Unauthorized,
     Unprocessable, UnsupportedMediaType,
 };
-use super::idempotency::{KeyScope, idempotent};
+use super::idempotency::{IdempotencyHeader, KeyScope, idempotent};
 use super::json::Json;
 use super::keys::ApiKeyObject;
 
@@ -61,10 +61,7 @@ pub struct AccountObject {
 /// account with its first API key, shown once (and to retries with the same idempotency key).
 #[utoipa::path(
     post, path = "/v1/accounts", operation_id = "create_account", tag = "accounts",
-    params(("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1 to 255 characters; \
-        retries with the same key and request get the first response again, for 48 hours. Or send \
-        it as the top-level body field `idempotency_key`. Keys of the operator and of open \
-        sign-up are kept apart.")),
+    params(IdempotencyHeader),
     request_body = CreateAccountRequest,
     responses(
         (status = 201, description = "The account was created", body = AccountCreated,

@@ -18,7 +18,7 @@ use super::error::{
     ApiError, BadRequest, Conflict, ErrorCode, Forbidden, InternalError, NotFound, PayloadTooLarge,
     Unauthorized, Unprocessable, UnsupportedMediaType,
 };
-use super::idempotency::{KeyOnlyBody, KeyScope, idempotent};
+use super::idempotency::{IdempotencyHeader, KeyOnlyBody, KeyScope, idempotent};
 use super::json::Json;
 use crate::domain::credential::{
     Binding, Credential, CredentialPatch, CredentialState, RegisterRequest,
@@ -36,6 +36,21 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/v1/byok/enable/{id}").route(web::post().to(enable)))
         .service(resource("/v1/byok/disable/{id}").route(web::post().to(disable)))
         .service(resource("/v1/byok/revoke/{id}").route(web::delete().to(revoke)));
+}
+
+/// The headers of a credential mutation, as documented.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct ConditionalHeaders {
+    /// The revision (`ETag`) the change is based on; another current revision answers 409.
+    #[param(rename = "If-Match", nullable = false)]
+    if_match: Option<String>,
+    /// 1 to 255 characters, scoped to the account: a retry with the same key and the same
+    /// request is answered the first response again (for 48 hours) instead of executing twice.
+    /// Or send it as the top-level body field `idempotency_key`.
+    #[param(rename = "Idempotency-Key", nullable = false)]
+    idempotency_key: Option<String>,
 }
 
 /// `If-Match: "<revision>"` (quotes optional); absent means unconditional.
@@ -289,10 +304,7 @@ pub async fn list_providers() -> web::Json<ProviderList> {
 /// Register a credential.
 #[utoipa::path(
     post, path = "/v1/byok/register", operation_id = "byok_register", tag = "byok",
-    params(("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1 to 255 characters, scoped to \
-        the account: a retry with the same key and the same request is answered the first \
-        response again (for 48 hours) instead of executing twice. Or send it as the top-level body \
-        field `idempotency_key`.")),
+    params(IdempotencyHeader),
     request_body = RegisterBody,
     responses(
         (status = 201, description = "Registered; the secret is sealed and never shown again", body = ByokKey,
@@ -408,15 +420,12 @@ pub async fn get(
 #[utoipa::path(
     patch, path = "/v1/byok/update/{id}", operation_id = "byok_update", tag = "byok",
     params(("id" = String, Path, description = "The credential's id"),
-        ("If-Match" = Option<String>, Header, nullable = false, description = "The revision the change is based on"),
-        ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1 to 255 characters, scoped to \
-        the account: a retry with the same key and the same request is answered the first \
-        response again (for 48 hours) instead of executing twice. Or send it as the top-level body \
-        field `idempotency_key`.")),
+        ConditionalHeaders),
     request_body = UpdateBody,
     responses(
         (status = 200, description = "The updated credential", body = ByokConfig,
-            headers(("Idempotent-Replayed" = String, description = "`true` on a replayed response"))),
+            headers(("ETag" = String, description = "The credential's revision"),
+                ("Idempotent-Replayed" = String, description = "`true` on a replayed response"))),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
@@ -480,14 +489,11 @@ async fn set_enabled(
 #[utoipa::path(
     post, path = "/v1/byok/enable/{id}", operation_id = "byok_enable", tag = "byok",
     params(("id" = String, Path, description = "The credential's id"),
-        ("If-Match" = Option<String>, Header, nullable = false, description = "The revision the change is based on"),
-        ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1 to 255 characters, scoped to \
-        the account: a retry with the same key and the same request is answered the first \
-        response again (for 48 hours) instead of executing twice. Or send it as the top-level body \
-        field `idempotency_key`.")),
+        ConditionalHeaders),
     responses(
         (status = 200, description = "The credential", body = ByokConfig,
-            headers(("Idempotent-Replayed" = String, description = "`true` on a replayed response"))),
+            headers(("ETag" = String, description = "The credential's revision"),
+                ("Idempotent-Replayed" = String, description = "`true` on a replayed response"))),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
@@ -515,14 +521,11 @@ pub async fn enable(
 #[utoipa::path(
     post, path = "/v1/byok/disable/{id}", operation_id = "byok_disable", tag = "byok",
     params(("id" = String, Path, description = "The credential's id"),
-        ("If-Match" = Option<String>, Header, nullable = false, description = "The revision the change is based on"),
-        ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1 to 255 characters, scoped to \
-        the account: a retry with the same key and the same request is answered the first \
-        response again (for 48 hours) instead of executing twice. Or send it as the top-level body \
-        field `idempotency_key`.")),
+        ConditionalHeaders),
     responses(
         (status = 200, description = "The credential", body = ByokConfig,
-            headers(("Idempotent-Replayed" = String, description = "`true` on a replayed response"))),
+            headers(("ETag" = String, description = "The credential's revision"),
+                ("Idempotent-Replayed" = String, description = "`true` on a replayed response"))),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
@@ -550,14 +553,11 @@ pub async fn disable(
 #[utoipa::path(
     delete, path = "/v1/byok/revoke/{id}", operation_id = "byok_revoke", tag = "byok",
     params(("id" = String, Path, description = "The credential's id"),
-        ("If-Match" = Option<String>, Header, nullable = false, description = "The revision the change is based on"),
-        ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1 to 255 characters, scoped to \
-        the account: a retry with the same key and the same request is answered the first \
-        response again (for 48 hours) instead of executing twice. Or send it as the top-level body \
-        field `idempotency_key`.")),
+        ConditionalHeaders),
     responses(
         (status = 200, description = "The revoked credential", body = ByokConfig,
-            headers(("Idempotent-Replayed" = String, description = "`true` on a replayed response"))),
+            headers(("ETag" = String, description = "The credential's revision"),
+                ("Idempotent-Replayed" = String, description = "`true` on a replayed response"))),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),

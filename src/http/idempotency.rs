@@ -38,6 +38,18 @@ use crate::service::idempotency::Begin;
 
 /// The request header carrying the key.
 pub const HEADER: &str = "Idempotency-Key";
+
+/// The `Idempotency-Key` header as every mutating operation documents it.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct IdempotencyHeader {
+    /// 1 to 255 characters, scoped to the account: a retry with the same key and the same
+    /// request is answered the first response again (for 48 hours) instead of executing twice.
+    /// Or send it as the top-level body field `idempotency_key`.
+    #[param(rename = "Idempotency-Key", nullable = false)]
+    idempotency_key: Option<String>,
+}
 /// The top-level body field carrying the key, as an alternative to the header.
 pub const BODY_FIELD: &str = "idempotency_key";
 /// Set to `true` on a replayed response.

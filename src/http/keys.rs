@@ -11,7 +11,7 @@ use super::error::{
     ApiError, BadRequest, Conflict, Forbidden, InternalError, NotFound, PayloadTooLarge,
     Unauthorized, Unprocessable, UnsupportedMediaType,
 };
-use super::idempotency::{KeyOnlyBody, KeyScope, idempotent};
+use super::idempotency::{IdempotencyHeader, KeyOnlyBody, KeyScope, idempotent};
 use super::json::Json;
 use crate::domain::Scope;
 use crate::service::accounts::KeyView;
@@ -87,10 +87,7 @@ pub struct ApiKeyList {
 /// Mint an API key.
 #[utoipa::path(
     post, path = "/v1/account/keys", operation_id = "create_api_key", tag = "keys",
-    params(("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1 to 255 characters, scoped to \
-        the account: a retry with the same key and the same request is answered the first \
-        response again (for 48 hours) instead of executing twice. Or send it as the top-level body \
-        field `idempotency_key`.")),
+    params(IdempotencyHeader),
     request_body = CreateKeyRequest,
     responses(
         (status = 201, description = "The key was minted; its token is shown once", body = ApiKeyCreated,
@@ -151,10 +148,7 @@ pub async fn list_keys(
 #[utoipa::path(
     delete, path = "/v1/account/keys/{id}", operation_id = "revoke_api_key", tag = "keys",
     params(("id" = String, Path, description = "The key's id (`key_…`)"),
-        ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1 to 255 characters, scoped to \
-        the account: a retry with the same key and the same request is answered the first \
-        response again (for 48 hours) instead of executing twice. Or send it as the top-level body \
-        field `idempotency_key`.")),
+        IdempotencyHeader),
     responses(
         (status = 200, description = "The key, revoked", body = ApiKeyObject,
             headers(("Idempotent-Replayed" = String, description = "`true` on a replayed response"))),
