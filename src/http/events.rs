@@ -15,8 +15,7 @@ use super::error::{
     ApiError, BadRequest, ErrorCode, Forbidden, InternalError, NotFound, Unauthorized,
 };
 use crate::es::{Envelope, StreamId};
-use crate::service::events::{DEFAULT_LIMIT, Events, FeedQuery, MAX_LIMIT, MAX_WAIT};
-use crate::storage::Feed;
+use crate::service::events::{DEFAULT_LIMIT, Events, Feed, FeedQuery, MAX_LIMIT, MAX_WAIT};
 
 /// Quiet SSE connections get a comment this often, so proxies keep them open.
 const KEEPALIVE: Duration = Duration::from_secs(15);

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use crate::domain::PRIVATE_FIELDS;
 use crate::es::Envelope;
-use crate::storage::{Feed, FeedPage, Store, StoreError};
+pub use crate::storage::Feed;
+use crate::storage::{FeedPage, Store, StoreError};
 
 pub const DEFAULT_LIMIT: usize = 50;
 pub const MAX_LIMIT: usize = 500;
