@@ -244,7 +244,14 @@ impl Credentials {
         if credential.is_revoked() {
             return Err(ServiceError::Revoked);
         }
-        let wrapped = self.store.data_key(byok_id)?.ok_or(ServiceError::Revoked)?;
+        // A live credential always has its key: a missing one means the data dir lost `keys/`
+        // (a backup restored without it, say), which must not pass for a revocation.
+        let wrapped = self.store.data_key(byok_id)?.ok_or_else(|| {
+            ServiceError::Store(crate::storage::StoreError::Corrupt {
+                what: format!("data key of {byok_id}"),
+                reason: "missing from keys/ although the credential is not revoked".into(),
+            })
+        })?;
         let unreadable = |what: &str| {
             ServiceError::Store(crate::storage::StoreError::Corrupt {
                 what: format!("{what} of {byok_id}"),

@@ -2,6 +2,7 @@
 //! applies.
 
 use keyledger::domain::account::{Account, AccountEvent};
+use keyledger::domain::credential::{Credential, CredentialEvent, CredentialState};
 use keyledger::es::{Aggregate, DomainEvent, Envelope};
 
 fn recorded(name: &str) -> Vec<Envelope> {
@@ -25,6 +26,21 @@ fn account_events_of_schema_1_decode_and_apply() {
     assert_eq!(account.keys.len(), 2);
     let revoked = &account.keys["key_01M83WT0000000000000000003"];
     assert!(revoked.revoked_at.is_some());
+}
+
+#[test]
+fn credential_events_of_schema_1_decode_and_apply() {
+    let envelopes = recorded("byok-schema-1.ndjson");
+    let credential = envelopes.iter().fold(None, |state, envelope| {
+        let event = CredentialEvent::from_envelope(envelope).expect("decodes");
+        Some(Credential::apply(state, &event))
+    });
+    let credential = credential.expect("a credential");
+    assert_eq!(credential.provider, "azure");
+    assert_eq!(credential.label, None, "the update cleared the label");
+    assert_eq!(credential.weight, 250);
+    assert_eq!(credential.settings["api_version"], "2024-10-21");
+    assert_eq!(credential.state, CredentialState::Revoked);
 }
 
 #[test]
