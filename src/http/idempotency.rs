@@ -181,51 +181,22 @@ fn key_of(req: &HttpRequest, body: Option<&Value>) -> Result<Option<String>, Api
     }
 }
 
-/// JSON with every object's keys sorted, so that field order does not make two requests differ.
-fn canonical(value: &Value, out: &mut Vec<u8>) {
-    match value {
-        Value::Object(map) => {
-            let mut entries: Vec<_> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            out.push(b'{');
-            for (i, (key, value)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                out.extend(serde_json::to_vec(key).unwrap_or_default());
-                out.push(b':');
-                canonical(value, out);
-            }
-            out.push(b'}');
-        }
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                canonical(item, out);
-            }
-            out.push(b']');
-        }
-        scalar => out.extend(serde_json::to_vec(scalar).unwrap_or_default()),
-    }
-}
-
 /// The body as fingerprinted: canonical, without the key; no body and `{}` are the same.
+/// `serde_json::Value` keeps object keys sorted (no `preserve_order`), so field order never makes
+/// two requests differ; a test holds that.
 fn canonical_body(body: Option<Value>) -> Vec<u8> {
-    let mut out = Vec::new();
     match body {
         Some(Value::Object(mut map)) => {
             map.remove(BODY_FIELD);
-            if !map.is_empty() {
-                canonical(&Value::Object(map), &mut out);
+            if map.is_empty() {
+                Vec::new()
+            } else {
+                serde_json::to_vec(&map).unwrap_or_default()
             }
         }
-        Some(other) => canonical(&other, &mut out),
-        None => {}
+        Some(other) => serde_json::to_vec(&other).unwrap_or_default(),
+        None => Vec::new(),
     }
-    out
 }
 
 /// A response as recorded.
