@@ -490,7 +490,8 @@ fn main() {
     );
 
     let (stream, stream_len) = streams[0].clone();
-    let events = Events::new(store.clone());
+    let (_closing, never) = tokio::sync::watch::channel(false);
+    let events = Events::new(store.clone(), never);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()

@@ -27,6 +27,8 @@ pub enum StartupError {
 pub struct Application {
     port: u16,
     server: Server,
+    shutdown: Shutdown,
+    handle_signals: bool,
     store: Store,
     /// The admin token generated on this start, to be printed once.
     pub generated_admin_token: Option<Redacted<String>>,
@@ -58,10 +60,11 @@ impl Application {
                 hash
             }
         };
+        let (closing, _) = tokio::sync::watch::channel(false);
         let state = web::Data::new(AppState {
             accounts: Accounts::new(store.clone(), admin_hash),
             credentials: Credentials::new(store.clone(), settings.master_key.clone()),
-            events: Events::new(store.clone()),
+            events: Events::new(store.clone(), closing.subscribe()),
             idempotency: Idempotency::new(store.clone()),
             open_signup: settings.open_signup,
         });
@@ -78,14 +81,18 @@ impl Application {
         if let Some(workers) = settings.workers {
             server = server.workers(workers);
         }
-        if !settings.handle_signals {
-            server = server.disable_signals();
-        }
-        let server = server.listen(listener)?.run();
+        // Signals are handled here rather than by actix, so that streams hear of a shutdown
+        // before actix waits for their connections to end.
+        let server = server.disable_signals().listen(listener)?.run();
         Ok(Self {
             port,
+            shutdown: Shutdown {
+                closing,
+                server: server.handle(),
+            },
             server,
             store,
+            handle_signals: settings.handle_signals,
             generated_admin_token,
         })
     }
@@ -94,8 +101,8 @@ impl Application {
         self.port
     }
 
-    pub fn handle(&self) -> ServerHandle {
-        self.server.handle()
+    pub fn handle(&self) -> Shutdown {
+        self.shutdown.clone()
     }
 
     pub fn store(&self) -> &Store {
@@ -105,8 +112,54 @@ impl Application {
     /// Serves until stopped (signal or handle), lets in-flight requests finish, then drains the
     /// writer and flushes the store.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        if self.handle_signals {
+            let shutdown = self.shutdown.clone();
+            actix_web::rt::spawn(async move {
+                stop_signal().await;
+                tracing::info!("shutting down: finishing requests in flight");
+                shutdown.stop().await;
+            });
+        }
         let served = self.server.await;
         self.store.shutdown();
         served
+    }
+}
+
+/// Stops the server gracefully: event streams and long polls end first, then in-flight requests
+/// finish, then the store's writer drains.
+#[derive(Clone)]
+pub struct Shutdown {
+    closing: tokio::sync::watch::Sender<bool>,
+    server: ServerHandle,
+}
+
+impl Shutdown {
+    pub async fn stop(&self) {
+        self.closing.send_replace(true);
+        self.server.stop(true).await;
+    }
+}
+
+/// SIGTERM or SIGINT (Ctrl-C).
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -243,6 +243,9 @@ impl Tail {
         if let Some(chunk) = self.pending.pop_front() {
             return Some(chunk);
         }
+        if self.events.is_closing() {
+            return None;
+        }
         let page = self
             .events
             .page(&Feed::Account(&self.account_id), &self.query)

@@ -37,11 +37,18 @@ pub fn public(mut envelope: Envelope) -> Envelope {
 #[derive(Clone)]
 pub struct Events {
     store: Store,
+    /// Flips to `true` when the server begins to shut down: waits end at once, and streams close
+    /// so that shutdown is not held up by clients that never hang up.
+    closing: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Events {
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    pub fn new(store: Store, closing: tokio::sync::watch::Receiver<bool>) -> Self {
+        Self { store, closing }
+    }
+
+    pub fn is_closing(&self) -> bool {
+        *self.closing.borrow()
     }
 
     fn read(&self, feed: &Feed<'_>, after: u64, query: &FeedQuery) -> Result<FeedPage, StoreError> {
@@ -56,19 +63,27 @@ impl Events {
     pub async fn page(&self, feed: &Feed<'_>, query: &FeedQuery) -> Result<FeedPage, StoreError> {
         let mut positions = self.store.positions();
         positions.borrow_and_update();
+        let mut closing = self.closing.clone();
         let deadline = tokio::time::Instant::now() + query.wait.min(MAX_WAIT);
         let mut after = query.after;
         loop {
             let page = self.read(feed, after, query)?;
-            if !page.events.is_empty() || tokio::time::Instant::now() >= deadline {
+            let over = tokio::time::Instant::now() >= deadline || *closing.borrow_and_update();
+            if !page.events.is_empty() || over {
                 return Ok(page);
             }
             // Events the filter skipped are consumed: the next read starts after them.
             after = page.resume_after;
-            match tokio::time::timeout_at(deadline, positions.changed()).await {
-                Ok(Ok(())) => {}
-                // Timed out, or the store shut down: answer what there is.
-                Ok(Err(_)) | Err(_) => return self.read(feed, after, query),
+            let woke = tokio::time::timeout_at(deadline, async {
+                tokio::select! {
+                    changed = positions.changed() => changed.is_ok(),
+                    _ = closing.changed() => false,
+                }
+            })
+            .await;
+            // Timed out, shutting down, or the store closed: answer what there is.
+            if woke != Ok(true) {
+                return self.read(feed, after, query);
             }
         }
     }

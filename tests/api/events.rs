@@ -365,3 +365,51 @@ async fn server_sent_events_deliver_live_events_and_resume_from_last_event_id() 
         .unwrap();
     assert_error(bad, 400, "invalid_request_error", "invalid_header").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutting_down_closes_event_streams_and_long_polls() {
+    let app = spawn_app().await;
+    let token = account(&app, "closing@example.com").await;
+    let response = app
+        .request(Method::GET, "/v1/events/stream", Some(&token))
+        .send()
+        .await
+        .unwrap();
+    let mut stream = response.bytes_stream();
+    let poll = {
+        let (client, address, token) = (app.client.clone(), app.address.clone(), token.clone());
+        tokio::spawn(async move {
+            let cursor = crate::helpers::cursor_after(2);
+            client
+                .get(format!("{address}/v1/events?wait=30&cursor={cursor}"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .map(|r| r.status())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stopping = tokio::spawn(app.stop());
+    // The stream ends instead of holding the shutdown until its connection times out.
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(chunk) = stream.next().await {
+            if chunk.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the event stream stayed open during shutdown"
+    );
+    let polled = tokio::time::timeout(Duration::from_secs(20), poll).await;
+    assert_eq!(
+        polled.expect("the long poll answered").unwrap().unwrap(),
+        200
+    );
+    tokio::time::timeout(Duration::from_secs(20), stopping)
+        .await
+        .expect("shutdown finished")
+        .unwrap();
+}

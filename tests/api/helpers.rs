@@ -2,10 +2,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::ServerHandle;
 use keyledger::config::{KeySource, Settings};
 use keyledger::crypto::MasterKey;
-use keyledger::startup::Application;
+use keyledger::startup::{Application, Shutdown};
 use keyledger::storage::{Durability, Store, StoreError};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
@@ -20,7 +19,7 @@ pub struct TestApp {
     pub store: Store,
     pub settings: Settings,
     pub dir: Arc<TempDir>,
-    handle: ServerHandle,
+    handle: Shutdown,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
@@ -87,7 +86,7 @@ pub async fn start(settings: Settings, dir: Arc<TempDir>) -> TestApp {
 impl TestApp {
     /// Stops the server gracefully and releases the store.
     pub async fn stop(self) -> (Settings, Arc<TempDir>) {
-        self.handle.stop(true).await;
+        self.handle.stop().await;
         self.server
             .await
             .expect("server task")
@@ -202,4 +201,10 @@ pub async fn assert_error(response: Response, status: u16, error_type: &str, cod
     assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()));
     assert_eq!(error["request_id"], header.as_str());
     error
+}
+
+/// The opaque cursor the server issues for "after position `n`".
+pub fn cursor_after(position: u64) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(position.to_string())
 }
