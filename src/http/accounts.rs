@@ -7,10 +7,7 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::auth::{Authed, Read, Signup};
-use super::error::{
-    ApiError, BadRequest, Conflict, Forbidden, InternalError, PayloadTooLarge, Unauthorized,
-    Unprocessable, UnsupportedMediaType,
-};
+use super::error::{ApiError, AuthErrors, BodyErrors, Conflict};
 use super::idempotency::{IdempotencyHeader, KeyScope, idempotent};
 use super::json::Json;
 use super::keys::ApiKeyObject;
@@ -66,14 +63,9 @@ pub struct AccountObject {
     responses(
         (status = 201, description = "The account was created", body = AccountCreated,
             headers(("Idempotent-Replayed" = String, description = "`true` on a replayed response"))),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 409, response = Conflict),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
-        (status = 422, response = Unprocessable),
-        (status = 500, response = InternalError),
+        BodyErrors,
+        AuthErrors,
     ),
     security((), ("bearer" = []))
 )]
@@ -105,9 +97,7 @@ pub async fn create_account(
     get, path = "/v1/account", operation_id = "get_account", tag = "accounts",
     responses(
         (status = 200, description = "The account", body = AccountObject),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 500, response = InternalError),
+        AuthErrors,
     ),
     security(("bearer" = []))
 )]

@@ -14,10 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::auth::{Authed, Read, Write};
-use super::error::{
-    ApiError, BadRequest, Conflict, ErrorCode, Forbidden, InternalError, NotFound, PayloadTooLarge,
-    Unauthorized, Unprocessable, UnsupportedMediaType,
-};
+use super::error::{ApiError, AuthErrors, BadRequest, BodyErrors, Conflict, ErrorCode, NotFound};
 use super::idempotency::{IdempotencyHeader, KeyOnlyBody, KeyScope, idempotent};
 use super::json::Json;
 use crate::domain::credential::{
@@ -310,14 +307,9 @@ pub async fn list_providers() -> web::Json<ProviderList> {
         (status = 201, description = "Registered; the secret is sealed and never shown again", body = ByokKey,
             headers(("ETag" = String, description = "The credential's revision"),
                 ("Idempotent-Replayed" = String, description = "`true` on a replayed response"))),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 409, response = Conflict),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
-        (status = 422, response = Unprocessable),
-        (status = 500, response = InternalError),
+        BodyErrors,
+        AuthErrors,
     ),
     security(("bearer" = []))
 )]
@@ -352,9 +344,7 @@ pub async fn register(
     responses(
         (status = 200, description = "A page of credentials", body = ByokList),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 500, response = InternalError),
+        AuthErrors,
     ),
     security(("bearer" = []))
 )]
@@ -399,10 +389,8 @@ pub async fn list(
     responses(
         (status = 200, description = "The credential", body = ByokConfig,
             headers(("ETag" = String, description = "The credential's revision"))),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 500, response = InternalError),
+        AuthErrors,
     ),
     security(("bearer" = []))
 )]
@@ -426,15 +414,10 @@ pub async fn get(
         (status = 200, description = "The updated credential", body = ByokConfig,
             headers(("ETag" = String, description = "The credential's revision"),
                 ("Idempotent-Replayed" = String, description = "`true` on a replayed response"))),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
-        (status = 422, response = Unprocessable),
-        (status = 500, response = InternalError),
+        BodyErrors,
+        AuthErrors,
     ),
     security(("bearer" = []))
 )]
@@ -494,15 +477,10 @@ async fn set_enabled(
         (status = 200, description = "The credential", body = ByokConfig,
             headers(("ETag" = String, description = "The credential's revision"),
                 ("Idempotent-Replayed" = String, description = "`true` on a replayed response"))),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
-        (status = 422, response = Unprocessable),
-        (status = 500, response = InternalError),
+        BodyErrors,
+        AuthErrors,
     ),
     security(("bearer" = []))
 )]
@@ -526,15 +504,10 @@ pub async fn enable(
         (status = 200, description = "The credential", body = ByokConfig,
             headers(("ETag" = String, description = "The credential's revision"),
                 ("Idempotent-Replayed" = String, description = "`true` on a replayed response"))),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
-        (status = 422, response = Unprocessable),
-        (status = 500, response = InternalError),
+        BodyErrors,
+        AuthErrors,
     ),
     security(("bearer" = []))
 )]
@@ -558,15 +531,10 @@ pub async fn disable(
         (status = 200, description = "The revoked credential", body = ByokConfig,
             headers(("ETag" = String, description = "The credential's revision"),
                 ("Idempotent-Replayed" = String, description = "`true` on a replayed response"))),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
-        (status = 422, response = Unprocessable),
-        (status = 500, response = InternalError),
+        BodyErrors,
+        AuthErrors,
     ),
     security(("bearer" = []))
 )]

@@ -275,3 +275,29 @@ pub struct Unprocessable(#[allow(dead_code)] ErrorEnvelope);
 /// the server log.
 #[derive(ToResponse)]
 pub struct InternalError(#[allow(dead_code)] ErrorEnvelope);
+
+/// The failures every authenticated operation can answer: 401, 403, 500.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum AuthErrors {
+    #[response(status = 401)]
+    Unauthorized(#[ref_response] Unauthorized),
+    #[response(status = 403)]
+    Forbidden(#[ref_response] Forbidden),
+    #[response(status = 500)]
+    InternalError(#[ref_response] InternalError),
+}
+
+/// The failures of an operation that reads a JSON body: 400, 413, 415, 422.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum BodyErrors {
+    #[response(status = 400)]
+    BadRequest(#[ref_response] BadRequest),
+    #[response(status = 413)]
+    PayloadTooLarge(#[ref_response] PayloadTooLarge),
+    #[response(status = 415)]
+    UnsupportedMediaType(#[ref_response] UnsupportedMediaType),
+    #[response(status = 422)]
+    Unprocessable(#[ref_response] Unprocessable),
+}

@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::AppState;
 use super::auth::{Authed, Read};
 use super::error::{
-    ApiError, BadRequest, ErrorCode, Forbidden, InternalError, NotFound, Unauthorized,
+    ApiError, AuthErrors, BadRequest, ErrorCode, Forbidden, NotFound, Unauthorized,
 };
 use crate::es::{Envelope, StreamId};
 use crate::service::events::{DEFAULT_LIMIT, Events, Feed, FeedQuery, MAX_LIMIT, MAX_WAIT};
@@ -127,10 +127,8 @@ async fn page(events: &Events, feed: Feed<'_>, params: &FeedParams) -> Result<Ev
     responses(
         (status = 200, description = "A page of the credential's events", body = EventPage),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 500, response = InternalError),
+        AuthErrors,
     ),
     security(("bearer" = []))
 )]
@@ -155,9 +153,7 @@ pub async fn credential_events(
     responses(
         (status = 200, description = "A page of the account's events", body = EventPage),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 500, response = InternalError),
+        AuthErrors,
     ),
     security(("bearer" = []))
 )]

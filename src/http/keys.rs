@@ -7,10 +7,7 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::auth::{Admin, Authed};
-use super::error::{
-    ApiError, BadRequest, Conflict, Forbidden, InternalError, NotFound, PayloadTooLarge,
-    Unauthorized, Unprocessable, UnsupportedMediaType,
-};
+use super::error::{ApiError, AuthErrors, BodyErrors, Conflict, NotFound};
 use super::idempotency::{IdempotencyHeader, KeyOnlyBody, KeyScope, idempotent};
 use super::json::Json;
 use crate::domain::Scope;
@@ -92,14 +89,9 @@ pub struct ApiKeyList {
     responses(
         (status = 201, description = "The key was minted; its token is shown once", body = ApiKeyCreated,
             headers(("Idempotent-Replayed" = String, description = "`true` on a replayed response"))),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 409, response = Conflict),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
-        (status = 422, response = Unprocessable),
-        (status = 500, response = InternalError),
+        BodyErrors,
+        AuthErrors,
     ),
     security(("bearer" = []))
 )]
@@ -128,9 +120,7 @@ pub async fn create_key(
     get, path = "/v1/account/keys", operation_id = "list_api_keys", tag = "keys",
     responses(
         (status = 200, description = "The account's keys", body = ApiKeyList),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 500, response = InternalError),
+        AuthErrors,
     ),
     security(("bearer" = []))
 )]
@@ -152,15 +142,10 @@ pub async fn list_keys(
     responses(
         (status = 200, description = "The key, revoked", body = ApiKeyObject,
             headers(("Idempotent-Replayed" = String, description = "`true` on a replayed response"))),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
-        (status = 422, response = Unprocessable),
-        (status = 500, response = InternalError),
+        BodyErrors,
+        AuthErrors,
     ),
     security(("bearer" = []))
 )]
