@@ -246,6 +246,12 @@ impl ByokConfig {
 }
 
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({"items": [{"byok_id": "byok_01JD5Q3M8X2Y4Z6A7B8C9D0E1H",
+    "provider": "openai", "alias": "prod-eu", "label": null, "state": "active", "version": 1,
+    "revision": 1, "secret_hint": "x9Qz", "settings": {}, "bindings": [{"capability": "chat"}],
+    "residency": "global", "declared_region": null, "base_url": null, "models": [],
+    "blacklisted_models": [], "weight": 100, "created_at": "2026-11-23T10:00:00Z",
+    "updated_at": "2026-11-23T10:00:00Z"}], "next_cursor": "Ynlva18wMUpENVEzTThYMlk0WjZBN0I4QzlEMEUxSA"}))]
 pub struct ByokList {
     /// Oldest first.
     pub items: Vec<ByokConfig>,
@@ -255,6 +261,11 @@ pub struct ByokList {
 }
 
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({"items": [{"id": "openai", "name": "OpenAI",
+    "required_fields": ["api_key"], "optional_fields": ["organization", "project"],
+    "secret_fields": ["api_key"], "takes_base_url": true, "requires_base_url": false,
+    "requires_declared_region": false, "residency": "global",
+    "default_base_url": "https://api.openai.com/v1"}]}))]
 pub struct ProviderList {
     pub items: Vec<ProviderInfo>,
 }

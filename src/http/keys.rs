@@ -66,6 +66,10 @@ impl From<KeyView> for ApiKeyObject {
 
 /// A new API key with its token, shown once.
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({"id": "key_01JD5Q3M8X2Y4Z6A7B8C9D0E1G", "name": "ci deploys",
+    "prefix": "kl_3f9a0c1b2", "scopes": ["write", "read"], "created_at": "2026-11-23T10:00:00Z",
+    "last_used_at": null, "revoked_at": null,
+    "api_key": "kl_3f9a0c1b2e4d5f60718293a4b5c6d7e8f90a1b2c3d4e5f6", "shown_once": true}))]
 pub struct ApiKeyCreated {
     #[serde(flatten)]
     pub key: ApiKeyObject,
@@ -76,6 +80,9 @@ pub struct ApiKeyCreated {
 }
 
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({"items": [{"id": "key_01JD5Q3M8X2Y4Z6A7B8C9D0E1G", "name": "ci deploys",
+    "prefix": "kl_3f9a0c1b2", "scopes": ["write", "read"], "created_at": "2026-11-23T10:00:00Z",
+    "last_used_at": null, "revoked_at": null}]}))]
 pub struct ApiKeyList {
     /// Oldest first.
     pub items: Vec<ApiKeyObject>,
