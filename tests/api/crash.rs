@@ -93,6 +93,14 @@ async fn write_until_killed(
             }
         }));
     }
+    // Writes must be flowing before the clock starts, however loaded the machine is.
+    let flowing = tokio::time::timeout(Duration::from_secs(60), async {
+        while acked.lock().unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(flowing.is_ok(), "no write was acknowledged within 60 s");
     tokio::time::sleep(kill_after).await;
     kill();
     for task in tasks {
