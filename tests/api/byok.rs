@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -18,7 +18,7 @@ use reqwest::header::CONTENT_TYPE;
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_TOKEN, TestApp, assert_error, spawn_app};
+use crate::helpers::{ADMIN_TOKEN, LISTENING, TestApp, assert_error, serve_command, spawn_app};
 
 // ---- helpers ----
 
@@ -2260,24 +2260,9 @@ impl Binary {
     fn start(dir: &Path) -> Self {
         let stdout = dir.join("stdout.log");
         let stderr = dir.join("stderr.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_keyledger"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-token",
-                ADMIN_TOKEN,
-            ])
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .env(
-                "KEYLEDGER_MASTER_KEY",
-                MasterKey::generate().to_base64().expose(),
-            )
+        let master_key = MasterKey::generate().to_base64();
+        let child = serve_command(&dir.join("data"), master_key.expose())
             .env("RUST_LOG", "debug")
-            .env_remove("KEYLEDGER_LOG_FORMAT")
-            .env_remove("KEYLEDGER_OPEN_SIGNUP")
-            .stdin(Stdio::null())
             .stdout(std::fs::File::create(&stdout).unwrap())
             .stderr(std::fs::File::create(&stderr).unwrap())
             .spawn()
@@ -2293,11 +2278,8 @@ impl Binary {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let out = std::fs::read_to_string(&self.stdout).unwrap_or_default();
-            if let Some(line) = out
-                .lines()
-                .find(|l| l.starts_with("keyledger listening on "))
-            {
-                return line["keyledger listening on ".len()..].trim().to_owned();
+            if let Some(line) = out.lines().find(|l| l.starts_with(LISTENING)) {
+                return line[LISTENING.len()..].trim().to_owned();
             }
             if let Some(status) = self.child.try_wait().unwrap() {
                 panic!(

@@ -7,14 +7,14 @@
 //! generated models; an unknown id, a stale revision and a revoked key answer the error envelope.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use keyledger::crypto::MasterKey;
 
-use crate::helpers::ADMIN_TOKEN;
+use crate::helpers::{ADMIN_TOKEN, listening_address, serve_command};
 
 /// Bounds each Python process: the generator (with its ruff post-hooks) and the script.
 const PYTHON_TIMEOUT: Duration = Duration::from_secs(120);
@@ -38,35 +38,14 @@ struct Server {
 impl Server {
     fn start(dir: &Path) -> Server {
         let log = dir.join("server.log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_keyledger"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-token",
-                ADMIN_TOKEN,
-            ])
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .env(
-                "KEYLEDGER_MASTER_KEY",
-                MasterKey::generate().to_base64().expose(),
-            )
-            .env("RUST_LOG", "warn")
+        let master_key = MasterKey::generate().to_base64();
+        let mut child = serve_command(&dir.join("data"), master_key.expose())
             .stdout(Stdio::piped())
             .stderr(File::create(&log).expect("server log"))
             .spawn()
             .expect("start keyledger");
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut line = String::new();
-        let address = loop {
-            line.clear();
-            let read = stdout.read_line(&mut line).expect("read stdout");
-            assert!(read > 0, "keyledger exited before listening");
-            if let Some(rest) = line.strip_prefix("keyledger listening on ") {
-                break rest.trim().to_owned();
-            }
-        };
+        let address = listening_address(&mut stdout);
         Server {
             child,
             address,

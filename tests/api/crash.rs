@@ -3,7 +3,7 @@
 //! server that acknowledges before flushing (`KEYLEDGER_UNSAFE_NO_SYNC`) must catch losses, or
 //! it would prove nothing.
 
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,7 +11,7 @@ use std::time::Duration;
 use keyledger::crypto::MasterKey;
 use serde_json::{Value, json};
 
-use crate::helpers::ADMIN_TOKEN;
+use crate::helpers::{ADMIN_TOKEN, listening_address, serve_command};
 
 const WRITERS: usize = 16;
 const KILL_AFTER_MS: [u64; 3] = [250, 400, 600];
@@ -22,37 +22,13 @@ struct Server {
 }
 
 fn start(dir: &std::path::Path, master_key: &str, unsafe_no_sync: bool) -> Server {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_keyledger"));
-    command
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-token",
-            ADMIN_TOKEN,
-        ])
-        .arg("--data-dir")
-        .arg(dir)
-        .env("KEYLEDGER_MASTER_KEY", master_key)
-        .env("RUST_LOG", "warn")
-        .env_remove("KEYLEDGER_UNSAFE_NO_SYNC")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+    let mut command = serve_command(dir, master_key);
+    command.stdout(Stdio::piped()).stderr(Stdio::null());
     if unsafe_no_sync {
         command.env("KEYLEDGER_UNSAFE_NO_SYNC", "true");
     }
     let mut child = command.spawn().expect("start keyledger");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let address = loop {
-        let line = lines
-            .next()
-            .expect("keyledger exited before listening")
-            .expect("read stdout");
-        if let Some(rest) = line.strip_prefix("keyledger listening on ") {
-            break rest.trim().to_owned();
-        }
-    };
+    let address = listening_address(&mut BufReader::new(child.stdout.take().expect("stdout")));
     Server { child, address }
 }
 

@@ -208,3 +208,43 @@ pub fn cursor_after(position: u64) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(position.to_string())
 }
+
+/// The line the binary prints on stdout once it listens, followed by its address.
+pub const LISTENING: &str = "keyledger listening on ";
+
+/// The real binary, set to serve on a free loopback port over `data_dir` with the test admin
+/// token and `master_key` (base64), and nothing inherited from the shell that changes behaviour.
+/// Callers choose where its output goes.
+pub fn serve_command(data_dir: &std::path::Path, master_key: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_keyledger"));
+    command
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-token",
+            ADMIN_TOKEN,
+        ])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("KEYLEDGER_MASTER_KEY", master_key)
+        .env("RUST_LOG", "warn")
+        .env_remove("KEYLEDGER_UNSAFE_NO_SYNC")
+        .env_remove("KEYLEDGER_OPEN_SIGNUP")
+        .env_remove("KEYLEDGER_LOG_FORMAT")
+        .stdin(std::process::Stdio::null());
+    command
+}
+
+/// Reads the binary's stdout up to its `LISTENING` line; answers the address.
+pub fn listening_address(stdout: &mut impl std::io::BufRead) -> String {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let read = stdout.read_line(&mut line).expect("read stdout");
+        assert!(read > 0, "keyledger exited before listening");
+        if let Some(address) = line.strip_prefix(LISTENING) {
+            return address.trim().to_owned();
+        }
+    }
+}
