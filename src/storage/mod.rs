@@ -252,12 +252,7 @@ impl Store {
 
     /// Stops the writer after it has committed everything already queued, and flushes.
     pub fn shutdown(&self) {
-        if let Ok(mut jobs) = self.inner.jobs.lock() {
-            jobs.take();
-        }
-        if let Some(handle) = self.inner.writer.lock().ok().and_then(|mut h| h.take()) {
-            let _ = handle.join();
-        }
+        self.inner.stop_writer();
     }
 
     pub fn is_running(&self) -> bool {
@@ -444,14 +439,21 @@ impl Store {
     }
 }
 
-impl Drop for Inner {
-    fn drop(&mut self) {
+impl Inner {
+    /// Closes the job channel and waits for the writer to commit what is queued and exit.
+    fn stop_writer(&self) {
         if let Ok(mut jobs) = self.jobs.lock() {
             jobs.take();
         }
         if let Some(handle) = self.writer.lock().ok().and_then(|mut h| h.take()) {
             let _ = handle.join();
         }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop_writer();
     }
 }
 

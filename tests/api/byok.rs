@@ -2274,6 +2274,29 @@ impl Binary {
         }
     }
 
+    /// Starts the binary and creates an account; answers the server, its address, a client and
+    /// the account's API key.
+    async fn start_with_account(dir: &Path) -> (Self, String, reqwest::Client, String) {
+        let mut server = Self::start(dir);
+        let address = server.address().await;
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let created: Value = client
+            .post(format!("{address}/v1/accounts"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({"email": "ada@example.com"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = created["api_key"].as_str().unwrap().to_owned();
+        (server, address, client, token)
+    }
+
     async fn address(&mut self) -> String {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -2318,23 +2341,7 @@ fn strip_ansi(bytes: &[u8]) -> Vec<u8> {
 #[tokio::test]
 async fn canary_secrets_never_reach_the_server_log() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Binary::start(dir.path());
-    let address = server.address().await;
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
-    let created: Value = client
-        .post(format!("{address}/v1/accounts"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"email": "ada@example.com"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = created["api_key"].as_str().unwrap().to_owned();
+    let (server, address, client, token) = Binary::start_with_account(dir.path()).await;
 
     let mut canaries = Canaries::new();
     let mut bedrock_body = bedrock("bed", &canaries.mint(1), &canaries.mint(2));
@@ -2443,23 +2450,7 @@ async fn canary_secrets_never_reach_the_server_log() {
 #[tokio::test]
 async fn a_secret_pasted_as_an_id_never_reaches_the_server_log() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Binary::start(dir.path());
-    let address = server.address().await;
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
-    let created: Value = client
-        .post(format!("{address}/v1/accounts"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"email": "ada@example.com"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = created["api_key"].as_str().unwrap().to_owned();
+    let (server, address, client, token) = Binary::start_with_account(dir.path()).await;
     let mut canaries = Canaries::new();
     let response = client
         .get(format!("{address}/v1/byok/get/{}", canaries.mint(0)))
