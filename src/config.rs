@@ -60,6 +60,7 @@ pub struct ServeArgs {
     #[arg(long, env = "KEYLEDGER_OPEN_SIGNUP", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     pub open_signup: bool,
     /// Let webhooks and probes reach loopback and private addresses (on in development mode).
+    /// Accepted so deployments can set it now; nothing reads it until webhooks and probes exist.
     #[arg(long, env = "KEYLEDGER_ALLOW_PRIVATE_URLS", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     pub allow_private_urls: bool,
     /// Acknowledge writes before they are durable. Only for showing that the crash test catches
@@ -72,6 +73,8 @@ pub struct ServeArgs {
 pub enum ConfigError {
     #[error("KEYLEDGER_MASTER_KEY: {0}")]
     MasterKeyEnv(MasterKeyError),
+    #[error("KEYLEDGER_MASTER_KEY is set but is not valid UTF-8")]
+    MasterKeyEnvNotUnicode,
     #[error("master key file {path}: {reason}")]
     MasterKeyFile { path: PathBuf, reason: String },
     #[error(
@@ -98,11 +101,12 @@ pub struct Settings {
     pub key_source: KeySource,
     pub admin_token: Option<Redacted<String>>,
     pub open_signup: bool,
-    pub allow_private_urls: bool,
     pub durability: Durability,
     /// HTTP worker threads; `None` for one per core.
     pub workers: Option<usize>,
-    /// Stop gracefully on SIGTERM / SIGINT (the binary does; in-process tests do not).
+    /// Stop gracefully on SIGTERM / SIGINT. Always on in a build without `test-hooks`; in-process
+    /// tests turn it off and stop the server through `Application::handle`.
+    #[cfg(feature = "test-hooks")]
     pub handle_signals: bool,
 }
 
@@ -115,7 +119,6 @@ impl Settings {
             listen: args.listen,
             data_dir: args.store.data_dir,
             master_key,
-            allow_private_urls: args.allow_private_urls || key_source == KeySource::Development,
             key_source,
             admin_token: args.admin_token.map(Redacted::new),
             open_signup: args.open_signup,
@@ -125,6 +128,7 @@ impl Settings {
                 Durability::Sync
             },
             workers: None,
+            #[cfg(feature = "test-hooks")]
             handle_signals: true,
         })
     }
@@ -136,12 +140,21 @@ pub fn master_key(args: &StoreArgs, create: bool) -> Result<(MasterKey, KeySourc
     if let Some(path) = &args.master_key_file {
         return Ok((read_key_file(path)?, KeySource::Flag));
     }
-    if let Ok(text) = std::env::var("KEYLEDGER_MASTER_KEY") {
-        let key = MasterKey::from_base64(&text).map_err(ConfigError::MasterKeyEnv)?;
-        return Ok((key, KeySource::Environment));
+    match std::env::var("KEYLEDGER_MASTER_KEY") {
+        Ok(text) => {
+            let key = MasterKey::from_base64(&text).map_err(ConfigError::MasterKeyEnv)?;
+            return Ok((key, KeySource::Environment));
+        }
+        Err(std::env::VarError::NotPresent) => {}
+        // Falling back to development mode here would quietly run on another key.
+        Err(std::env::VarError::NotUnicode(_)) => return Err(ConfigError::MasterKeyEnvNotUnicode),
     }
     let path = args.data_dir.join(DEV_KEY_FILE);
-    if path.exists() {
+    let exists = path.try_exists().map_err(|e| ConfigError::MasterKeyFile {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    if exists {
         return Ok((read_key_file(&path)?, KeySource::Development));
     }
     if !create {

@@ -1,5 +1,6 @@
 //! Builds the application: opens the store, settles the admin token, binds the listener first
-//! (so a port of 0 works and the caller learns the real one), and wires the HTTP server.
+//! (so a port of 0 works and the caller learns the real one), and wires the HTTP server. Must not
+//! import sled: the store is reached through `Store`.
 
 use std::net::TcpListener;
 
@@ -20,6 +21,10 @@ use crate::storage::{Store, StoreError};
 pub enum StartupError {
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
+    #[error(
+        "cannot read the stored admin token hash: {0}; start once with --admin-token (or KEYLEDGER_ADMIN_TOKEN) to replace it"
+    )]
+    AdminToken(StoreError),
     #[error("cannot listen: {0}")]
     Listen(#[from] std::io::Error),
 }
@@ -42,23 +47,25 @@ impl Application {
             settings.durability,
         )?;
         let mut generated_admin_token = None;
-        let admin_hash = match (&settings.admin_token, store.admin_token()?) {
-            (Some(token), stored) => {
-                // An explicit token retires a generated one, so dropping the flag later mints
-                // (and prints) a fresh token instead of reviving the old one.
-                if stored.is_some() {
-                    store.clear_admin_token()?;
-                }
+        let admin_hash = match &settings.admin_token {
+            Some(token) => {
+                // An explicit token retires a generated one (an unreadable one too), so dropping
+                // the flag later mints (and prints) a fresh token instead of reviving the old one.
+                store.clear_admin_token()?;
                 store.hash_token(token.expose())
             }
-            (None, Some(stored)) => stored,
-            (None, None) => {
-                let token = generate_token(ADMIN_TOKEN_MARKER);
-                let hash = store.hash_token(token.expose());
-                store.set_admin_token(&hash)?;
-                generated_admin_token = Some(token);
-                hash
-            }
+            // A row that does not decode refuses the start: minting a new token over it would
+            // silently lock out whoever holds the old one.
+            None => match store.admin_token().map_err(StartupError::AdminToken)? {
+                Some(stored) => stored,
+                None => {
+                    let token = generate_token(ADMIN_TOKEN_MARKER);
+                    let hash = store.hash_token(token.expose());
+                    store.set_admin_token(&hash)?;
+                    generated_admin_token = Some(token);
+                    hash
+                }
+            },
         };
         let (closing, _) = tokio::sync::watch::channel(false);
         let state = web::Data::new(AppState {
@@ -84,6 +91,10 @@ impl Application {
         // Signals are handled here rather than by actix, so that streams hear of a shutdown
         // before actix waits for their connections to end.
         let server = server.disable_signals().listen(listener)?.run();
+        #[cfg(feature = "test-hooks")]
+        let handle_signals = settings.handle_signals;
+        #[cfg(not(feature = "test-hooks"))]
+        let handle_signals = true;
         Ok(Self {
             port,
             shutdown: Shutdown {
@@ -92,7 +103,7 @@ impl Application {
             },
             server,
             store,
-            handle_signals: settings.handle_signals,
+            handle_signals,
             generated_admin_token,
         })
     }
@@ -101,10 +112,14 @@ impl Application {
         self.port
     }
 
+    /// Stops the server without a signal (in-process tests run with signals off).
+    #[cfg(feature = "test-hooks")]
     pub fn handle(&self) -> Shutdown {
         self.shutdown.clone()
     }
 
+    /// The store the server runs on, for tests that look beneath the API.
+    #[cfg(feature = "test-hooks")]
     pub fn store(&self) -> &Store {
         &self.store
     }
@@ -141,7 +156,8 @@ impl Shutdown {
     }
 }
 
-/// SIGTERM or SIGINT (Ctrl-C).
+/// SIGTERM or SIGINT (Ctrl-C). A handler that cannot be installed is logged, and never taken
+/// for a signal: the server then keeps serving instead of stopping at once.
 async fn stop_signal() {
     #[cfg(unix)]
     {
@@ -150,16 +166,25 @@ async fn stop_signal() {
             Ok(mut term) => {
                 tokio::select! {
                     _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+                    () = ctrl_c() => {}
                 }
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM; only SIGINT stops the server");
+                ctrl_c().await;
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        ctrl_c().await;
+    }
+}
+
+/// Waits for Ctrl-C; waits for ever if its handler cannot be installed.
+async fn ctrl_c() {
+    if let Err(error) = tokio::signal::ctrl_c().await {
+        tracing::error!(%error, "cannot listen for SIGINT");
+        std::future::pending::<()>().await;
     }
 }

@@ -1,3 +1,7 @@
+//! The master key (KEK) and per-record data keys (DEK). Wrapping and sealing answer a
+//! `SealError` when the cipher refuses: a caller never stores an empty key or ciphertext in
+//! place of one. Knows nothing about storage.
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
@@ -24,7 +28,7 @@ impl MasterKey {
         Self(Redacted::new(random_bytes()))
     }
 
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, MasterKeyError> {
+    fn from_bytes(bytes: &[u8]) -> Result<Self, MasterKeyError> {
         let key: [u8; KEY_LEN] = bytes
             .try_into()
             .map_err(|_| MasterKeyError::BadLength(bytes.len()))?;
@@ -44,9 +48,8 @@ impl MasterKey {
     }
 
     /// Wraps a data key, bound to `aad` (what the key belongs to).
-    pub fn wrap(&self, key: &DataKey, aad: &[u8]) -> Vec<u8> {
-        // Sealing with a well-formed 64-byte key cannot fail.
-        seal(self.0.expose(), aad, key.0.expose()).unwrap_or_default()
+    pub fn wrap(&self, key: &DataKey, aad: &[u8]) -> Result<Vec<u8>, SealError> {
+        seal(self.0.expose(), aad, key.0.expose())
     }
 
     pub fn unwrap_key(&self, wrapped: &[u8], aad: &[u8]) -> Result<DataKey, SealError> {
@@ -71,8 +74,8 @@ impl DataKey {
         Self(Redacted::new(random_bytes()))
     }
 
-    pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
-        seal(self.0.expose(), aad, plaintext).unwrap_or_default()
+    pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
+        seal(self.0.expose(), aad, plaintext)
     }
 
     pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, SealError> {
@@ -127,9 +130,9 @@ mod tests {
     fn wrapped_key_opens_only_with_its_kek_and_binding() {
         let kek = MasterKey::generate();
         let dek = DataKey::generate();
-        let wrapped = kek.wrap(&dek, b"cred_1");
+        let wrapped = kek.wrap(&dek, b"cred_1").unwrap();
         let back = kek.unwrap_key(&wrapped, b"cred_1").unwrap();
-        let sealed = dek.seal(b"ad", b"secret");
+        let sealed = dek.seal(b"ad", b"secret").unwrap();
         assert_eq!(back.open(b"ad", &sealed).unwrap(), b"secret");
         assert!(kek.unwrap_key(&wrapped, b"cred_2").is_err());
         assert!(

@@ -17,6 +17,8 @@ const NONCE_LEN: usize = 16;
 pub enum SealError {
     #[error("the key is not 64 bytes")]
     BadKey,
+    #[error("the cipher refused to seal the value")]
+    Unsealable,
     #[error("the sealed value is malformed")]
     Malformed,
     #[error("the sealed value does not open with this key and associated data")]
@@ -29,7 +31,7 @@ pub fn seal(key: &[u8], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, SealErr
     let nonce: [u8; NONCE_LEN] = random_bytes();
     let body = cipher
         .encrypt([aad, &nonce[..]], plaintext)
-        .map_err(|_| SealError::Malformed)?;
+        .map_err(|_| SealError::Unsealable)?;
     let mut out = Vec::with_capacity(1 + NONCE_LEN + body.len());
     out.push(FORMAT_V1);
     out.extend_from_slice(&nonce);

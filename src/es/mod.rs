@@ -7,7 +7,7 @@ mod envelope;
 mod upcast;
 
 pub use envelope::{Envelope, EventMeta, ExpectedVersion, NewEvent, StreamId};
-pub use upcast::upcast;
+pub use upcast::{CURRENT_SCHEMA, upcast};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -15,20 +15,27 @@ use serde::de::DeserializeOwned;
 /// A domain event: serialised adjacently tagged as `{"type": "...", "data": {...}}`, so the type
 /// string lives in the envelope and the fields in `data`.
 pub trait DomainEvent: Serialize + DeserializeOwned {
-    /// The payload schema version written for new events of every type of this enum.
-    const SCHEMA: u32 = 1;
+    /// The payload schema version written for new events of every type of this enum: the
+    /// schema the upcasters lift every stored payload to.
+    const SCHEMA: u32 = CURRENT_SCHEMA;
 
-    fn to_new_event(&self) -> Result<NewEvent, serde_json::Error> {
-        let value = serde_json::to_value(self)?;
-        let (event_type, data) = match value {
-            serde_json::Value::Object(mut map) => (
-                map.remove("type")
-                    .and_then(|t| t.as_str().map(str::to_owned))
-                    .unwrap_or_default(),
-                map.remove("data").unwrap_or(serde_json::Value::Null),
-            ),
-            other => (String::new(), other),
+    /// Splits the serialised event into its type string and its payload. An event that does not
+    /// serialise as `{"type": "<non-empty string>", "data": ...}` is refused, never appended
+    /// with a made-up type.
+    fn to_new_event(&self) -> Result<NewEvent, EncodeError> {
+        let serde_json::Value::Object(mut map) = serde_json::to_value(self)? else {
+            return Err(EncodeError::NotTagged("not a JSON object"));
         };
+        let event_type = match map.remove("type") {
+            Some(serde_json::Value::String(t)) if !t.is_empty() => t,
+            Some(_) => return Err(EncodeError::NotTagged("`type` is not a non-empty string")),
+            None => return Err(EncodeError::NotTagged("no `type`")),
+        };
+        // A variant without fields serialises without `data`; it is stored as `null`.
+        let data = map.remove("data").unwrap_or(serde_json::Value::Null);
+        if !map.is_empty() {
+            return Err(EncodeError::NotTagged("fields beside `type` and `data`"));
+        }
         Ok(NewEvent {
             event_type,
             schema: Self::SCHEMA,
@@ -58,6 +65,15 @@ pub trait Aggregate: Serialize + DeserializeOwned + Clone {
     fn apply(state: Option<Self>, event: &Self::Event) -> Self;
 }
 
+/// Why a domain event could not become a [`NewEvent`].
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    #[error("the event does not serialise: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("the event does not serialise as {{\"type\", \"data\"}}: {0}")]
+    NotTagged(&'static str),
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
     #[error(
@@ -70,4 +86,47 @@ pub enum DecodeError {
     },
     #[error("event type {event_type} has schema {schema}, newer than this build understands")]
     UnknownSchema { event_type: String, schema: u32 },
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::{Deserialize, Serialize};
+
+    use super::*;
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(tag = "type", content = "data")]
+    enum Tagged {
+        #[serde(rename = "thing.happened")]
+        Happened { n: u32 },
+        #[serde(rename = "thing.ended")]
+        Ended,
+    }
+    impl DomainEvent for Tagged {}
+
+    /// Serialises without a type tag: a mistake in an event enum's serde attributes.
+    #[derive(Serialize, Deserialize)]
+    struct Untagged {
+        n: u32,
+    }
+    impl DomainEvent for Untagged {}
+
+    #[test]
+    fn a_tagged_event_splits_into_type_and_data() {
+        let new = Tagged::Happened { n: 3 }.to_new_event().unwrap();
+        assert_eq!(new.event_type, "thing.happened");
+        assert_eq!(new.schema, CURRENT_SCHEMA);
+        assert_eq!(new.data, serde_json::json!({"n": 3}));
+        let ended = Tagged::Ended.to_new_event().unwrap();
+        assert_eq!(ended.event_type, "thing.ended");
+        assert_eq!(ended.data, serde_json::Value::Null);
+    }
+
+    #[test]
+    fn an_event_without_a_type_is_an_error_not_an_empty_type() {
+        assert!(matches!(
+            Untagged { n: 1 }.to_new_event(),
+            Err(EncodeError::NotTagged(_))
+        ));
+    }
 }

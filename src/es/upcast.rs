@@ -7,7 +7,9 @@ use super::DecodeError;
 /// One step: reads `schema`, returns the payload at `schema + 1`.
 type Step = fn(serde_json::Value) -> serde_json::Value;
 
-/// The current payload schema of every event type.
+/// The current payload schema of every event type: what new events are written with
+/// (`DomainEvent::SCHEMA` is this) and what every stored payload is lifted to. Not the store's
+/// on-disk schema (`storage::STORE_SCHEMA_VERSION`).
 pub const CURRENT_SCHEMA: u32 = 1;
 
 /// (event type, schema read) → step. Empty while every type is at its first schema; add a row

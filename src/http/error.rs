@@ -7,7 +7,7 @@ use serde::Serialize;
 use utoipa::{ToResponse, ToSchema};
 
 use super::request_id;
-use crate::service::ServiceError;
+use crate::service::{ServiceError, Taken};
 
 /// The broad class of an error; clients branch on this.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
@@ -45,7 +45,6 @@ pub enum ErrorCode {
     IdempotencyKeyReused,
     IdempotencyInProgress,
     InternalError,
-    Unavailable,
 }
 
 impl ErrorCode {
@@ -122,7 +121,6 @@ impl ErrorCode {
                 ApiError,
                 StatusCode::INTERNAL_SERVER_ERROR,
             ),
-            Self::Unavailable => ("unavailable", ApiError, StatusCode::SERVICE_UNAVAILABLE),
         }
     }
 }
@@ -212,14 +210,14 @@ impl From<ServiceError> for ApiError {
             ServiceError::Invalid { param, message } => {
                 ApiError::new(ErrorCode::InvalidParameter, message).with_param(param)
             }
-            ServiceError::Taken { index: "email" } => ApiError::new(
+            ServiceError::Taken(Taken::Email) => ApiError::new(
                 ErrorCode::EmailTaken,
                 "an account with this email already exists",
             )
             .with_param("email"),
-            ServiceError::Taken { index } => ApiError::new(
+            ServiceError::Taken(other) => ApiError::new(
                 ErrorCode::VersionConflict,
-                format!("{index} already exists"),
+                format!("{other} already exists"),
             ),
             e @ ServiceError::Revoked => ApiError::new(ErrorCode::CredentialRevoked, e.to_string()),
             e @ ServiceError::VersionConflict { .. } => {

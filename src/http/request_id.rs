@@ -4,11 +4,11 @@
 
 use std::time::Instant;
 
+use actix_web::Error;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::{Error, HttpMessage};
 use tracing::Instrument;
 
 use crate::domain::new_id;
@@ -29,10 +29,6 @@ pub fn carry<F: std::future::Future>(work: F) -> impl std::future::Future<Output
     REQUEST_ID.scope(current(), work)
 }
 
-/// The request id, as an extension on the request.
-#[derive(Clone, Debug)]
-pub struct RequestId(pub String);
-
 fn accepted(incoming: &str) -> bool {
     (1..=64).contains(&incoming.len())
         && incoming
@@ -50,7 +46,6 @@ pub async fn middleware(
         .and_then(|v| v.to_str().ok())
         .filter(|v| accepted(v))
         .map_or_else(|| new_id("req"), str::to_owned);
-    req.extensions_mut().insert(RequestId(id.clone()));
     // The route pattern (`/v1/byok/get/{id}`), filled in once routing has matched: never the raw
     // path or query, where a caller could have pasted something secret.
     let span = tracing::info_span!(

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 
-use super::{ServiceError, Target, execute};
+use super::{ServiceError, Taken, Target, execute};
 use crate::crypto::{Redacted, TokenHash, generate_token, token_prefix};
 use crate::domain::account::{self, Account, AccountCommand, ApiKey, NewKey};
 use crate::domain::{Scope, new_id};
@@ -135,7 +135,7 @@ impl Accounts {
         .await
         .map(|executed| executed.state)
         .map_err(|e| match e {
-            ServiceError::Taken { .. } => ServiceError::Taken { index: "email" },
+            ServiceError::Taken(_) => ServiceError::Taken(Taken::Email),
             other => other,
         })?;
         let account = state.ok_or(ServiceError::NotFound("no such account"))?;

@@ -91,7 +91,9 @@ impl Credentials {
             serde_json::to_vec(&registration.credentials.secrets)
                 .map_err(crate::storage::StoreError::from)?,
         );
-        let sealed = key.seal(&secret_ad(account_id, &byok_id, 1), plaintext.expose());
+        let sealed = key
+            .seal(&secret_ad(account_id, &byok_id, 1), plaintext.expose())
+            .map_err(crate::storage::StoreError::from)?;
         let command = NewCredential {
             byok_id: byok_id.clone(),
             account_id: account_id.to_owned(),
@@ -106,7 +108,10 @@ impl Credentials {
             meta,
             data_key: Some(DataKeyChange::Store {
                 record: byok_id.clone(),
-                wrapped: self.master.wrap(&key, &data_key_ad(account_id, &byok_id)),
+                wrapped: self
+                    .master
+                    .wrap(&key, &data_key_ad(account_id, &byok_id))
+                    .map_err(crate::storage::StoreError::from)?,
             }),
         };
         let executed = execute::<Credential>(&self.store, target, |state| {

@@ -9,7 +9,7 @@ pub mod idempotency;
 use crate::domain::account::AccountError;
 use crate::domain::credential::CredentialError;
 use crate::es::{Aggregate, DomainEvent, EventMeta, ExpectedVersion, StreamId};
-use crate::storage::{AppendError, AppendRequest, DataKeyChange, Store, StoreError};
+use crate::storage::{AppendError, AppendRequest, DataKeyChange, Store, StoreError, UniqueIndex};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -19,18 +19,47 @@ pub enum ServiceError {
     Invalid { param: String, message: String },
     #[error("the credential is revoked; revocation is final")]
     Revoked,
-    #[error("{index} is already registered")]
-    Taken { index: &'static str },
+    #[error("{0} is already registered")]
+    Taken(Taken),
     #[error("the resource is at version {actual}, not the expected {expected}")]
     VersionConflict { expected: u64, actual: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
+/// What a create collided with; callers choose their answer by matching it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Taken {
+    /// Another account has this email (the `i/email/` unique index).
+    Email,
+    /// The account's stream already exists.
+    Account,
+    /// The credential's stream already exists.
+    Credential,
+}
+
+impl std::fmt::Display for Taken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Email => "email",
+            Self::Account => "account",
+            Self::Credential => "credential",
+        })
+    }
+}
+
+impl From<UniqueIndex> for Taken {
+    fn from(index: UniqueIndex) -> Self {
+        match index {
+            UniqueIndex::Email => Self::Email,
+        }
+    }
+}
+
 impl From<AccountError> for ServiceError {
     fn from(error: AccountError) -> Self {
         match error {
-            AccountError::AlreadyExists => ServiceError::Taken { index: "account" },
+            AccountError::AlreadyExists => ServiceError::Taken(Taken::Account),
             AccountError::NotFound => ServiceError::NotFound("no such account"),
             AccountError::KeyNotFound => ServiceError::NotFound("no such API key"),
             AccountError::Invalid { param, message } => ServiceError::Invalid {
@@ -44,9 +73,7 @@ impl From<AccountError> for ServiceError {
 impl From<CredentialError> for ServiceError {
     fn from(error: CredentialError) -> Self {
         match error {
-            CredentialError::AlreadyExists => ServiceError::Taken {
-                index: "credential",
-            },
+            CredentialError::AlreadyExists => ServiceError::Taken(Taken::Credential),
             CredentialError::NotFound => ServiceError::NotFound("no such credential"),
             CredentialError::Revoked => ServiceError::Revoked,
             CredentialError::Invalid { param, message } => ServiceError::Invalid { param, message },
@@ -66,7 +93,7 @@ impl From<AppendError> for ServiceError {
                 },
                 actual,
             },
-            AppendError::Unique { index, .. } => ServiceError::Taken { index },
+            AppendError::Unique { index, .. } => ServiceError::Taken(index.into()),
             AppendError::Invalid(reason) => ServiceError::Store(StoreError::Corrupt {
                 what: "new event".into(),
                 reason,

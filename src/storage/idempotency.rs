@@ -106,7 +106,7 @@ impl Idempotency {
                 .map_err(|_| StoreError::WrongMasterKey)?,
             None => {
                 let key = DataKey::generate();
-                tree.insert(STORE_KEY, master.wrap(&key, STORE_KEY_AD))?;
+                tree.insert(STORE_KEY, master.wrap(&key, STORE_KEY_AD)?)?;
                 tree.flush()?;
                 key
             }
@@ -240,7 +240,7 @@ impl Store {
             .inner
             .idempotency
             .seal
-            .seal(&seal_ad(&ticket.row, &header), response);
+            .seal(&seal_ad(&ticket.row, &header), response)?;
         let value = [header, sealed].concat();
         let (tx, rx) = oneshot::channel();
         self.send(Job::Rows((vec![(ticket.row.clone(), value)], tx)))?;

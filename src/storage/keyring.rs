@@ -83,8 +83,14 @@ impl Keyring {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e),
         };
+        // A length that does not fit in memory must not shrink to "overwrite nothing".
+        let len = usize::try_from(len).map_err(|_| {
+            std::io::Error::other(format!(
+                "the key file of {record} is too large to overwrite"
+            ))
+        })?;
         let mut file = OpenOptions::new().write(true).open(&path)?;
-        file.write_all(&vec![0u8; usize::try_from(len).unwrap_or(0)])?;
+        file.write_all(&vec![0u8; len])?;
         file.sync_all()?;
         fs::remove_file(&path)?;
         self.sync_dir()

@@ -19,7 +19,8 @@
 //! Data keys are not in this tree at all: each lives in a file of its own under `keys/` beside it
 //! (see `keyring.rs`), so that destroying one really removes it from the data dir.
 
-pub const SCHEMA: &[u8] = b"m/schema";
+/// The store schema version (`open::STORE_SCHEMA_VERSION`), not an event payload schema.
+pub const STORE_SCHEMA: &[u8] = b"m/schema";
 pub const CHAIN_KEY: &[u8] = b"m/chain_key";
 pub const TOKEN_KEY: &[u8] = b"m/token_key";
 pub const ADMIN_TOKEN: &[u8] = b"m/admin_token";

@@ -1,13 +1,19 @@
-//! The read/write view projections are applied through. Live, it is an overlay of pending writes
-//! on top of the sled tree (so an event sees the rows written by earlier events of the same
-//! group, before anything is on disk); on rebuild and verify, an in-memory map.
+//! The row views projections are read and applied through. Live, writes go to an overlay of
+//! pending writes on top of the sled tree (so an event sees the rows written by earlier events of
+//! the same group, before anything is on disk); on rebuild and verify, to an in-memory map. Query
+//! paths read the tree through `read::ReadOnly`, which offers `KvRead` only.
 
 use std::collections::BTreeMap;
 
 use super::StoreError;
 
-pub trait Kv {
+/// Reading rows: what query paths need, and all that a read-only view offers.
+pub trait KvRead {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+}
+
+/// Reading and writing rows: what a projection needs.
+pub trait Kv: KvRead {
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>);
     fn delete(&mut self, key: Vec<u8>);
 }
@@ -56,14 +62,16 @@ impl<'a> Overlay<'a> {
     }
 }
 
-impl Kv for Overlay<'_> {
+impl KvRead for Overlay<'_> {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         if let Some(v) = self.stage.get(key).or_else(|| self.group.get(key)) {
             return Ok(v.clone());
         }
         Ok(self.tree.get(key)?.map(|v| v.to_vec()))
     }
+}
 
+impl Kv for Overlay<'_> {
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
         self.stage.insert(key, Some(value));
     }
@@ -77,11 +85,13 @@ impl Kv for Overlay<'_> {
 #[derive(Default, PartialEq, Eq, Debug)]
 pub struct MemKv(pub BTreeMap<Vec<u8>, Vec<u8>>);
 
-impl Kv for MemKv {
+impl KvRead for MemKv {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.0.get(key).cloned())
     }
+}
 
+impl Kv for MemKv {
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
         self.0.insert(key, value);
     }

@@ -4,9 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::StoreError;
-use super::keys;
-use super::kv::Kv;
+use super::kv::{Kv, KvRead};
+use super::{StoreError, UniqueIndex, keys};
 use crate::crypto::TokenHash;
 use crate::domain::account::{Account, AccountEvent};
 use crate::domain::credential::{Credential, CredentialEvent};
@@ -17,7 +16,7 @@ use crate::es::{Aggregate, DecodeError, DomainEvent, Envelope};
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
     #[error("{index} {value:?} is already taken")]
-    Unique { index: &'static str, value: String },
+    Unique { index: UniqueIndex, value: String },
     #[error(transparent)]
     Decode(#[from] DecodeError),
     #[error("no projection handles streams of kind {0:?}")]
@@ -48,7 +47,7 @@ pub fn project(kv: &mut impl Kv, envelope: &Envelope) -> Result<(), ProjectionEr
 
 /// Reads an aggregate's projected state.
 pub fn load<A: Aggregate>(
-    kv: &impl Kv,
+    kv: &impl KvRead,
     stream: &str,
 ) -> Result<Option<StoredAggregate<A>>, StoreError> {
     kv.get(&keys::aggregate(stream))?
@@ -85,7 +84,7 @@ fn project_account(kv: &mut impl Kv, envelope: &Envelope) -> Result<(), Projecti
             let key = keys::email(&email);
             if kv.get(&key)?.is_some() {
                 return Err(ProjectionError::Unique {
-                    index: "email",
+                    index: UniqueIndex::Email,
                     value: email,
                 });
             }

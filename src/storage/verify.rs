@@ -1,11 +1,44 @@
 //! Reading the log back: the keyed hash chain, the tail the writer resumes from, replay into
-//! projections (rebuild), and the comparison of live projections with a replay (verify).
+//! projections (rebuild), and the comparison of live projections with a replay (verify). Both
+//! commands run on the writer thread between groups, so nothing is appended while they look.
 
 use super::kv::{Kv, MemKv};
 use super::projection::project;
-use super::{StoreError, keys};
+use super::{Store, StoreError, keys};
 use crate::crypto::KeyedHasher;
 use crate::es::Envelope;
+
+impl Store {
+    /// Checks the hash chain and that the live projections equal a replay of the log.
+    pub fn verify(&self) -> Result<VerifyReport, StoreError> {
+        let chain = self.inner.chain.clone();
+        self.exclusive(move |tree| {
+            let (events, replayed) = replay(tree, &chain)?;
+            let live = live_projections(tree)?;
+            Ok(compare(events, &replayed, &live))
+        })?
+    }
+
+    /// Drops every projection row and rewrites them from the log; answers how many events were
+    /// replayed.
+    pub fn rebuild(&self) -> Result<u64, StoreError> {
+        let chain = self.inner.chain.clone();
+        let db = self.inner.db.clone();
+        self.exclusive(move |tree| {
+            let (events, replayed) = replay(tree, &chain)?;
+            let mut batch = sled::Batch::default();
+            for (key, _) in live_projections(tree)?.0 {
+                batch.remove(key);
+            }
+            for (key, value) in replayed.0 {
+                batch.insert(key, value);
+            }
+            tree.apply_batch(batch)?;
+            db.flush()?;
+            Ok(events)
+        })?
+    }
+}
 
 /// `hmac(chain key, previous hash ‖ envelope JSON as stored)`; the first event's previous hash is
 /// 32 zero bytes.

@@ -6,16 +6,15 @@
 //! else writes the log or the projections.
 
 use std::fs::File;
+use std::sync::Arc;
 
 use chrono::Utc;
 use crossbeam_channel::Receiver;
 use tokio::sync::oneshot;
 
-use super::kv::{Kv, Overlay};
-use super::projection::{ProjectionError, project};
-use std::sync::Arc;
-
 use super::keyring::Keyring;
+use super::kv::{Kv, KvRead, Overlay};
+use super::projection::{ProjectionError, project};
 use super::{AppendError, AppendRequest, DataKeyChange, StoreError, keys, verify};
 use crate::crypto::KeyedHasher;
 use crate::es::Envelope;

@@ -31,7 +31,6 @@ pub fn test_settings(dir: PathBuf) -> Settings {
         key_source: KeySource::Flag,
         admin_token: Some(ADMIN_TOKEN.to_string().into()),
         open_signup: false,
-        allow_private_urls: true,
         durability: Durability::Sync,
         workers: Some(1),
         handle_signals: false,

@@ -12,12 +12,14 @@ use keyledger::crypto::MasterKey;
 use keyledger::domain::Scope;
 use keyledger::domain::account::AccountEvent;
 use keyledger::es::{DomainEvent, Envelope, EventMeta, ExpectedVersion, StreamId};
+use keyledger::startup::{Application, StartupError};
 use keyledger::storage::{
-    AppendError, AppendRequest, Durability, SCHEMA_VERSION, Store, StoreError, force_schema_version,
+    AppendError, AppendRequest, Durability, STORE_SCHEMA_VERSION, Store, StoreError,
+    force_admin_token_row, force_schema_version,
 };
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_TOKEN, TestApp, assert_error, spawn_app, start};
+use crate::helpers::{ADMIN_TOKEN, TestApp, assert_error, spawn_app, spawn_app_with, start};
 
 fn account_stream(account: &Value) -> StreamId {
     StreamId::new("account", account["account_id"].as_str().unwrap())
@@ -535,12 +537,12 @@ async fn a_store_of_an_unknown_schema_version_is_refused() {
         Err(e @ StoreError::UnsupportedSchema { .. }) => {
             assert!(matches!(
                 e,
-                StoreError::UnsupportedSchema { found: 99, supported } if supported == SCHEMA_VERSION
+                StoreError::UnsupportedSchema { found: 99, supported } if supported == STORE_SCHEMA_VERSION
             ));
             let message = e.to_string();
             assert!(message.contains("99"), "{message}");
             assert!(
-                message.contains(&format!("only version {SCHEMA_VERSION}")),
+                message.contains(&format!("only version {STORE_SCHEMA_VERSION}")),
                 "{message}"
             );
         }
@@ -557,10 +559,45 @@ async fn a_store_of_an_unknown_schema_version_is_refused() {
     );
 
     // The refusal changed nothing: put the version back and everything is there.
-    force_schema_version(&data, SCHEMA_VERSION).unwrap();
+    force_schema_version(&data, STORE_SCHEMA_VERSION).unwrap();
     let app = start(settings, dir).await;
     assert_eq!(app.get("/v1/account", &live[0]).await.status(), 200);
     assert!(app.store.verify().unwrap().is_sound());
+}
+
+#[tokio::test]
+async fn a_corrupt_admin_token_row_refuses_the_start_instead_of_minting_a_new_token() {
+    let app = spawn_app_with(|s| s.admin_token = None).await;
+    let (settings, dir) = app.stop_and_release().await;
+
+    force_admin_token_row(&settings.data_dir, b"not a 32-byte hash").unwrap();
+    match Application::build(settings.clone()) {
+        Err(e @ StartupError::AdminToken(StoreError::Corrupt { .. })) => {
+            let message = e.to_string();
+            assert!(message.contains("admin token"), "{message}");
+            assert!(message.contains("--admin-token"), "{message}");
+        }
+        Err(other) => panic!("expected a corrupt admin token, got {other}"),
+        Ok(app) => panic!(
+            "the server started (generated a token: {})",
+            app.generated_admin_token.is_some()
+        ),
+    }
+
+    // An explicit token replaces the unreadable row.
+    let settings = keyledger::config::Settings {
+        admin_token: Some(ADMIN_TOKEN.to_string().into()),
+        ..settings
+    };
+    let app = start(settings, dir).await;
+    let created = app
+        .post(
+            "/v1/accounts",
+            Some(ADMIN_TOKEN),
+            &json!({"email": "ada@example.com"}),
+        )
+        .await;
+    assert_eq!(created.status(), 201);
 }
 
 #[tokio::test]

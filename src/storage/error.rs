@@ -1,0 +1,75 @@
+//! What can go wrong in the store: `StoreError` is a failure of the machine (disk, corrupt data,
+//! a store this build must not open); `AppendError` adds the normal outcomes an append is refused
+//! with (a version conflict, a unique index already holding the value), which callers answer for.
+//! Callers choose their answer by matching these types, never their text.
+
+use crate::es::ExpectedVersion;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage engine error: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("could not encode a record: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error("could not encode an event: {0}")]
+    Event(#[from] crate::es::EncodeError),
+    #[error("the store is corrupt: {what}: {reason}")]
+    Corrupt { what: String, reason: String },
+    #[error("the hash chain is broken at position {position}: {reason}")]
+    Chain { position: u64, reason: String },
+    #[error(
+        "the store has schema version {found}, but this keyledger understands only version {supported}; use a matching keyledger release"
+    )]
+    UnsupportedSchema { found: u32, supported: u32 },
+    #[error(
+        "the master key does not open this store (wrong key, or the store was keyed with another)"
+    )]
+    WrongMasterKey,
+    #[error("a store key could not be sealed: {0}")]
+    Seal(#[from] crate::crypto::SealError),
+    #[error("the store is in use by another keyledger process (stop the server first)")]
+    Locked,
+    #[error("the store is shut down")]
+    Closed,
+}
+
+/// A unique index a projection enforces. Callers match on it to choose their answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UniqueIndex {
+    /// `i/email/`: one account per normalised email.
+    Email,
+}
+
+impl UniqueIndex {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Email => "email",
+        }
+    }
+}
+
+impl std::fmt::Display for UniqueIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why an append did not happen. A conflict and a unique-index collision are normal outcomes the
+/// caller answers for; `Store` is a failure of the machine.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("stream {stream} is at version {actual}, the append expected {expected:?}")]
+    Conflict {
+        stream: String,
+        expected: ExpectedVersion,
+        actual: u64,
+    },
+    #[error("{index} {value:?} is already taken")]
+    Unique { index: UniqueIndex, value: String },
+    #[error("the event cannot be projected: {0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

@@ -1,0 +1,89 @@
+//! Entry points that only tests and benchmarks use: tampering with the log or the projections
+//! (to show that `verify` notices and `rebuild` repairs), forcing a store schema version, reading
+//! a whole stream or the log's tail, and appending from outside an async runtime. Compiled only
+//! with the `test-hooks` feature, which the crate's own tests and benches enable through their
+//! dev-dependency on it; release builds never have it.
+
+use std::path::Path;
+
+use tokio::sync::oneshot;
+
+use super::writer::Job;
+use super::{AppendError, AppendRequest, Store, StoreError, keys, verify};
+use crate::es::{Envelope, StreamId};
+
+impl Store {
+    /// [`Store::append`] for callers outside an async runtime.
+    pub fn append_blocking(&self, request: AppendRequest) -> Result<Vec<Envelope>, AppendError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Job::Append(request, tx))?;
+        rx.blocking_recv().map_err(|_| StoreError::Closed)?
+    }
+
+    /// Every event of a stream, in order.
+    pub fn stream_events(&self, stream: &StreamId) -> Result<Vec<Envelope>, StoreError> {
+        let mut out = Vec::new();
+        for item in self
+            .inner
+            .db
+            .scan_prefix(keys::stream_events(stream.as_str()))
+        {
+            let (_, position) = item?;
+            let position = keys::u64_value(&position).ok_or_else(|| StoreError::Corrupt {
+                what: format!("stream index of {stream}"),
+                reason: "not a position".into(),
+            })?;
+            out.extend(self.event(position)?);
+        }
+        Ok(out)
+    }
+
+    /// The last position written.
+    pub fn last_position(&self) -> Result<u64, StoreError> {
+        Ok(verify::tail(&self.inner.db)?.0)
+    }
+
+    /// Overwrites a raw log value, keeping its stored hash, so that `verify` has tampering to
+    /// detect.
+    pub fn tamper_with_event(
+        &self,
+        position: u64,
+        edit: impl FnOnce(&mut Envelope),
+    ) -> Result<(), StoreError> {
+        let Some(value) = self.inner.db.get(keys::log(position))? else {
+            return Ok(());
+        };
+        let (hash, mut envelope) = verify::decode_log_value(position, &value)?;
+        edit(&mut envelope);
+        let json = serde_json::to_vec(&envelope)?;
+        self.inner
+            .db
+            .insert(keys::log(position), [&hash[..], &json].concat())?;
+        Ok(())
+    }
+
+    /// Deletes the projection row of an aggregate, so that `verify` notices and `rebuild`
+    /// repairs.
+    pub fn drop_aggregate_row(&self, stream: &StreamId) -> Result<(), StoreError> {
+        self.inner.db.remove(keys::aggregate(stream.as_str()))?;
+        Ok(())
+    }
+}
+
+/// Writes a store schema version into an existing, closed store, so that a store of an unknown
+/// version can be shown to be refused.
+pub fn force_schema_version(dir: &Path, version: u32) -> Result<(), StoreError> {
+    let db = sled::Config::new().path(dir).open()?;
+    db.insert(keys::STORE_SCHEMA, &version.to_be_bytes()[..])?;
+    db.flush()?;
+    Ok(())
+}
+
+/// Writes raw bytes as the admin token hash of an existing, closed store, so that a corrupt row
+/// can be shown to stop the server from starting.
+pub fn force_admin_token_row(dir: &Path, raw: &[u8]) -> Result<(), StoreError> {
+    let db = sled::Config::new().path(dir).open()?;
+    db.insert(keys::ADMIN_TOKEN, raw)?;
+    db.flush()?;
+    Ok(())
+}

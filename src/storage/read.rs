@@ -1,0 +1,124 @@
+//! Reads, straight from the tree and never through the writer: point reads (an aggregate's
+//! projected state, a token's key, one event, a data key) and listings under a secondary index.
+//! The writer acknowledges only after its batch is in the tree, so a caller sees its own writes.
+
+use super::kv::KvRead;
+use super::{Store, StoreError, StoredAggregate, keys, projection, verify};
+use crate::crypto::TokenHash;
+use crate::es::{Aggregate, Envelope, StreamId};
+
+/// A secondary index to list aggregates by.
+pub enum Index<'a> {
+    /// An account's credentials, oldest first.
+    AccountCredentials(&'a str),
+}
+
+/// The tree seen through the projections' row interface, for query paths that share their
+/// decoders. It can only read: writes go through the writer.
+pub(super) struct ReadOnly<'a>(pub(super) &'a sled::Tree);
+
+impl KvRead for ReadOnly<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.0.get(key)?.map(|v| v.to_vec()))
+    }
+}
+
+impl Store {
+    /// An aggregate's current state and version, from its projection.
+    pub fn load<A: Aggregate>(
+        &self,
+        stream: &StreamId,
+    ) -> Result<Option<StoredAggregate<A>>, StoreError> {
+        projection::load(&ReadOnly(&self.inner.db), stream.as_str())
+    }
+
+    /// Keyed hash of a presented token.
+    pub fn hash_token(&self, token: &str) -> TokenHash {
+        self.inner.tokens.token(token)
+    }
+
+    /// The account and key a token hash belongs to, if it is live.
+    pub fn find_token(&self, hash: &TokenHash) -> Result<Option<(String, String)>, StoreError> {
+        let Some(value) = self.inner.db.get(keys::token(&hash.0))? else {
+            return Ok(None);
+        };
+        let text = std::str::from_utf8(&value).ok();
+        let pair = text.and_then(|t| t.split_once('\0'));
+        pair.map(|(a, k)| (a.to_owned(), k.to_owned()))
+            .map(Some)
+            .ok_or_else(|| StoreError::Corrupt {
+                what: "token index".into(),
+                reason: "not account\\0key".into(),
+            })
+    }
+
+    /// Reads one event by position.
+    pub fn event(&self, position: u64) -> Result<Option<Envelope>, StoreError> {
+        self.inner
+            .db
+            .get(keys::log(position))?
+            .map(|v| verify::decode_log_value(position, &v).map(|(_, e)| e))
+            .transpose()
+    }
+
+    /// A record's wrapped data key, or `None` once destroyed.
+    pub fn data_key(&self, record: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.inner.keyring.get(record)?)
+    }
+
+    /// Aggregates listed under an index (`i/…`), in key order, starting after the id `after`,
+    /// keeping those `keep` accepts, at most `limit`. Also answers, when more may follow, the
+    /// last id looked at, for the next page's cursor.
+    pub fn list<A: Aggregate>(
+        &self,
+        index: Index<'_>,
+        after: Option<&str>,
+        limit: usize,
+        keep: impl Fn(&A) -> bool,
+    ) -> Result<(Vec<StoredAggregate<A>>, Option<String>), StoreError> {
+        let (prefix, what) = match index {
+            Index::AccountCredentials(account_id) => (
+                keys::byok_index_prefix(account_id),
+                "credential index of an account",
+            ),
+        };
+        let start = match after {
+            // The smallest key after `prefix ‖ after`.
+            Some(id) => [&prefix[..], id.as_bytes(), &[0]].concat(),
+            None => prefix.clone(),
+        };
+        let corrupt = |reason: String| StoreError::Corrupt {
+            what: what.into(),
+            reason,
+        };
+        let mut items = Vec::new();
+        let mut last = None;
+        for row in self.inner.db.range(start..) {
+            let (key, _) = row?;
+            let Some(id) = key.strip_prefix(prefix.as_slice()) else {
+                break;
+            };
+            if items.len() == limit {
+                return Ok((items, last));
+            }
+            let id = std::str::from_utf8(id)
+                .map_err(|_| corrupt("an id that is not UTF-8".into()))?
+                .to_owned();
+            // The index row and the aggregate are written in one batch: one without the other
+            // is damage, not an empty slot.
+            let stored = self
+                .load::<A>(&StreamId::new(A::KIND, &id))?
+                .ok_or_else(|| corrupt(format!("{id} has no aggregate state")))?;
+            if keep(&stored.state) {
+                items.push(stored);
+            }
+            last = Some(id);
+        }
+        Ok((items, None))
+    }
+
+    /// Watches the last durable position: tailing readers wait on it for new events.
+    pub fn positions(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.positions.clone()
+    }
+}
