@@ -15,6 +15,8 @@
 //! counts the operations started in that window, latency is per call. Temp stores go under
 //! `$TMPDIR`. Run: `cargo bench --bench append`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a benchmark may stop on any failure
+
 use std::fs::{File, OpenOptions};
 use std::sync::Barrier;
 use std::sync::atomic::{AtomicU8, Ordering};

@@ -32,6 +32,8 @@
 //! account in requests of `REQUEST` and prints how long each request and the replay take.
 //! Run: `cargo bench --bench pages`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a benchmark may stop on any failure
+
 use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -1,5 +1,8 @@
 //! One integration binary: the real server on port 0 with a fresh sled store in a temp dir.
 
+// A test may stop on any failure; Cargo.toml's [lints.clippy] denies these in the product only.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod helpers;
 
 mod accounts;
