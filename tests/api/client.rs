@@ -1,23 +1,27 @@
 //! A client generated from `openapi/openapi.json` by a standard generator drives the whole
 //! lifecycle against the real binary. openapi-python-client (from PyPI, installed into
-//! `target/pyenv` by `scripts/python-client-env`, which `.ci/run` runs) generates the package
+//! `target/pyenv` by `scripts/python-client-env`, which this test runs itself, so a fresh clone
+//! needs no step before `cargo test`) generates the package
 //! into a temp dir, with warnings treated as errors; `client_lifecycle.py` then creates an
 //! account, mints, lists and revokes keys, and registers, reads, lists, updates (with
 //! `If-Match`), disables, enables and revokes a credential and reads its events, using only the
 //! generated models; an unknown id, a stale revision and a revoked key answer the error envelope.
 
 use std::fs::File;
-use std::io::BufReader;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use keyledger::crypto::MasterKey;
 
-use crate::helpers::{ADMIN_TOKEN, listening_address, serve_command};
+use crate::helpers::{ADMIN_TOKEN, Binary, serve_command};
 
 /// Bounds each Python process: the generator (with its ruff post-hooks) and the script.
 const PYTHON_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Bounds installing the generator from PyPI, which a slow network makes slow.
+const INSTALL_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The virtualenv `scripts/python-client-env` installs the generator into.
 fn pyenv() -> PathBuf {
@@ -26,45 +30,27 @@ fn pyenv() -> PathBuf {
     root.join(std::env::var_os("KEYLEDGER_PYENV").unwrap_or_else(|| "target/pyenv".into()))
 }
 
-/// The real binary, on a fresh store, with the admin token of the other tests.
-struct Server {
-    child: Child,
-    address: String,
-    log: PathBuf,
-    // Kept open so the server never writes to a closed pipe.
-    _stdout: BufReader<ChildStdout>,
+/// Runs `scripts/python-client-env` once per test process, which installs the pinned generator
+/// into `pyenv()` unless it is there already (then it only checks). The script itself takes a
+/// lock, so test processes running at once take turns; answers its output, or why it failed.
+fn ensure_generator() -> &'static Result<String, String> {
+    static INSTALLED: OnceLock<Result<String, String>> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let logs = tempfile::tempdir().map_err(|e| format!("no temp dir: {e}"))?;
+        let mut install = Command::new("bash");
+        install
+            .arg(root.join("scripts/python-client-env"))
+            .current_dir(root);
+        let (installed, output) =
+            run_bounded(install, &logs.path().join("install.log"), INSTALL_TIMEOUT);
+        if installed { Ok(output) } else { Err(output) }
+    })
 }
 
-impl Server {
-    fn start(dir: &Path) -> Server {
-        let log = dir.join("server.log");
-        let master_key = MasterKey::generate().to_base64();
-        let mut child = serve_command(&dir.join("data"), master_key.expose())
-            .stdout(Stdio::piped())
-            .stderr(File::create(&log).expect("server log"))
-            .spawn()
-            .expect("start keyledger");
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let address = listening_address(&mut stdout);
-        Server {
-            child,
-            address,
-            log,
-            _stdout: stdout,
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Runs `command` with stdout and stderr into one log, killing it after `PYTHON_TIMEOUT`;
-/// answers whether it exited successfully, and its output.
-fn run_bounded(mut command: Command, log: &Path) -> (bool, String) {
+/// Runs `command` with stdout and stderr into one log, killing it after `timeout`; answers
+/// whether it exited successfully, and its output.
+fn run_bounded(mut command: Command, log: &Path, timeout: Duration) -> (bool, String) {
     let out = File::create(log).expect("log file");
     let err = out.try_clone().expect("log file");
     let mut child = command
@@ -73,7 +59,7 @@ fn run_bounded(mut command: Command, log: &Path) -> (bool, String) {
         .stderr(err)
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
-    let deadline = Instant::now() + PYTHON_TIMEOUT;
+    let deadline = Instant::now() + timeout;
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait") {
             break Some(status);
@@ -93,7 +79,7 @@ fn run_bounded(mut command: Command, log: &Path) -> (bool, String) {
             (false, output)
         }
         None => {
-            output.push_str(&format!("\n[killed after {PYTHON_TIMEOUT:?}]"));
+            output.push_str(&format!("\n[killed after {timeout:?}]"));
             (false, output)
         }
     }
@@ -102,12 +88,18 @@ fn run_bounded(mut command: Command, log: &Path) -> (bool, String) {
 #[test]
 fn a_generated_python_client_drives_the_whole_lifecycle() {
     let pyenv = pyenv();
+    if let Err(output) = ensure_generator() {
+        panic!(
+            "`bash scripts/python-client-env` could not install openapi-python-client into {}; \
+             it needs python3 3.11 or later and PyPI (or a mirror in PIP_INDEX_URL):\n{output}",
+            pyenv.display()
+        );
+    }
     let bin = pyenv.join("bin");
     let generator = bin.join("openapi-python-client");
     assert!(
         generator.is_file(),
-        "openapi-python-client is not installed at {}: run `scripts/python-client-env` (which \
-         .ci/run runs) to install it into target/pyenv",
+        "scripts/python-client-env ran but left no generator at {}",
         generator.display()
     );
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -127,13 +119,18 @@ fn a_generated_python_client_drives_the_whole_lifecycle() {
         .arg(dir.path().join("keyledger_client"))
         .current_dir(dir.path())
         .env("PATH", &path);
-    let (generated, output) = run_bounded(generate, &dir.path().join("generate.log"));
+    let (generated, output) =
+        run_bounded(generate, &dir.path().join("generate.log"), PYTHON_TIMEOUT);
     assert!(
         generated,
         "openapi-python-client rejected openapi/openapi.json or warned about it:\n{output}"
     );
 
-    let server = Server::start(dir.path());
+    let master_key = MasterKey::generate().to_base64();
+    let server = Binary::spawn(
+        &mut serve_command(&dir.path().join("data"), master_key.expose()),
+        dir.path(),
+    );
     let mut script = Command::new(bin.join("python"));
     script
         .arg(root.join("tests/api/client_lifecycle.py"))
@@ -142,8 +139,8 @@ fn a_generated_python_client_drives_the_whole_lifecycle() {
         .env("PYTHONPATH", dir.path())
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .env("PATH", &path);
-    let (passed, output) = run_bounded(script, &dir.path().join("script.log"));
-    let server_log = std::fs::read_to_string(&server.log).unwrap_or_default();
+    let (passed, output) = run_bounded(script, &dir.path().join("script.log"), PYTHON_TIMEOUT);
+    let server_log = std::fs::read_to_string(&server.stderr).unwrap_or_default();
     drop(server);
     assert!(
         passed,

@@ -3,33 +3,26 @@
 //! server that acknowledges before flushing (`KEYLEDGER_UNSAFE_NO_SYNC`) must catch losses, or
 //! it would prove nothing.
 
-use std::io::BufReader;
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use keyledger::crypto::MasterKey;
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_TOKEN, listening_address, serve_command};
+use crate::helpers::{ADMIN_TOKEN, Binary, serve_command};
 
 const WRITERS: usize = 16;
 const KILL_AFTER_MS: [u64; 3] = [250, 400, 600];
 
-struct Server {
-    child: Child,
-    address: String,
-}
-
-fn start(dir: &std::path::Path, master_key: &str, unsafe_no_sync: bool) -> Server {
-    let mut command = serve_command(dir, master_key);
-    command.stdout(Stdio::piped()).stderr(Stdio::null());
+/// Starts the binary on `data` (its logs beside it, in `dir`).
+fn start(dir: &Path, master_key: &str, unsafe_no_sync: bool) -> Binary {
+    let mut command = serve_command(&dir.join("data"), master_key);
     if unsafe_no_sync {
         command.env("KEYLEDGER_UNSAFE_NO_SYNC", "true");
     }
-    let mut child = command.spawn().expect("start keyledger");
-    let address = listening_address(&mut BufReader::new(child.stdout.take().expect("stdout")));
-    Server { child, address }
+    Binary::spawn(&mut command, dir)
 }
 
 /// Creates accounts from `WRITERS` concurrent clients until the server dies; answers the
@@ -88,22 +81,19 @@ async fn write_until_killed(
 /// Runs kill/restart cycles; answers (acknowledged, lost) over all cycles.
 async fn crash_cycles(unsafe_no_sync: bool) -> (usize, Vec<String>) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let data = dir.path().join("data");
     let master_key = MasterKey::generate().to_base64().expose().clone();
     let mut acked_all: Vec<(String, String)> = Vec::new();
     let mut lost = Vec::new();
     for (cycle, kill_after) in KILL_AFTER_MS.iter().enumerate() {
-        let server = start(&data, &master_key, unsafe_no_sync);
-        let child = Arc::new(Mutex::new(server.child));
-        let killer = child.clone();
+        let server = start(dir.path(), &master_key, unsafe_no_sync);
+        let address = server.address.clone();
+        let killer = Arc::new(Mutex::new(server));
         let acked = write_until_killed(
-            &server.address,
+            &address,
             cycle,
             move || {
-                // Child::kill sends SIGKILL: no shutdown hook, no final flush.
-                let mut child = killer.lock().unwrap();
-                child.kill().expect("SIGKILL");
-                child.wait().expect("reap");
+                // Binary::kill sends SIGKILL: no shutdown hook, no final flush.
+                killer.lock().unwrap().kill().expect("SIGKILL");
             },
             Duration::from_millis(*kill_after),
         )
@@ -112,7 +102,7 @@ async fn crash_cycles(unsafe_no_sync: bool) -> (usize, Vec<String>) {
         acked_all.extend(acked);
 
         // Restart on the same store and look for every acknowledged account.
-        let server = start(&data, &master_key, unsafe_no_sync);
+        let mut server = start(dir.path(), &master_key, unsafe_no_sync);
         let client = reqwest::Client::new();
         for (email, key) in &acked_all {
             let response = client
@@ -127,9 +117,7 @@ async fn crash_cycles(unsafe_no_sync: bool) -> (usize, Vec<String>) {
                 lost.push(email.clone());
             }
         }
-        let mut child = server.child;
-        child.kill().expect("stop");
-        child.wait().expect("reap");
+        server.kill().expect("stop");
     }
     (acked_all.len(), lost)
 }
@@ -149,22 +137,21 @@ async fn every_acknowledged_write_survives_sigkill() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_in_flight_writes_and_exits_cleanly() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let data = dir.path().join("data");
     let master_key = MasterKey::generate().to_base64().expose().clone();
-    let server = start(&data, &master_key, false);
-    let child = Arc::new(Mutex::new(server.child));
-    let stopper = child.clone();
+    let server = start(dir.path(), &master_key, false);
+    let address = server.address.clone();
+    let stopper = Arc::new(Mutex::new(server));
     let status = Arc::new(Mutex::new(None));
     let exit = status.clone();
     let acked = write_until_killed(
-        &server.address,
+        &address,
         0,
         move || {
-            let mut child = stopper.lock().unwrap();
-            let pid = child.id().to_string();
+            let mut server = stopper.lock().unwrap();
+            let pid = server.id().to_string();
             let sent = Command::new("kill").args(["-TERM", &pid]).status();
             assert!(sent.expect("run kill").success());
-            *exit.lock().unwrap() = Some(child.wait().expect("wait for exit"));
+            *exit.lock().unwrap() = Some(server.wait().expect("wait for exit"));
         },
         Duration::from_millis(300),
     )
@@ -173,7 +160,7 @@ async fn sigterm_finishes_in_flight_writes_and_exits_cleanly() {
     assert!(status.success(), "keyledger exited with {status}");
     assert!(!acked.is_empty());
 
-    let server = start(&data, &master_key, false);
+    let mut server = start(dir.path(), &master_key, false);
     let client = reqwest::Client::new();
     for (email, key) in &acked {
         let response = client
@@ -188,9 +175,7 @@ async fn sigterm_finishes_in_flight_writes_and_exits_cleanly() {
             "{email} was acknowledged but is gone"
         );
     }
-    let mut child = server.child;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    server.kill().unwrap();
 }
 
 /// Shows the harness can fail: with the flush before acknowledgement turned off, SIGKILL loses

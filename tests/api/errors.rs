@@ -1,31 +1,11 @@
 //! The error envelope everywhere: malformed bodies, wrong types, unknown routes and methods,
 //! oversized bodies, content types, authorization schemes, and request ids.
 
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
+use reqwest::header::AUTHORIZATION;
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_TOKEN, TestApp, assert_error, spawn_app};
-
-/// Sends `body` as-is to `POST path` with the given content type and token.
-async fn post_raw(
-    app: &TestApp,
-    path: &str,
-    token: Option<&str>,
-    content_type: Option<&str>,
-    body: impl Into<reqwest::Body>,
-) -> Response {
-    let mut request = app.request(Method::POST, path, token).body(body);
-    if let Some(content_type) = content_type {
-        request = request.header(CONTENT_TYPE, content_type);
-    }
-    request.send().await.expect("request")
-}
-
-async fn admin_token_of_new_account(app: &TestApp) -> String {
-    let body = app.create_account("ada@example.com").await;
-    body["api_key"].as_str().unwrap().to_owned()
-}
+use crate::helpers::{ADMIN_TOKEN, assert_error, send_raw, spawn_app};
 
 #[tokio::test]
 async fn malformed_json_is_a_400() {
@@ -39,8 +19,9 @@ async fn malformed_json_is_a_400() {
         "{'email': 'a@b.co'}",
         "not json at all",
     ] {
-        let response = post_raw(
+        let response = send_raw(
             &app,
+            Method::POST,
             "/v1/accounts",
             Some(ADMIN_TOKEN),
             Some("application/json"),
@@ -55,7 +36,7 @@ async fn malformed_json_is_a_400() {
 #[tokio::test]
 async fn wrong_types_are_a_422_naming_the_field() {
     let app = spawn_app().await;
-    let token = admin_token_of_new_account(&app).await;
+    let token = app.account_token("ada@example.com").await;
     let cases = [
         ("/v1/accounts", ADMIN_TOKEN, json!({"email": 1}), "email"),
         (
@@ -126,7 +107,7 @@ async fn wrong_types_are_a_422_naming_the_field() {
 #[tokio::test]
 async fn unknown_fields_are_a_422_naming_the_field() {
     let app = spawn_app().await;
-    let token = admin_token_of_new_account(&app).await;
+    let token = app.account_token("ada@example.com").await;
     let response = app
         .post(
             "/v1/accounts",
@@ -152,7 +133,7 @@ async fn unknown_fields_are_a_422_naming_the_field() {
 #[tokio::test]
 async fn missing_fields_are_a_422() {
     let app = spawn_app().await;
-    let token = admin_token_of_new_account(&app).await;
+    let token = app.account_token("ada@example.com").await;
     let response = app
         .post("/v1/accounts", Some(ADMIN_TOKEN), &json!({}))
         .await;
@@ -172,8 +153,9 @@ async fn a_body_over_64_kib_is_a_413_and_the_connection_still_answers() {
         let filler = "a".repeat(size);
         let body = format!("{{\"email\": \"{filler}@example.com\"}}");
         assert!(body.len() > 64 * 1024);
-        let response = post_raw(
+        let response = send_raw(
             &app,
+            Method::POST,
             "/v1/accounts",
             Some(ADMIN_TOKEN),
             Some("application/json"),
@@ -213,7 +195,15 @@ async fn a_body_without_json_content_type_is_a_415() {
         Some("application/x-www-form-urlencoded"),
         Some("application/jsonx"),
     ] {
-        let response = post_raw(&app, "/v1/accounts", Some(ADMIN_TOKEN), content_type, body).await;
+        let response = send_raw(
+            &app,
+            Method::POST,
+            "/v1/accounts",
+            Some(ADMIN_TOKEN),
+            content_type,
+            body,
+        )
+        .await;
         assert_error(
             response,
             415,
@@ -223,8 +213,9 @@ async fn a_body_without_json_content_type_is_a_415() {
         .await;
     }
     // Nothing was created, and a JSON content type with parameters is accepted.
-    let response = post_raw(
+    let response = send_raw(
         &app,
+        Method::POST,
         "/v1/accounts",
         Some(ADMIN_TOKEN),
         Some("application/json; charset=utf-8"),
@@ -255,7 +246,7 @@ async fn an_unknown_route_is_a_404() {
 #[tokio::test]
 async fn a_wrong_method_on_a_known_route_is_a_405() {
     let app = spawn_app().await;
-    let token = admin_token_of_new_account(&app).await;
+    let token = app.account_token("ada@example.com").await;
     for (method, path, token) in [
         (Method::PUT, "/v1/accounts", ADMIN_TOKEN),
         (Method::GET, "/v1/accounts", ADMIN_TOKEN),
@@ -278,7 +269,7 @@ async fn a_wrong_method_on_a_known_route_is_a_405() {
 #[tokio::test]
 async fn only_bearer_authorization_is_accepted() {
     let app = spawn_app().await;
-    let token = admin_token_of_new_account(&app).await;
+    let token = app.account_token("ada@example.com").await;
     for value in [
         format!("Basic {token}"),
         "Basic YWRhOnNlY3JldA==".to_owned(),
@@ -301,8 +292,9 @@ async fn only_bearer_authorization_is_accepted() {
 #[tokio::test]
 async fn authentication_is_checked_before_the_body() {
     let app = spawn_app().await;
-    let response = post_raw(
+    let response = send_raw(
         &app,
+        Method::POST,
         "/v1/account/keys",
         None,
         Some("application/json"),
@@ -310,7 +302,15 @@ async fn authentication_is_checked_before_the_body() {
     )
     .await;
     assert_error(response, 401, "authentication_error", "missing_token").await;
-    let response = post_raw(&app, "/v1/accounts", None, Some("text/plain"), "x").await;
+    let response = send_raw(
+        &app,
+        Method::POST,
+        "/v1/accounts",
+        None,
+        Some("text/plain"),
+        "x",
+    )
+    .await;
     assert_error(response, 401, "authentication_error", "missing_token").await;
 }
 
@@ -417,7 +417,7 @@ async fn a_well_formed_incoming_request_id_is_echoed() {
 #[tokio::test]
 async fn error_messages_never_echo_submitted_values() {
     let app = spawn_app().await;
-    let token = admin_token_of_new_account(&app).await;
+    let token = app.account_token("ada@example.com").await;
     let canary = "sk-canary-123";
     let cases = [
         ("/v1/accounts", ADMIN_TOKEN, json!({"email": {"x": canary}})),
@@ -466,8 +466,9 @@ async fn error_messages_never_echo_submitted_values() {
         format!(r#"{{"email": "{canary}"#),
         format!(r#"{{"email": {canary}}}"#),
     ] {
-        let response = post_raw(
+        let response = send_raw(
             &app,
+            Method::POST,
             "/v1/accounts",
             Some(ADMIN_TOKEN),
             Some("application/json"),

@@ -5,30 +5,13 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::helpers::{TestApp, assert_error, spawn_app};
-
-async fn account(app: &TestApp, email: &str) -> String {
-    app.create_account(email).await["api_key"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
+use crate::helpers::{TestApp, assert_error, openai, register_id, spawn_app};
 
 async fn register(app: &TestApp, token: &str, alias: &str) -> String {
-    let response = app
-        .post(
-            "/v1/byok/register",
-            Some(token),
-            &json!({"provider": "openai", "alias": alias, "api_key": format!("sk-feed-{alias}-0123456789")}),
-        )
-        .await;
-    assert_eq!(response.status(), 201);
-    response.json::<Value>().await.unwrap()["byok_id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+    let key = format!("sk-feed-{alias}-0123456789");
+    register_id(app, token, &openai(alias, &key)).await
 }
 
 async fn page(app: &TestApp, token: &str, path: &str) -> Value {
@@ -68,7 +51,7 @@ fn positions(items: &[Value]) -> Vec<u64> {
 #[tokio::test]
 async fn the_account_feed_is_ordered_complete_and_shows_no_private_fields() {
     let app = spawn_app().await;
-    let token = account(&app, "feed@example.com").await;
+    let token = app.account_token("feed@example.com").await;
     let id = register(&app, &token, "one").await;
     app.request(
         Method::POST,
@@ -130,8 +113,8 @@ async fn the_account_feed_is_ordered_complete_and_shows_no_private_fields() {
 #[tokio::test]
 async fn feeds_are_per_account() {
     let app = spawn_app().await;
-    let a = account(&app, "a@example.com").await;
-    let b = account(&app, "b@example.com").await;
+    let a = app.account_token("a@example.com").await;
+    let b = app.account_token("b@example.com").await;
     let id = register(&app, &a, "mine").await;
 
     let theirs = read_all(&app, &b, "/v1/events", 50).await;
@@ -148,7 +131,7 @@ async fn feeds_are_per_account() {
 #[tokio::test]
 async fn bad_paging_parameters_answer_400() {
     let app = spawn_app().await;
-    let token = account(&app, "params@example.com").await;
+    let token = app.account_token("params@example.com").await;
     for (query, param) in [
         ("limit=0", "limit"),
         ("limit=501", "limit"),
@@ -169,7 +152,7 @@ async fn bad_paging_parameters_answer_400() {
 #[tokio::test]
 async fn a_cursor_resumes_later_with_only_what_is_new() {
     let app = spawn_app().await;
-    let token = account(&app, "resume@example.com").await;
+    let token = app.account_token("resume@example.com").await;
     let first = page(&app, &token, "/v1/events").await;
     assert_eq!(first["items"].as_array().unwrap().len(), 2);
     let cursor = first["next_cursor"].as_str().unwrap().to_owned();
@@ -193,7 +176,7 @@ async fn a_cursor_resumes_later_with_only_what_is_new() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paging_while_another_writer_appends_has_no_duplicates_and_no_gaps() {
     let app = spawn_app().await;
-    let token = account(&app, "race@example.com").await;
+    let token = app.account_token("race@example.com").await;
     let id = register(&app, &token, "busy").await;
     const TOGGLES: usize = 1_000;
 
@@ -241,7 +224,7 @@ async fn paging_while_another_writer_appends_has_no_duplicates_and_no_gaps() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_poll_answers_when_the_next_event_arrives() {
     let app = spawn_app().await;
-    let token = account(&app, "poll@example.com").await;
+    let token = app.account_token("poll@example.com").await;
     let cursor = page(&app, &token, "/v1/events").await["next_cursor"]
         .as_str()
         .unwrap()
@@ -326,7 +309,7 @@ async fn read_sse(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_sent_events_deliver_live_events_and_resume_from_last_event_id() {
     let app = spawn_app().await;
-    let token = account(&app, "sse@example.com").await;
+    let token = app.account_token("sse@example.com").await;
     let reader = {
         let (client, address, token) = (app.client.clone(), app.address.clone(), token.clone());
         tokio::spawn(async move { read_sse(&client, &address, &token, None, 4).await })
@@ -369,7 +352,7 @@ async fn server_sent_events_deliver_live_events_and_resume_from_last_event_id() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutting_down_closes_event_streams_and_long_polls() {
     let app = spawn_app().await;
-    let token = account(&app, "closing@example.com").await;
+    let token = app.account_token("closing@example.com").await;
     let response = app
         .request(Method::GET, "/v1/events/stream", Some(&token))
         .send()

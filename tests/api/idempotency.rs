@@ -1,12 +1,12 @@
 //! Idempotency keys on every mutating route (DESIGN §6): replays, reuse, races, validation
 //! failures, account scoping, restarts, and what reaches the disk.
 
-use std::path::Path;
-
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_TOKEN, TestApp, assert_error, spawn_app, spawn_app_with};
+use crate::helpers::{
+    self, ADMIN_TOKEN, TestApp, assert_error, files_containing, header, spawn_app, spawn_app_with,
+};
 
 /// A response, read whole.
 struct Answer {
@@ -40,13 +40,6 @@ impl Answer {
     }
 }
 
-fn header(response: &reqwest::Response, name: &str) -> Option<String> {
-    response
-        .headers()
-        .get(name)
-        .map(|v| v.to_str().unwrap().to_owned())
-}
-
 async fn read(response: reqwest::Response) -> Answer {
     Answer {
         status: response.status(),
@@ -66,14 +59,8 @@ async fn send(
     key: Option<&str>,
     body: Option<&Value>,
 ) -> reqwest::Response {
-    let mut request = app.request(method, path, Some(token));
-    if let Some(key) = key {
-        request = request.header("Idempotency-Key", key);
-    }
-    if let Some(body) = body {
-        request = request.json(body);
-    }
-    request.send().await.expect("request")
+    let headers = key.map(|key| ("Idempotency-Key", key));
+    helpers::send(app, method, path, Some(token), headers.as_slice(), body).await
 }
 
 async fn call(
@@ -85,13 +72,6 @@ async fn call(
     body: Option<&Value>,
 ) -> Answer {
     read(send(app, method, path, token, key, body).await).await
-}
-
-async fn account(app: &TestApp, email: &str) -> String {
-    app.create_account(email).await["api_key"]
-        .as_str()
-        .unwrap()
-        .to_owned()
 }
 
 async fn key_count(app: &TestApp, token: &str) -> usize {
@@ -147,7 +127,7 @@ async fn account_creation_is_replayed_with_the_same_api_key() {
 #[tokio::test]
 async fn key_minting_is_replayed_whether_the_key_is_in_the_body_or_the_header() {
     let app = spawn_app().await;
-    let admin = account(&app, "ada@example.com").await;
+    let admin = app.account_token("ada@example.com").await;
     let with_field =
         json!({"name": "ci", "scopes": ["read", "write"], "idempotency_key": "mint-1"});
     let first = call(
@@ -203,7 +183,7 @@ async fn key_minting_is_replayed_whether_the_key_is_in_the_body_or_the_header() 
 #[tokio::test]
 async fn register_update_enable_disable_and_revoke_are_replayed() {
     let app = spawn_app().await;
-    let admin = account(&app, "ada@example.com").await;
+    let admin = app.account_token("ada@example.com").await;
 
     let registered = call(
         &app,
@@ -309,7 +289,7 @@ async fn register_update_enable_disable_and_revoke_are_replayed() {
 #[tokio::test]
 async fn the_same_key_on_another_request_is_an_idempotency_error() {
     let app = spawn_app().await;
-    let admin = account(&app, "ada@example.com").await;
+    let admin = app.account_token("ada@example.com").await;
     let first = call(
         &app,
         Method::POST,
@@ -373,7 +353,7 @@ async fn the_same_key_on_another_request_is_an_idempotency_error() {
 #[tokio::test]
 async fn malformed_keys_are_refused_naming_where_they_came_from() {
     let app = spawn_app().await;
-    let admin = account(&app, "ada@example.com").await;
+    let admin = app.account_token("ada@example.com").await;
     let path = "/v1/account/keys";
     let body = mint_body("ci");
 
@@ -447,7 +427,7 @@ async fn malformed_keys_are_refused_naming_where_they_came_from() {
 #[tokio::test]
 async fn a_rejected_request_does_not_use_up_its_key() {
     let app = spawn_app().await;
-    let admin = account(&app, "ada@example.com").await;
+    let admin = app.account_token("ada@example.com").await;
     let path = "/v1/account/keys";
 
     // Invalid value (the service rejects it), then the corrected request with the same key.
@@ -520,8 +500,8 @@ async fn a_rejected_request_does_not_use_up_its_key() {
 #[tokio::test]
 async fn keys_are_scoped_to_the_account() {
     let app = spawn_app().await;
-    let ada = account(&app, "ada@example.com").await;
-    let grace = account(&app, "grace@example.com").await;
+    let ada = app.account_token("ada@example.com").await;
+    let grace = app.account_token("grace@example.com").await;
     let mut tokens = Vec::new();
     for token in [&ada, &grace] {
         let minted = call(
@@ -637,7 +617,7 @@ fn one_executed(answers: &[Answer]) -> usize {
 #[tokio::test]
 async fn concurrent_requests_with_one_key_execute_once() {
     let app = spawn_app_with(|s| s.workers = Some(4)).await;
-    let admin = account(&app, "ada@example.com").await;
+    let admin = app.account_token("ada@example.com").await;
     let mut conflicts = 0;
     let mut rounds = 0;
     // Each round races 16 copies of one request; a round whose first request finished before
@@ -719,22 +699,6 @@ async fn a_replay_survives_a_restart() {
     // Records are neither log nor projection: the store still verifies.
     let report = app.store.verify().unwrap();
     assert!(report.is_sound(), "{:?}", report.mismatches);
-}
-
-fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            found.extend(files_containing(&path, needle));
-        } else {
-            let bytes = std::fs::read(&path).unwrap();
-            if bytes.windows(needle.len()).any(|w| w == needle) {
-                found.push(path.display().to_string());
-            }
-        }
-    }
-    found
 }
 
 #[tokio::test]

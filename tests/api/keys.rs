@@ -4,14 +4,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_error, spawn_app};
-
-/// Creates an account; answers (account body, its first token).
-async fn account(app: &TestApp, email: &str) -> (Value, String) {
-    let body = app.create_account(email).await;
-    let token = body["api_key"].as_str().unwrap().to_owned();
-    (body, token)
-}
+use crate::helpers::{Tenant, TestApp, assert_error, set, spawn_app};
 
 async fn list(app: &TestApp, token: &str) -> Value {
     let response = app.get("/v1/account/keys", token).await;
@@ -28,10 +21,6 @@ fn scopes(value: &Value) -> BTreeSet<String> {
         .collect()
 }
 
-fn set(items: &[&str]) -> BTreeSet<String> {
-    items.iter().map(|s| (*s).to_owned()).collect()
-}
-
 fn find<'a>(list: &'a Value, id: &Value) -> &'a Value {
     list["items"]
         .as_array()
@@ -44,7 +33,7 @@ fn find<'a>(list: &'a Value, id: &Value) -> &'a Value {
 #[tokio::test]
 async fn a_minted_key_has_the_requested_scopes_and_its_token_is_shown_once() {
     let app = spawn_app().await;
-    let (_, admin) = account(&app, "ada@example.com").await;
+    let admin = app.account_token("ada@example.com").await;
     let response = app
         .post(
             "/v1/account/keys",
@@ -128,7 +117,7 @@ fn assert_no_hash_looking_value(value: &Value) {
 #[tokio::test]
 async fn scopes_are_deduplicated() {
     let app = spawn_app().await;
-    let (_, admin) = account(&app, "ada@example.com").await;
+    let admin = app.account_token("ada@example.com").await;
     let minted = app.mint_key(&admin, &["read", "read", "resolve"]).await;
     let listed = scopes(&minted["scopes"]);
     assert_eq!(listed, set(&["read", "resolve"]));
@@ -138,7 +127,11 @@ async fn scopes_are_deduplicated() {
 #[tokio::test]
 async fn a_read_key_cannot_mint_keys_but_can_read_the_account() {
     let app = spawn_app().await;
-    let (ada, admin) = account(&app, "ada@example.com").await;
+    let Tenant {
+        body: ada,
+        token: admin,
+        ..
+    } = app.tenant("ada@example.com").await;
     let read = app.mint_key(&admin, &["read"]).await;
     let read = read["api_key"].as_str().unwrap();
 
@@ -174,7 +167,7 @@ async fn a_read_key_cannot_mint_keys_but_can_read_the_account() {
 #[tokio::test]
 async fn a_write_key_cannot_mint_keys() {
     let app = spawn_app().await;
-    let (_, admin) = account(&app, "ada@example.com").await;
+    let admin = app.account_token("ada@example.com").await;
     let write = app.mint_key(&admin, &["write"]).await;
     let write = write["api_key"].as_str().unwrap();
     let response = app
@@ -192,7 +185,7 @@ async fn a_write_key_cannot_mint_keys() {
 #[tokio::test]
 async fn a_resolve_only_key_cannot_read_the_account() {
     let app = spawn_app().await;
-    let (_, admin) = account(&app, "ada@example.com").await;
+    let admin = app.account_token("ada@example.com").await;
     let resolve = app.mint_key(&admin, &["resolve"]).await;
     let resolve = resolve["api_key"].as_str().unwrap();
     let response = app.get("/v1/account", resolve).await;
@@ -204,14 +197,14 @@ async fn a_resolve_only_key_cannot_read_the_account() {
 #[tokio::test]
 async fn the_first_key_never_holds_resolve() {
     let app = spawn_app().await;
-    let (ada, _) = account(&app, "ada@example.com").await;
+    let ada = app.create_account("ada@example.com").await;
     assert!(!scopes(&ada["key"]["scopes"]).contains("resolve"));
 }
 
 #[tokio::test]
 async fn a_revoked_key_is_refused_at_once() {
     let app = spawn_app().await;
-    let (_, admin) = account(&app, "ada@example.com").await;
+    let admin = app.account_token("ada@example.com").await;
     let minted = app.mint_key(&admin, &["read"]).await;
     let token = minted["api_key"].as_str().unwrap();
     assert_eq!(app.get("/v1/account", token).await.status(), 200);
@@ -239,7 +232,11 @@ async fn a_revoked_key_is_refused_at_once() {
 #[tokio::test]
 async fn a_key_can_revoke_itself() {
     let app = spawn_app().await;
-    let (ada, admin) = account(&app, "ada@example.com").await;
+    let Tenant {
+        body: ada,
+        token: admin,
+        ..
+    } = app.tenant("ada@example.com").await;
     let path = format!("/v1/account/keys/{}", ada["key"]["id"].as_str().unwrap());
     assert_eq!(app.delete(&path, &admin).await.status(), 200);
     let response = app.get("/v1/account", &admin).await;
@@ -251,7 +248,7 @@ async fn a_key_can_revoke_itself() {
 #[tokio::test]
 async fn revoking_twice_answers_the_first_revocation() {
     let app = spawn_app().await;
-    let (_, admin) = account(&app, "ada@example.com").await;
+    let admin = app.account_token("ada@example.com").await;
     let minted = app.mint_key(&admin, &["read"]).await;
     let path = format!("/v1/account/keys/{}", minted["id"].as_str().unwrap());
 
@@ -270,7 +267,7 @@ async fn revoking_twice_answers_the_first_revocation() {
 #[tokio::test]
 async fn revoking_an_unknown_key_is_not_found() {
     let app = spawn_app().await;
-    let (_, admin) = account(&app, "ada@example.com").await;
+    let admin = app.account_token("ada@example.com").await;
     let long = "k".repeat(4000);
     for id in [
         "key_01JD5Q3M8X2Y4Z6A7B8C9D0E1G",
@@ -293,7 +290,7 @@ async fn revoking_an_unknown_key_is_not_found() {
 #[tokio::test]
 async fn last_used_at_is_set_once_the_key_is_used() {
     let app = spawn_app().await;
-    let (_, admin) = account(&app, "ada@example.com").await;
+    let admin = app.account_token("ada@example.com").await;
     let minted = app.mint_key(&admin, &["read"]).await;
     assert_eq!(minted["last_used_at"], Value::Null);
     let before = list(&app, &admin).await;
@@ -314,7 +311,7 @@ async fn last_used_at_is_set_once_the_key_is_used() {
 #[tokio::test]
 async fn key_names_and_scopes_are_validated() {
     let app = spawn_app().await;
-    let (_, admin) = account(&app, "ada@example.com").await;
+    let admin = app.account_token("ada@example.com").await;
     let cases = [
         (
             json!({"name": "ci", "scopes": []}),
@@ -382,8 +379,12 @@ async fn key_names_and_scopes_are_validated() {
 #[tokio::test]
 async fn another_accounts_key_is_not_found_exactly_like_a_missing_one() {
     let app = spawn_app().await;
-    let (ada, ada_token) = account(&app, "ada@example.com").await;
-    let (_, eve_token) = account(&app, "eve@example.com").await;
+    let Tenant {
+        body: ada,
+        token: ada_token,
+        ..
+    } = app.tenant("ada@example.com").await;
+    let eve_token = app.account_token("eve@example.com").await;
     let ada_key = ada["key"]["id"].as_str().unwrap();
 
     let foreign = app
@@ -409,9 +410,17 @@ async fn another_accounts_key_is_not_found_exactly_like_a_missing_one() {
 #[tokio::test]
 async fn listing_never_shows_another_accounts_keys() {
     let app = spawn_app().await;
-    let (ada, ada_token) = account(&app, "ada@example.com").await;
+    let Tenant {
+        body: ada,
+        token: ada_token,
+        ..
+    } = app.tenant("ada@example.com").await;
     let ada_extra = app.mint_key(&ada_token, &["read"]).await;
-    let (eve, eve_token) = account(&app, "eve@example.com").await;
+    let Tenant {
+        body: eve,
+        token: eve_token,
+        ..
+    } = app.tenant("eve@example.com").await;
 
     let listed = list(&app, &eve_token).await;
     let ids: Vec<&Value> = listed["items"]

@@ -6,6 +6,7 @@
 mod helpers;
 
 mod accounts;
+mod architecture;
 mod byok;
 mod client;
 mod crash;

@@ -19,14 +19,13 @@ use keyledger::storage::{
 };
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_TOKEN, TestApp, assert_error, spawn_app, spawn_app_with, start};
+use crate::helpers::{
+    ADMIN_TOKEN, TestApp, api_key, assert_error, contains, files, spawn_app, spawn_app_with, start,
+    whole_log,
+};
 
 fn account_stream(account: &Value) -> StreamId {
     StreamId::new("account", account["account_id"].as_str().unwrap())
-}
-
-fn token(body: &Value) -> String {
-    body["api_key"].as_str().unwrap().to_owned()
 }
 
 /// Creates two accounts and a few keys, revoking one; answers (accounts, every live token, the
@@ -34,11 +33,11 @@ fn token(body: &Value) -> String {
 async fn some_history(app: &TestApp) -> (Vec<Value>, Vec<String>, String) {
     let ada = app.create_account("ada@example.com").await;
     let eve = app.create_account("eve@example.com").await;
-    let ada_read = app.mint_key(&token(&ada), &["read"]).await;
-    let eve_resolve = app.mint_key(&token(&eve), &["resolve"]).await;
-    let doomed = app.mint_key(&token(&ada), &["admin"]).await;
+    let ada_read = app.mint_key(&api_key(&ada), &["read"]).await;
+    let eve_resolve = app.mint_key(&api_key(&eve), &["resolve"]).await;
+    let doomed = app.mint_key(&api_key(&ada), &["admin"]).await;
     let path = format!("/v1/account/keys/{}", doomed["id"].as_str().unwrap());
-    assert_eq!(app.delete(&path, &token(&ada)).await.status(), 200);
+    assert_eq!(app.delete(&path, &api_key(&ada)).await.status(), 200);
     // A refused duplicate and a refused validation leave no trace in the log.
     let dup = app
         .post(
@@ -51,33 +50,18 @@ async fn some_history(app: &TestApp) -> (Vec<Value>, Vec<String>, String) {
     let bad = app
         .post(
             "/v1/account/keys",
-            Some(&token(&ada)),
+            Some(&api_key(&ada)),
             &json!({"name": "", "scopes": ["read"]}),
         )
         .await;
     assert_eq!(bad.status(), 422);
     let live = vec![
-        token(&ada),
-        token(&eve),
-        token(&ada_read),
-        token(&eve_resolve),
+        api_key(&ada),
+        api_key(&eve),
+        api_key(&ada_read),
+        api_key(&eve_resolve),
     ];
-    (vec![ada, eve], live, token(&doomed))
-}
-
-/// Every event of the log in position order, read one position at a time.
-fn whole_log(store: &Store) -> Vec<Envelope> {
-    let last = store.last_position().unwrap();
-    let events: Vec<Envelope> = (1..=last)
-        .map(|p| {
-            store
-                .event(p)
-                .unwrap()
-                .unwrap_or_else(|| panic!("no event at {p}"))
-        })
-        .collect();
-    assert!(store.event(last + 1).unwrap().is_none());
-    events
+    (vec![ada, eve], live, api_key(&doomed))
 }
 
 #[tokio::test]
@@ -360,7 +344,7 @@ async fn positions_are_gap_free_and_versions_count_per_stream() {
     // Interleave writes to the two streams.
     for _ in 0..3 {
         for account in &accounts {
-            app.mint_key(&token(account), &["read"]).await;
+            app.mint_key(&api_key(account), &["read"]).await;
         }
     }
 
@@ -639,24 +623,6 @@ async fn a_running_store_cannot_be_opened_twice() {
     );
 }
 
-/// Every file under `dir`, recursively.
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(files(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
-
 #[tokio::test]
 async fn the_data_dir_never_holds_an_api_token_in_plaintext() {
     let app = spawn_app().await;
@@ -664,9 +630,9 @@ async fn the_data_dir_never_holds_an_api_token_in_plaintext() {
     tokens.push(revoked);
     for i in 0..5 {
         let body = app.create_account(&format!("user{i}@example.com")).await;
-        let minted = app.mint_key(&token(&body), &["read", "resolve"]).await;
-        tokens.push(token(&body));
-        tokens.push(token(&minted));
+        let minted = app.mint_key(&api_key(&body), &["read", "resolve"]).await;
+        tokens.push(api_key(&body));
+        tokens.push(api_key(&minted));
     }
     // Use every live key, so last-use stamps are written too.
     for token in &tokens {

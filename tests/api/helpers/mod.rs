@@ -1,14 +1,31 @@
+//! What the integration tests share: the server in-process on port 0 with a fresh sled store in
+//! a temp dir (`TestApp`), accounts and their tokens, the error-envelope check, and (in the
+//! submodules) the real binary as a process, requests with extra headers or raw bodies,
+//! credential registration and scans of the data directory.
+
+mod binary;
+mod credentials;
+mod files;
+mod requests;
+
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use keyledger::config::{KeySource, Settings};
 use keyledger::crypto::MasterKey;
+use keyledger::es::Envelope;
 use keyledger::startup::{Application, Shutdown};
 use keyledger::storage::{Durability, Store, StoreError};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
 use tempfile::TempDir;
+
+pub use binary::{Binary, serve_command};
+pub use credentials::{openai, register, register_id, register_response};
+pub use files::{contains, files, files_containing};
+pub use requests::{etag, header, json_of, send, send_raw};
 
 pub const ADMIN_TOKEN: &str = "kl_admin_test_0123456789abcdef0123456789abcdef";
 
@@ -163,6 +180,21 @@ impl TestApp {
         response.json().await.expect("json body")
     }
 
+    /// Creates an account; answers it with its first (admin) token.
+    pub async fn tenant(&self, email: &str) -> Tenant {
+        let body = self.create_account(email).await;
+        Tenant {
+            account_id: body["account_id"].as_str().unwrap().to_owned(),
+            token: api_key(&body),
+            body,
+        }
+    }
+
+    /// Creates an account; answers its first (admin) token.
+    pub async fn account_token(&self, email: &str) -> String {
+        api_key(&self.create_account(email).await)
+    }
+
     /// Mints a key with the given scopes on the account of `token`; answers the 201 body.
     pub async fn mint_key(&self, token: &str, scopes: &[&str]) -> Value {
         let response = self
@@ -175,6 +207,39 @@ impl TestApp {
         assert_eq!(response.status(), StatusCode::CREATED);
         response.json().await.expect("json body")
     }
+}
+
+/// An account and its first (admin) token.
+pub struct Tenant {
+    pub account_id: String,
+    pub token: String,
+    /// The 201 body of the account's creation.
+    pub body: Value,
+}
+
+/// The token in the 201 body of an account's creation or a key's minting.
+pub fn api_key(body: &Value) -> String {
+    body["api_key"].as_str().unwrap().to_owned()
+}
+
+/// Every event of the log in position order, read one position at a time; the log must be
+/// gap-free and end at its last position.
+pub fn whole_log(store: &Store) -> Vec<Envelope> {
+    let last = store.last_position().unwrap();
+    let events: Vec<Envelope> = (1..=last)
+        .map(|p| {
+            store
+                .event(p)
+                .unwrap()
+                .unwrap_or_else(|| panic!("no event at {p}"))
+        })
+        .collect();
+    assert!(store.event(last + 1).unwrap().is_none());
+    events
+}
+
+pub fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
 }
 
 /// Asserts a response is an error with the envelope, the status, type and code given, and that
@@ -206,44 +271,4 @@ pub async fn assert_error(response: Response, status: u16, error_type: &str, cod
 pub fn cursor_after(position: u64) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(position.to_string())
-}
-
-/// The line the binary prints on stdout once it listens, followed by its address.
-pub const LISTENING: &str = "keyledger listening on ";
-
-/// The real binary, set to serve on a free loopback port over `data_dir` with the test admin
-/// token and `master_key` (base64), and nothing inherited from the shell that changes behaviour.
-/// Callers choose where its output goes.
-pub fn serve_command(data_dir: &std::path::Path, master_key: &str) -> std::process::Command {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_keyledger"));
-    command
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-token",
-            ADMIN_TOKEN,
-        ])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env("KEYLEDGER_MASTER_KEY", master_key)
-        .env("RUST_LOG", "warn")
-        .env_remove("KEYLEDGER_UNSAFE_NO_SYNC")
-        .env_remove("KEYLEDGER_OPEN_SIGNUP")
-        .env_remove("KEYLEDGER_LOG_FORMAT")
-        .stdin(std::process::Stdio::null());
-    command
-}
-
-/// Reads the binary's stdout up to its `LISTENING` line; answers the address.
-pub fn listening_address(stdout: &mut impl std::io::BufRead) -> String {
-    let mut line = String::new();
-    loop {
-        line.clear();
-        let read = stdout.read_line(&mut line).expect("read stdout");
-        assert!(read > 0, "keyledger exited before listening");
-        if let Some(address) = line.strip_prefix(LISTENING) {
-            return address.trim().to_owned();
-        }
-    }
 }
