@@ -1,6 +1,6 @@
 //! The `/v1/byok` credential contract: register, list, get, update, enable, disable, revoke, and
 //! the provider catalog. Every mutation honours `If-Match: "<revision>"`; reads and mutations
-//! answer the revision in `ETag`.
+//! answer the revision in `ETag`. Declares its part of the OpenAPI document.
 
 use std::collections::BTreeMap;
 
@@ -10,7 +10,7 @@ use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use futures_util::future::{Ready, ready};
 use serde::{Deserialize, Deserializer, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use super::AppState;
 use super::auth::{Authed, Read, Write};
@@ -21,7 +21,7 @@ use crate::domain::credential::{
     Binding, Credential, CredentialPatch, CredentialState, RegisterRequest,
 };
 use crate::domain::providers::{self, ProviderInfo};
-use crate::service::credentials::{ListFilter, MAX_PAGE, Versioned};
+use crate::service::credentials::{ListFilter, Versioned};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     use super::resource;
@@ -34,6 +34,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/v1/byok/disable/{id}").route(web::post().to(disable)))
         .service(resource("/v1/byok/revoke/{id}").route(web::delete().to(revoke)));
 }
+
+/// The credential operations and the schemas they use.
+#[derive(OpenApi)]
+#[openapi(
+    paths(list_providers, register, list, get, update, enable, disable, revoke),
+    tags((name = "byok", description = "Provider credentials: the /v1/byok contract")),
+)]
+pub struct ByokApi;
 
 /// The headers of a credential mutation, as documented.
 #[derive(IntoParams)]
@@ -370,12 +378,7 @@ pub async fn list(
         .as_deref()
         .map(super::cursor::decode)
         .transpose()?;
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(
-            ApiError::new(ErrorCode::InvalidQuery, "limit must be 1 to 500").with_param("limit"),
-        );
-    }
+    let limit = super::cursor::limit(query.limit)?;
     let filter = ListFilter {
         provider: query.provider,
         state: query.state,

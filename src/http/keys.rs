@@ -1,9 +1,10 @@
-//! `POST /v1/account/keys`, `GET /v1/account/keys`, `DELETE /v1/account/keys/{id}`.
+//! `POST /v1/account/keys`, `GET /v1/account/keys`, `DELETE /v1/account/keys/{id}`, and their
+//! part of the OpenAPI document.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{OpenApi, ToSchema};
 
 use super::AppState;
 use super::auth::{Admin, Authed};
@@ -21,6 +22,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .service(super::resource("/v1/account/keys/{id}").route(web::delete().to(revoke_key)));
 }
+
+/// The key operations and the schemas they use.
+#[derive(OpenApi)]
+#[openapi(
+    paths(create_key, list_keys, revoke_key),
+    tags((name = "keys", description = "Account API keys and their scopes")),
+)]
+pub struct KeysApi;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -51,15 +60,17 @@ pub struct ApiKeyObject {
 }
 
 impl From<KeyView> for ApiKeyObject {
-    fn from(k: KeyView) -> Self {
+    fn from(view: KeyView) -> Self {
+        // Every field but the token hash: no answer carries it.
+        let key = view.key;
         Self {
-            id: k.key_id,
-            name: k.name,
-            prefix: k.prefix,
-            scopes: k.scopes,
-            created_at: k.created_at,
-            last_used_at: k.last_used_at,
-            revoked_at: k.revoked_at,
+            id: key.key_id,
+            name: key.name,
+            prefix: key.prefix,
+            scopes: key.scopes,
+            created_at: key.created_at,
+            last_used_at: view.last_used_at,
+            revoked_at: key.revoked_at,
         }
     }
 }

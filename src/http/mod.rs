@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod auth;
+mod body;
 pub mod byok;
 mod cursor;
 pub mod error;
