@@ -1,0 +1,66 @@
+//! The commands a credential decides on. Ids, times, the sealed secret and its hint are decided
+//! outside the pure core and arrive here.
+//!
+//! Must not import crypto, storage or HTTP.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+
+use super::validate::CredentialSpec;
+
+/// A credential to register, with everything decided outside the pure core.
+#[derive(Clone, Debug)]
+pub struct NewCredential {
+    pub byok_id: String,
+    pub account_id: String,
+    pub spec: CredentialSpec,
+    /// Base64 ciphertext of the secret fields.
+    pub sealed_secret: String,
+    /// At most four characters, from
+    /// [`ProviderCredentials::hint`](crate::domain::providers::ProviderCredentials::hint).
+    pub secret_hint: String,
+    pub at: DateTime<Utc>,
+}
+
+/// A partial update: each field present is set, each absent one kept. For the clearable fields
+/// `Some(None)` clears. Secrets are not changed here (that is rotation).
+#[derive(Clone, Debug)]
+pub struct CredentialPatch {
+    pub alias: Option<String>,
+    pub label: Option<Option<String>>,
+    pub base_url: Option<Option<String>>,
+    pub declared_region: Option<Option<String>>,
+    pub models: Option<Vec<String>>,
+    pub blacklisted_models: Option<Vec<String>>,
+    pub weight: Option<u32>,
+    /// Non-secret credential fields to change; an empty value removes an optional one.
+    pub credentials: BTreeMap<String, String>,
+    pub at: DateTime<Utc>,
+}
+
+impl CredentialPatch {
+    /// A patch that changes nothing, to fill in.
+    pub fn at(at: DateTime<Utc>) -> Self {
+        Self {
+            alias: None,
+            label: None,
+            base_url: None,
+            declared_region: None,
+            models: None,
+            blacklisted_models: None,
+            weight: None,
+            credentials: BTreeMap::new(),
+            at,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum CredentialCommand {
+    Register(Box<NewCredential>),
+    Update(Box<CredentialPatch>),
+    Enable { at: DateTime<Utc> },
+    Disable { at: DateTime<Utc> },
+    Revoke { at: DateTime<Utc> },
+}

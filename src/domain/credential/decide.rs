@@ -1,0 +1,616 @@
+//! `decide`: what a command does to a credential, as events. Pure and deterministic; the
+//! register spec is validated again here, so a command built any other way than through
+//! `prepare_register` cannot put a secret among the settings.
+//!
+//! Must not import crypto, storage or HTTP.
+
+use std::collections::BTreeMap;
+
+use super::command::{CredentialCommand, CredentialPatch, NewCredential};
+use super::error::CredentialError;
+use super::event::{CredentialEvent, Registered, Updated};
+use super::validate::{validate_alias, validate_label, validate_models, validate_weight};
+use super::{Credential, CredentialState, MAX_HINT_LEN};
+use crate::domain::providers;
+
+/// Decides what a command does to the credential, as events. Pure.
+pub fn decide(
+    state: Option<&Credential>,
+    command: CredentialCommand,
+) -> Result<Vec<CredentialEvent>, CredentialError> {
+    use CredentialCommand as C;
+    match (state, command) {
+        (Some(_), C::Register(_)) => Err(CredentialError::AlreadyExists),
+        (None, C::Register(new)) => decide_register(*new),
+        (None, _) => Err(CredentialError::NotFound),
+        // Revoking twice is a no-op: the first revocation stands.
+        (Some(c), C::Revoke { .. }) if c.is_revoked() => Ok(vec![]),
+        (Some(c), _) if c.is_revoked() => Err(CredentialError::Revoked),
+        (Some(c), C::Revoke { at }) => Ok(vec![CredentialEvent::Revoked {
+            byok_id: c.byok_id.clone(),
+            revoked_at: at,
+        }]),
+        (Some(c), C::Enable { .. }) if c.state == CredentialState::Active => Ok(vec![]),
+        (Some(c), C::Enable { at }) => Ok(vec![CredentialEvent::Enabled {
+            byok_id: c.byok_id.clone(),
+            enabled_at: at,
+        }]),
+        (Some(c), C::Disable { .. }) if c.state == CredentialState::Disabled => Ok(vec![]),
+        (Some(c), C::Disable { at }) => Ok(vec![CredentialEvent::Disabled {
+            byok_id: c.byok_id.clone(),
+            disabled_at: at,
+        }]),
+        (Some(c), C::Update(patch)) => decide_update(c, *patch),
+    }
+}
+
+fn decide_register(new: NewCredential) -> Result<Vec<CredentialEvent>, CredentialError> {
+    let spec = new.spec.validated()?;
+    if new.secret_hint.chars().count() > MAX_HINT_LEN {
+        return Err(CredentialError::invalid(
+            "secret_hint",
+            format!("a secret hint is at most {MAX_HINT_LEN} characters"),
+        ));
+    }
+    let residency =
+        providers::provider(&spec.provider)?.residency_for(spec.declared_region.as_deref());
+    Ok(vec![CredentialEvent::Registered(Box::new(Registered {
+        byok_id: new.byok_id,
+        account_id: new.account_id,
+        provider: spec.provider,
+        alias: spec.alias,
+        label: spec.label,
+        base_url: spec.base_url,
+        declared_region: spec.declared_region,
+        residency,
+        models: spec.models,
+        blacklisted_models: spec.blacklisted_models,
+        weight: spec.weight,
+        bindings: spec.bindings,
+        settings: spec.settings,
+        sealed_secret: new.sealed_secret,
+        secret_hint: new.secret_hint,
+        created_at: new.at,
+    }))])
+}
+
+fn decide_update(
+    c: &Credential,
+    patch: CredentialPatch,
+) -> Result<Vec<CredentialEvent>, CredentialError> {
+    let mut changes = Updated {
+        byok_id: c.byok_id.clone(),
+        alias: None,
+        label: None,
+        base_url: None,
+        declared_region: None,
+        residency: None,
+        models: None,
+        blacklisted_models: None,
+        weight: None,
+        settings: BTreeMap::new(),
+        updated_at: patch.at,
+    };
+    if let Some(alias) = patch.alias {
+        let alias = validate_alias(&alias)?;
+        changes.alias = (alias != c.alias).then_some(alias);
+    }
+    // The provider is looked up only for the fields that depend on it, so a credential whose
+    // provider left the catalog can still be relabelled, reweighted or disabled.
+    let provider = || providers::provider(&c.provider);
+    if !patch.credentials.is_empty() {
+        for (name, value) in provider()?.validate_settings_patch(&patch.credentials)? {
+            if c.settings.get(&name) != value.as_ref() {
+                changes.settings.insert(name, value);
+            }
+        }
+    }
+    if let Some(base_url) = patch.base_url {
+        let base_url = provider()?.validate_base_url(base_url.as_deref())?;
+        changes.base_url = (base_url != c.base_url).then_some(base_url);
+    }
+    if let Some(region) = patch.declared_region {
+        let provider = provider()?;
+        let region = provider.validate_declared_region(region.as_deref())?;
+        if region != c.declared_region {
+            let residency = provider.residency_for(region.as_deref());
+            changes.residency = (residency != c.residency).then_some(residency);
+            changes.declared_region = Some(region);
+        }
+    }
+    if let Some(label) = patch.label {
+        let label = validate_label(label.as_deref())?;
+        changes.label = (label != c.label).then_some(label);
+    }
+    if let Some(weight) = patch.weight {
+        let weight = validate_weight(Some(weight))?;
+        changes.weight = (weight != c.weight).then_some(weight);
+    }
+    if let Some(models) = patch.models {
+        let models = validate_models("models", models)?;
+        changes.models = (models != c.models).then_some(models);
+    }
+    if let Some(models) = patch.blacklisted_models {
+        let models = validate_models("blacklisted_models", models)?;
+        changes.blacklisted_models = (models != c.blacklisted_models).then_some(models);
+    }
+    if changes.changes_nothing() {
+        return Ok(vec![]);
+    }
+    Ok(vec![CredentialEvent::Updated(Box::new(changes))])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::credential::testing::*;
+    use crate::domain::credential::{
+        Binding, DEFAULT_WEIGHT, RegisterRequest, Registration, prepare_register,
+    };
+
+    // ---- register ----
+
+    #[test]
+    fn register_records_the_credential_without_its_secret() {
+        let events = registered();
+        assert_eq!(events.len(), 1);
+        let json = serde_json::to_string(&events).unwrap();
+        assert!(!json.contains("0123456789abcdef"), "{json}");
+        assert!(json.contains("\"type\":\"byok.registered\""));
+
+        let c = given(&events).unwrap();
+        assert_eq!(c.byok_id, "byok_1");
+        assert_eq!(c.account_id, "acct_1");
+        assert_eq!(c.provider, "openai");
+        assert_eq!(c.alias, "prod-main");
+        assert_eq!(c.label.as_deref(), Some("Production"));
+        assert_eq!(c.state, CredentialState::Active);
+        assert_eq!(c.version, 1);
+        assert_eq!(c.secret_hint, "WXYZ");
+        assert_eq!(c.sealed_secret, "c2VhbGVk");
+        assert_eq!(c.residency, "global");
+        assert_eq!(c.models, ["gpt-4o", "gpt-4o-mini"]);
+        assert_eq!(c.weight, DEFAULT_WEIGHT);
+        assert_eq!(
+            c.bindings,
+            [Binding {
+                capability: Some("chat".into()),
+                module: None,
+                model: None
+            }]
+        );
+        assert!(c.settings.is_empty());
+        assert_eq!((c.created_at, c.updated_at), (t(0), t(0)));
+    }
+
+    #[test]
+    fn register_keeps_non_secret_fields_in_the_clear() {
+        let events = registered_with(RegisterRequest {
+            api_key: None,
+            credentials: [
+                ("api_key", SECRET),
+                ("endpoint", "https://res.openai.azure.com/"),
+                ("api_version", "2024-10-21"),
+                ("deployments", "gpt-4o"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+            ..request("azure")
+        });
+        let c = given(&events).unwrap();
+        assert_eq!(c.settings["endpoint"], "https://res.openai.azure.com");
+        assert!(!c.settings.contains_key("api_key"));
+    }
+
+    #[test]
+    fn register_derives_residency() {
+        let eu = given(&registered_with(request("mistral"))).unwrap();
+        assert_eq!(eu.residency, "eu");
+        let india = given(&registered_with(request("sarvam"))).unwrap();
+        assert_eq!(india.residency, "india");
+        let own = given(&registered_with(RegisterRequest {
+            api_key: None,
+            base_url: Some("http://192.168.1.20:8000/v1/".into()),
+            declared_region: Some("eu-west-1".into()),
+            ..request("self_hosted")
+        }))
+        .unwrap();
+        assert_eq!(own.residency, "eu-west-1");
+        assert_eq!(own.base_url.as_deref(), Some("http://192.168.1.20:8000/v1"));
+        assert_eq!(own.secret_hint, "");
+        let declared = given(&registered_with(RegisterRequest {
+            declared_region: Some("eu".into()),
+            ..request("openai")
+        }))
+        .unwrap();
+        assert_eq!(declared.residency, "eu");
+    }
+
+    #[test]
+    fn register_on_an_existing_stream_already_exists() {
+        let c = given(&registered()).unwrap();
+        let again = register_command(prepare_register(request("openai")).unwrap());
+        assert_eq!(decide(Some(&c), again), Err(CredentialError::AlreadyExists));
+    }
+
+    #[test]
+    fn register_refuses_a_hint_that_could_be_a_secret() {
+        let Registration { spec, .. } = prepare_register(request("openai")).unwrap();
+        let command = CredentialCommand::Register(Box::new(NewCredential {
+            byok_id: "byok_1".into(),
+            account_id: "acct_1".into(),
+            spec,
+            sealed_secret: "x".into(),
+            secret_hint: SECRET.into(),
+            at: t(0),
+        }));
+        assert_eq!(param_of(decide(None, command)), "secret_hint");
+    }
+
+    #[test]
+    fn register_refuses_a_secret_smuggled_into_settings() {
+        let Registration { mut spec, .. } = prepare_register(request("openai")).unwrap();
+        spec.settings.insert("api_key".into(), SECRET.into());
+        let command = CredentialCommand::Register(Box::new(NewCredential {
+            byok_id: "byok_1".into(),
+            account_id: "acct_1".into(),
+            spec,
+            sealed_secret: "x".into(),
+            secret_hint: String::new(),
+            at: t(0),
+        }));
+        assert_eq!(param_of(decide(None, command)), "credentials.api_key");
+    }
+
+    // ---- missing stream ----
+
+    #[test]
+    fn anything_but_register_on_a_missing_stream_is_not_found() {
+        for command in [
+            CredentialCommand::Enable { at: t(1) },
+            CredentialCommand::Disable { at: t(1) },
+            CredentialCommand::Revoke { at: t(1) },
+            patch(|p| p.weight = Some(5)),
+        ] {
+            assert_eq!(decide(None, command), Err(CredentialError::NotFound));
+        }
+    }
+
+    // ---- enable / disable / revoke ----
+
+    fn revoked() -> Vec<CredentialEvent> {
+        let mut events = registered();
+        let c = given(&events).unwrap();
+        events.extend(decide(Some(&c), CredentialCommand::Revoke { at: t(10) }).unwrap());
+        events
+    }
+
+    #[test]
+    fn disable_then_enable() {
+        let history = registered();
+        let c = given(&history).unwrap();
+        let disabled = decide(Some(&c), CredentialCommand::Disable { at: t(5) }).unwrap();
+        assert_eq!(
+            disabled,
+            [CredentialEvent::Disabled {
+                byok_id: "byok_1".into(),
+                disabled_at: t(5)
+            }]
+        );
+        let mut history = history;
+        history.extend(disabled);
+        let c = given(&history).unwrap();
+        assert_eq!(c.state, CredentialState::Disabled);
+        assert_eq!(c.updated_at, t(5));
+        let enabled = decide(Some(&c), CredentialCommand::Enable { at: t(6) }).unwrap();
+        assert_eq!(enabled.len(), 1);
+        let c = then(history, enabled);
+        assert_eq!(c.state, CredentialState::Active);
+    }
+
+    #[test]
+    fn enabling_an_active_or_disabling_a_disabled_credential_changes_nothing() {
+        let history = registered();
+        let c = given(&history).unwrap();
+        assert_eq!(
+            decide(Some(&c), CredentialCommand::Enable { at: t(1) }),
+            Ok(vec![])
+        );
+        let disabled = decide(Some(&c), CredentialCommand::Disable { at: t(1) }).unwrap();
+        let c = then(history, disabled);
+        assert_eq!(
+            decide(Some(&c), CredentialCommand::Disable { at: t(2) }),
+            Ok(vec![])
+        );
+    }
+
+    #[test]
+    fn revoke_is_final_and_idempotent() {
+        let history = revoked();
+        let c = given(&history).unwrap();
+        assert_eq!(c.state, CredentialState::Revoked);
+        assert_eq!(
+            decide(Some(&c), CredentialCommand::Revoke { at: t(20) }),
+            Ok(vec![])
+        );
+        for command in [
+            CredentialCommand::Enable { at: t(20) },
+            CredentialCommand::Disable { at: t(20) },
+            patch(|p| p.label = Some(Some("x".into()))),
+            patch(|_| {}),
+        ] {
+            assert_eq!(decide(Some(&c), command), Err(CredentialError::Revoked));
+        }
+        // A revoked credential can never come back, even if a log says so.
+        let c = then(
+            history,
+            vec![CredentialEvent::Enabled {
+                byok_id: "byok_1".into(),
+                enabled_at: t(30),
+            }],
+        );
+        assert_eq!(c.state, CredentialState::Revoked);
+    }
+
+    #[test]
+    fn a_disabled_credential_can_be_revoked_and_updated() {
+        let history = registered();
+        let c = given(&history).unwrap();
+        let disabled = decide(Some(&c), CredentialCommand::Disable { at: t(1) }).unwrap();
+        let c = then(history, disabled);
+        assert_eq!(
+            decide(Some(&c), patch(|p| p.weight = Some(7)))
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            decide(Some(&c), CredentialCommand::Revoke { at: t(2) })
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    // ---- update ----
+
+    fn only_update(events: Vec<CredentialEvent>) -> Updated {
+        match events.as_slice() {
+            [CredentialEvent::Updated(u)] => (**u).clone(),
+            other => panic!("expected one byok.updated, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn update_records_only_what_changed() {
+        let history = registered();
+        let c = given(&history).unwrap();
+        let events = decide(
+            Some(&c),
+            patch(|p| {
+                p.label = Some(Some("Production".into())); // unchanged
+                p.models = Some(vec!["gpt-4o".into(), "gpt-4o-mini".into()]); // unchanged
+                p.weight = Some(250);
+                p.alias = Some("prod-eu".into());
+            }),
+        )
+        .unwrap();
+        let update = only_update(events.clone());
+        assert_eq!(update.weight, Some(250));
+        assert_eq!(update.alias.as_deref(), Some("prod-eu"));
+        assert_eq!(update.label, None);
+        assert_eq!(update.models, None);
+        let json = serde_json::to_value(&events[0]).unwrap();
+        assert_eq!(json["type"], "byok.updated");
+        assert_eq!(
+            json["data"],
+            serde_json::json!({"byok_id": "byok_1", "alias": "prod-eu", "weight": 250,
+                "updated_at": "2023-11-14T22:14:20Z"})
+        );
+        let c = then(history, events);
+        assert_eq!((c.weight, c.alias.as_str()), (250, "prod-eu"));
+        assert_eq!(c.updated_at, t(60));
+        assert_eq!(c.created_at, t(0));
+    }
+
+    #[test]
+    fn an_update_that_changes_nothing_decides_nothing() {
+        let c = given(&registered()).unwrap();
+        assert_eq!(decide(Some(&c), patch(|_| {})), Ok(vec![]));
+        let same = patch(|p| {
+            p.alias = Some("prod-main".into());
+            p.label = Some(Some(" Production ".into()));
+            p.base_url = Some(None);
+            p.declared_region = Some(None);
+            p.models = Some(vec!["gpt-4o-mini".into(), "gpt-4o".into()]);
+            p.blacklisted_models = Some(vec![]);
+            p.weight = Some(DEFAULT_WEIGHT);
+        });
+        assert_eq!(decide(Some(&c), same), Ok(vec![]));
+    }
+
+    #[test]
+    fn update_clears_optional_fields() {
+        let history = registered_with(RegisterRequest {
+            label: Some("Old".into()),
+            base_url: Some("https://eu.api.openai.com/v1".into()),
+            declared_region: Some("eu".into()),
+            ..request("openai")
+        });
+        let c = given(&history).unwrap();
+        assert_eq!(c.residency, "eu");
+        let events = decide(
+            Some(&c),
+            patch(|p| {
+                p.label = Some(None);
+                p.base_url = Some(None);
+                p.declared_region = Some(None);
+            }),
+        )
+        .unwrap();
+        let json = serde_json::to_value(&events[0]).unwrap();
+        assert_eq!(json["data"]["label"], serde_json::Value::Null);
+        assert!(json["data"].as_object().unwrap().contains_key("label"));
+        assert_eq!(json["data"]["residency"], "global");
+        // Cleared (null) and unchanged (absent) survive a round trip through the log.
+        let back: CredentialEvent = serde_json::from_value(json).unwrap();
+        assert_eq!(back, events[0]);
+        let c = then(history, events);
+        assert_eq!(c.label, None);
+        assert_eq!(c.base_url, None);
+        assert_eq!(c.declared_region, None);
+        assert_eq!(c.residency, "global");
+    }
+
+    #[test]
+    fn update_of_declared_region_moves_residency() {
+        let history = registered_with(request("mistral"));
+        let c = given(&history).unwrap();
+        // Declaring what the provider already is changes the declaration, not the residency.
+        let same = only_update(
+            decide(
+                Some(&c),
+                patch(|p| p.declared_region = Some(Some("eu".into()))),
+            )
+            .unwrap(),
+        );
+        assert_eq!(same.declared_region, Some(Some("eu".into())));
+        assert_eq!(same.residency, None);
+        let moved = decide(
+            Some(&c),
+            patch(|p| p.declared_region = Some(Some("us".into()))),
+        )
+        .unwrap();
+        let c = then(history, moved);
+        assert_eq!(c.residency, "us");
+    }
+
+    #[test]
+    fn update_changes_non_secret_credential_fields_but_never_secrets() {
+        let history = registered_with(RegisterRequest {
+            credentials: [("organization".to_owned(), "org-1".to_owned())].into(),
+            ..request("openai")
+        });
+        let c = given(&history).unwrap();
+        let events = decide(
+            Some(&c),
+            patch(|p| {
+                p.credentials = [
+                    ("organization".to_owned(), "org-1".to_owned()), // unchanged
+                    ("project".to_owned(), "proj_2".to_owned()),
+                ]
+                .into();
+            }),
+        )
+        .unwrap();
+        let update = only_update(events.clone());
+        assert_eq!(
+            update.settings,
+            [("project".to_owned(), Some("proj_2".to_owned()))].into()
+        );
+        let c = then(history.clone(), events);
+        assert_eq!(c.settings["project"], "proj_2");
+        let removed = decide(
+            Some(&c),
+            patch(|p| p.credentials = [("organization".to_owned(), String::new())].into()),
+        )
+        .unwrap();
+        let c = then(history, removed);
+        assert!(!c.settings.contains_key("organization"));
+        assert_eq!(
+            param_of(decide(
+                Some(&c),
+                patch(|p| p.credentials = [("api_key".to_owned(), SECRET.to_owned())].into())
+            )),
+            "credentials.api_key"
+        );
+    }
+
+    #[test]
+    fn update_validates_what_it_sets() {
+        let openai = given(&registered()).unwrap();
+        let own = given(&registered_with(RegisterRequest {
+            api_key: None,
+            base_url: Some("http://localhost:8000/v1".into()),
+            declared_region: Some("eu".into()),
+            ..request("self_hosted")
+        }))
+        .unwrap();
+        let azure = given(&registered_with(RegisterRequest {
+            credentials: [
+                ("endpoint", "https://res.openai.azure.com"),
+                ("api_version", "2024-10-21"),
+                ("deployments", "gpt-4o"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+            ..request("azure")
+        }))
+        .unwrap();
+        let cases: Vec<(&Credential, CredentialCommand, &str)> = vec![
+            (
+                &openai,
+                patch(|p| p.alias = Some("Bad Alias".into())),
+                "alias",
+            ),
+            (
+                &openai,
+                patch(|p| p.label = Some(Some("x".repeat(129)))),
+                "label",
+            ),
+            (&openai, patch(|p| p.weight = Some(0)), "weight"),
+            (&openai, patch(|p| p.weight = Some(1001)), "weight"),
+            (
+                &openai,
+                patch(|p| p.models = Some(vec!["ok".into(), " ".into()])),
+                "models[1]",
+            ),
+            (
+                &openai,
+                patch(|p| p.blacklisted_models = Some(vec!["".into()])),
+                "blacklisted_models[0]",
+            ),
+            (
+                &openai,
+                patch(|p| p.base_url = Some(Some("http://example.com".into()))),
+                "base_url",
+            ),
+            (
+                &openai,
+                patch(|p| p.declared_region = Some(Some("EU".into()))),
+                "declared_region",
+            ),
+            (
+                &azure,
+                patch(|p| p.base_url = Some(Some("https://example.com".into()))),
+                "base_url",
+            ),
+            (
+                &azure,
+                patch(|p| p.credentials = [("endpoint".to_owned(), "ftp://x".to_owned())].into()),
+                "credentials.endpoint",
+            ),
+            (&own, patch(|p| p.base_url = Some(None)), "base_url"),
+            (
+                &own,
+                patch(|p| p.declared_region = Some(None)),
+                "declared_region",
+            ),
+        ];
+        for (c, command, expected) in cases {
+            let debug = format!("{command:?}");
+            assert_eq!(param_of(decide(Some(c), command)), expected, "{debug}");
+        }
+        // self_hosted can move to another local server.
+        let moved = only_update(
+            decide(
+                Some(&own),
+                patch(|p| p.base_url = Some(Some("http://[::1]:9000/v1/".into()))),
+            )
+            .unwrap(),
+        );
+        assert_eq!(moved.base_url, Some(Some("http://[::1]:9000/v1".into())));
+    }
+}

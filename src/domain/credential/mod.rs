@@ -1,0 +1,251 @@
+//! The credential aggregate: one provider credential a tenant brought (BYOK), its routing
+//! configuration and its lifecycle. One stream per credential (`byok:<byok_id>`).
+//!
+//! Pure: ids, times, the sealed secret (ciphertext, opaque here) and its hint arrive in commands.
+//! The only plaintext secrets this module sees are in [`RegisterRequest`], which
+//! [`prepare_register`] validates and hands back for sealing; no event, error message or `Debug`
+//! output carries one.
+//!
+//! This file holds the state ([`Credential`]), its limits and the total `apply`; beside it:
+//! - `error`: [`CredentialError`];
+//! - `validate`: the register request, the validated spec and the field checks;
+//! - `command`: the commands;
+//! - `event`: the events, as stored;
+//! - `decide`: command to events.
+//!
+//! Must not import crypto, storage, service or HTTP. Depends on `domain::providers`, never the
+//! reverse.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::domain::providers;
+use crate::es::Aggregate;
+
+mod command;
+mod decide;
+mod error;
+mod event;
+#[cfg(test)]
+mod testing;
+mod validate;
+
+pub use command::{CredentialCommand, CredentialPatch, NewCredential};
+pub use decide::decide;
+pub use error::CredentialError;
+pub use event::{CredentialEvent, Registered, Updated};
+pub use validate::{
+    CredentialSpec, RegisterRequest, Registration, prepare_register, validate_alias,
+    validate_label, validate_models, validate_name, validate_weight,
+};
+
+/// Stream kind, never renamed: streams are `byok:<byok_id>`.
+pub const KIND: &str = "byok";
+/// Prefix of credential ids (`byok_01J…`).
+pub const ID_PREFIX: &str = "byok";
+pub const MAX_ALIAS_LEN: usize = 64;
+pub const MAX_LABEL_LEN: usize = 128;
+pub const MIN_WEIGHT: u32 = 1;
+pub const MAX_WEIGHT: u32 = 1000;
+pub const DEFAULT_WEIGHT: u32 = 100;
+/// Most entries in `models` or `blacklisted_models`.
+pub const MAX_MODELS: usize = 256;
+/// Longest model, capability or module name.
+pub const MAX_NAME_LEN: usize = 128;
+/// Longest secret hint a command may carry: anything longer is a bug that could leak a secret.
+pub const MAX_HINT_LEN: usize = 4;
+
+/// Lifecycle state. `revoked` is final.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialState {
+    /// Served by resolve (within quota and bindings).
+    Active,
+    /// Kept, but never served; `enable` brings it back.
+    Disabled,
+    /// Gone for good: its data key is destroyed and it can never be served again.
+    Revoked,
+}
+
+/// What a credential serves. A binding matches a request when every field it sets equals the
+/// request's; at least one of `capability` or `module` is set.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+pub struct Binding {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capability: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+/// The state of one credential.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credential {
+    pub byok_id: String,
+    pub account_id: String,
+    pub provider: String,
+    pub alias: String,
+    pub label: Option<String>,
+    pub state: CredentialState,
+    /// The secret's version: 1 at registration, +1 on each rotation.
+    pub version: u32,
+    /// Last four characters of the identifying secret (may be empty; see
+    /// [`providers::secret_hint`]).
+    pub secret_hint: String,
+    /// The sealed secret fields (base64 ciphertext); opaque here.
+    pub sealed_secret: String,
+    /// The provider's non-secret credential fields (azure `endpoint`, bedrock `region`…).
+    pub settings: BTreeMap<String, String>,
+    /// What resolve's `residency` filter matches: `declared_region`, else the provider's.
+    pub residency: String,
+    pub declared_region: Option<String>,
+    pub base_url: Option<String>,
+    /// Allow-list, sorted; empty means every model.
+    pub models: Vec<String>,
+    /// Deny-list, sorted; wins over `models`.
+    pub blacklisted_models: Vec<String>,
+    pub weight: u32,
+    /// Sorted and without duplicates; empty means "matches every request at the lowest rank".
+    pub bindings: Vec<Binding>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Credential {
+    pub fn is_revoked(&self) -> bool {
+        self.state == CredentialState::Revoked
+    }
+}
+
+impl Aggregate for Credential {
+    const KIND: &'static str = KIND;
+    type Event = CredentialEvent;
+
+    fn apply(state: Option<Self>, event: &CredentialEvent) -> Self {
+        match (state, event) {
+            (_, CredentialEvent::Registered(r)) => Credential {
+                byok_id: r.byok_id.clone(),
+                account_id: r.account_id.clone(),
+                provider: r.provider.clone(),
+                alias: r.alias.clone(),
+                label: r.label.clone(),
+                state: CredentialState::Active,
+                version: 1,
+                secret_hint: r.secret_hint.clone(),
+                sealed_secret: r.sealed_secret.clone(),
+                settings: r.settings.clone(),
+                residency: r.residency.clone(),
+                declared_region: r.declared_region.clone(),
+                base_url: r.base_url.clone(),
+                models: r.models.clone(),
+                blacklisted_models: r.blacklisted_models.clone(),
+                weight: r.weight,
+                bindings: r.bindings.clone(),
+                created_at: r.created_at,
+                updated_at: r.created_at,
+            },
+            // An event before its stream's registration cannot be appended (decide refuses
+            // it), so a log holding one was written by something else: keep a revoked shell,
+            // which nothing can serve, rather than losing the events that follow.
+            (None, event) => Self::apply(Some(shell()), event),
+            (Some(mut c), CredentialEvent::Updated(u)) => {
+                if let Some(alias) = &u.alias {
+                    c.alias = alias.clone();
+                }
+                if let Some(label) = &u.label {
+                    c.label = label.clone();
+                }
+                if let Some(base_url) = &u.base_url {
+                    c.base_url = base_url.clone();
+                }
+                if let Some(region) = &u.declared_region {
+                    c.declared_region = region.clone();
+                }
+                if let Some(residency) = &u.residency {
+                    c.residency = residency.clone();
+                }
+                if let Some(models) = &u.models {
+                    c.models = models.clone();
+                }
+                if let Some(models) = &u.blacklisted_models {
+                    c.blacklisted_models = models.clone();
+                }
+                if let Some(weight) = u.weight {
+                    c.weight = weight;
+                }
+                for (name, value) in &u.settings {
+                    match value {
+                        Some(value) => c.settings.insert(name.clone(), value.clone()),
+                        None => c.settings.remove(name),
+                    };
+                }
+                c.updated_at = u.updated_at;
+                c
+            }
+            (Some(mut c), CredentialEvent::Enabled { enabled_at, .. }) => {
+                // Revocation is final, even against a log that says otherwise.
+                if !c.is_revoked() {
+                    c.state = CredentialState::Active;
+                }
+                c.updated_at = *enabled_at;
+                c
+            }
+            (Some(mut c), CredentialEvent::Disabled { disabled_at, .. }) => {
+                if !c.is_revoked() {
+                    c.state = CredentialState::Disabled;
+                }
+                c.updated_at = *disabled_at;
+                c
+            }
+            (Some(mut c), CredentialEvent::Revoked { revoked_at, .. }) => {
+                c.state = CredentialState::Revoked;
+                c.updated_at = *revoked_at;
+                c
+            }
+        }
+    }
+}
+
+fn shell() -> Credential {
+    Credential {
+        byok_id: String::new(),
+        account_id: String::new(),
+        provider: String::new(),
+        alias: String::new(),
+        label: None,
+        state: CredentialState::Revoked,
+        version: 1,
+        secret_hint: String::new(),
+        sealed_secret: String::new(),
+        settings: BTreeMap::new(),
+        residency: providers::GLOBAL.to_owned(),
+        declared_region: None,
+        base_url: None,
+        models: vec![],
+        blacklisted_models: vec![],
+        weight: DEFAULT_WEIGHT,
+        bindings: vec![],
+        created_at: DateTime::<Utc>::UNIX_EPOCH,
+        updated_at: DateTime::<Utc>::UNIX_EPOCH,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::credential::testing::{given, t};
+
+    #[test]
+    fn apply_is_total_on_a_stream_without_registration() {
+        let c = given(&[CredentialEvent::Enabled {
+            byok_id: "byok_x".into(),
+            enabled_at: t(1),
+        }])
+        .unwrap();
+        assert_eq!(c.state, CredentialState::Revoked);
+    }
+}
