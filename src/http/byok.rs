@@ -17,10 +17,8 @@ use super::auth::{Authed, Read, Write};
 use super::error::{ApiError, AuthErrors, BadRequest, BodyErrors, Conflict, ErrorCode, NotFound};
 use super::idempotency::{IdempotencyHeader, KeyOnlyBody, KeyScope, idempotent};
 use super::json::Json;
-use crate::domain::credential::{
-    Binding, Credential, CredentialPatch, CredentialState, RegisterRequest,
-};
-use crate::domain::providers::{self, ProviderInfo};
+use super::views::{BindingView, CredentialStateView, ProviderInfo, provider_infos};
+use crate::domain::credential::{Credential, CredentialPatch, RegisterRequest};
 use crate::service::credentials::{ListFilter, Versioned};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -191,7 +189,7 @@ pub struct ByokKey {
     pub byok_id: String,
     pub provider: String,
     pub alias: String,
-    pub state: CredentialState,
+    pub state: CredentialStateView,
     pub created_at: DateTime<Utc>,
 }
 
@@ -208,7 +206,7 @@ pub struct ByokConfig {
     pub provider: String,
     pub alias: String,
     pub label: Option<String>,
-    pub state: CredentialState,
+    pub state: CredentialStateView,
     /// The secret's version: 1 at registration, +1 on each rotation.
     pub version: u32,
     /// The credential's revision (its event count): the `ETag`, and what `If-Match` compares.
@@ -217,7 +215,7 @@ pub struct ByokConfig {
     pub secret_hint: String,
     /// The non-secret credential fields.
     pub settings: BTreeMap<String, String>,
-    pub bindings: Vec<Binding>,
+    pub bindings: Vec<BindingView>,
     pub residency: String,
     pub declared_region: Option<String>,
     pub base_url: Option<String>,
@@ -235,12 +233,12 @@ impl ByokConfig {
             provider: c.provider,
             alias: c.alias,
             label: c.label,
-            state: c.state,
+            state: c.state.into(),
             version: c.version,
             revision,
             secret_hint: c.secret_hint,
             settings: c.settings,
-            bindings: c.bindings,
+            bindings: c.bindings.into_iter().map(BindingView::from).collect(),
             residency: c.residency,
             declared_region: c.declared_region,
             base_url: c.base_url,
@@ -285,7 +283,7 @@ pub struct ListQuery {
     /// Only this provider's credentials.
     pub provider: Option<String>,
     /// Only credentials in this state.
-    pub state: Option<CredentialState>,
+    pub state: Option<CredentialStateView>,
     /// Page size, 1 to 500 (default 50).
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
@@ -313,7 +311,7 @@ fn config_response(v: Versioned) -> HttpResponse {
     responses((status = 200, description = "The catalog", body = ProviderList)))]
 pub async fn list_providers() -> web::Json<ProviderList> {
     web::Json(ProviderList {
-        items: providers::infos(),
+        items: provider_infos(),
     })
 }
 
@@ -348,7 +346,7 @@ pub async fn register(
             byok_id: c.byok_id,
             provider: c.provider,
             alias: c.alias,
-            state: c.state,
+            state: c.state.into(),
             created_at: c.created_at,
         };
         Ok(with_etag(HttpResponse::Created().json(key), v.revision))
@@ -381,7 +379,7 @@ pub async fn list(
     let limit = super::cursor::limit(query.limit)?;
     let filter = ListFilter {
         provider: query.provider,
-        state: query.state,
+        state: query.state.map(Into::into),
     };
     let (items, next) =
         state

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, web};
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
@@ -16,7 +15,8 @@ use super::auth::{Authed, Read};
 use super::error::{
     ApiError, AuthErrors, BadRequest, ErrorCode, Forbidden, NotFound, Unauthorized,
 };
-use crate::es::{Envelope, StreamId};
+use super::views::Event;
+use crate::es::StreamId;
 use crate::service::events::{Events, Feed, FeedQuery, MAX_WAIT};
 
 /// Quiet SSE connections get a comment this often, so proxies keep them open.
@@ -65,52 +65,6 @@ pub struct StreamParams {
     pub cursor: Option<String>,
     /// Comma-separated event types to keep.
     pub types: Option<String>,
-}
-
-/// A stored event.
-// The feeds' view of `es::Envelope`, field for field: the same JSON, but the schema is the API's
-// own, so the event store knows nothing of OpenAPI. Private payload fields are already gone
-// (`service::events::public`). Its schema keeps the published name `Envelope`.
-#[derive(Serialize, ToSchema)]
-#[schema(as = Envelope, example = json!({"event_id": "01JD5Q3M8X2Y4Z6A7B8C9D0E1J", "position": 42,
-    "stream": "byok:byok_01JD5Q3M8X2Y4Z6A7B8C9D0E1H", "version": 3, "type": "byok.disabled",
-    "schema": 1, "occurred_at": "2026-11-23T10:05:00Z", "actor": "kl_3f9a0c1b2",
-    "request_id": "req_01JD5Q3M8X2Y4Z6A7B8C9D0E1K",
-    "data": {"byok_id": "byok_01JD5Q3M8X2Y4Z6A7B8C9D0E1H", "disabled_at": "2026-11-23T10:05:00Z"}}))]
-#[serde(deny_unknown_fields)]
-pub struct Event {
-    /// ULID, unique across the store.
-    pub event_id: String,
-    /// Global position, gap-free, starting at 1.
-    pub position: u64,
-    pub stream: String,
-    /// Version within the stream, gap-free, starting at 1.
-    pub version: u64,
-    #[serde(rename = "type")]
-    pub event_type: String,
-    /// Payload schema version.
-    pub schema: u32,
-    pub occurred_at: DateTime<Utc>,
-    pub actor: String,
-    pub request_id: String,
-    pub data: serde_json::Value,
-}
-
-impl From<Envelope> for Event {
-    fn from(e: Envelope) -> Self {
-        Self {
-            event_id: e.event_id,
-            position: e.position,
-            stream: e.stream,
-            version: e.version,
-            event_type: e.event_type,
-            schema: e.schema,
-            occurred_at: e.occurred_at,
-            actor: e.actor,
-            request_id: e.request_id,
-            data: e.data,
-        }
-    }
 }
 
 /// A page of events. `next_cursor` is always there: pass it to read on, now or later.

@@ -11,7 +11,7 @@ use super::auth::{Admin, Authed};
 use super::error::{ApiError, AuthErrors, BodyErrors, Conflict, NotFound};
 use super::idempotency::{IdempotencyHeader, KeyOnlyBody, KeyScope, idempotent};
 use super::json::Json;
-use crate::domain::Scope;
+use super::views::ScopeView;
 use crate::service::accounts::KeyView;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -39,7 +39,7 @@ pub struct CreateKeyRequest {
     pub name: String,
     /// At least one. `admin` covers `write` and `read`; `write` covers `read`; `resolve` is
     /// covered by nothing else.
-    pub scopes: Vec<Scope>,
+    pub scopes: Vec<ScopeView>,
 }
 
 /// An account API key. Never includes the token.
@@ -52,7 +52,7 @@ pub struct ApiKeyObject {
     pub name: String,
     /// The token's first 12 characters: names the key in listings, logs and events.
     pub prefix: String,
-    pub scopes: Vec<Scope>,
+    pub scopes: Vec<ScopeView>,
     pub created_at: DateTime<Utc>,
     /// Updated at most once a minute.
     pub last_used_at: Option<DateTime<Utc>>,
@@ -67,7 +67,7 @@ impl From<KeyView> for ApiKeyObject {
             id: key.key_id,
             name: key.name,
             prefix: key.prefix,
-            scopes: key.scopes,
+            scopes: key.scopes.into_iter().map(ScopeView::from).collect(),
             created_at: key.created_at,
             last_used_at: view.last_used_at,
             revoked_at: key.revoked_at,
@@ -120,9 +120,10 @@ pub async fn create_key(
     Json(body): Json<CreateKeyRequest>,
 ) -> Result<HttpResponse, ApiError> {
     idempotent(&req, KeyScope::account(&caller.account_id), async move {
+        let scopes = body.scopes.into_iter().map(Into::into).collect();
         let created = state
             .accounts
-            .mint_key(&caller.account_id, &body.name, body.scopes, &caller.meta)
+            .mint_key(&caller.account_id, &body.name, scopes, &caller.meta)
             .await?;
         Ok(HttpResponse::Created().json(ApiKeyCreated {
             key: created.key.into(),
