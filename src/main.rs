@@ -3,8 +3,9 @@
 use anyhow::Context;
 use clap::Parser;
 use keyledger::config::{self, Cli, Command, KeySource, Settings};
+use keyledger::startup::{self, Application};
 use keyledger::storage::{Durability, Store};
-use keyledger::{http, startup::Application, telemetry};
+use keyledger::{http, telemetry};
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -51,8 +52,11 @@ fn open(args: &config::StoreArgs) -> anyhow::Result<Store> {
         .with_context(|| format!("opening the store in {}", args.data_dir.display()))
 }
 
-#[actix_web::main]
-async fn serve(settings: Settings) -> anyhow::Result<()> {
+fn serve(settings: Settings) -> anyhow::Result<()> {
+    startup::block_on(run(settings))
+}
+
+async fn run(settings: Settings) -> anyhow::Result<()> {
     if settings.key_source == KeySource::Development {
         tracing::warn!(
             key_file = %settings.data_dir.join(config::DEV_KEY_FILE).display(),

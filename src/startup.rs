@@ -29,6 +29,12 @@ pub enum StartupError {
     Listen(#[from] std::io::Error),
 }
 
+/// Runs `work` (the server, from start to stop) on the actix runtime its workers need, so that
+/// the binary's entry point does not name the web framework.
+pub fn block_on<F: std::future::Future>(work: F) -> F::Output {
+    actix_web::rt::System::new().block_on(work)
+}
+
 pub struct Application {
     port: u16,
     server: Server,

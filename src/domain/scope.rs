@@ -1,14 +1,11 @@
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 /// What an account API key may do.
 ///
 /// `admin` covers `write` and `read`, and `write` covers `read`. `resolve` (the data plane, the
 /// only scope that ever receives plaintext provider secrets) is covered by nothing else and is
 /// never granted by default.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
     Admin,

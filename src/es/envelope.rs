@@ -1,6 +1,9 @@
+//! The envelope every stored event travels in, stream ids, and what an append asks for. Plain
+//! serde data: it imports no HTTP or OpenAPI crate and no other keyledger module; the API's view
+//! of an event is `http::events::Event`.
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 /// A stream id: `<aggregate kind>:<aggregate id>`, for example `account:acct_01J…`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -68,13 +71,9 @@ pub struct EventMeta {
     pub request_id: String,
 }
 
-/// A stored event.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
-#[schema(example = json!({"event_id": "01JD5Q3M8X2Y4Z6A7B8C9D0E1J", "position": 42,
-    "stream": "byok:byok_01JD5Q3M8X2Y4Z6A7B8C9D0E1H", "version": 3, "type": "byok.disabled",
-    "schema": 1, "occurred_at": "2026-11-23T10:05:00Z", "actor": "kl_3f9a0c1b2",
-    "request_id": "req_01JD5Q3M8X2Y4Z6A7B8C9D0E1K",
-    "data": {"byok_id": "byok_01JD5Q3M8X2Y4Z6A7B8C9D0E1H", "disabled_at": "2026-11-23T10:05:00Z"}}))]
+/// A stored event, exactly as the log holds it (its JSON is what the hash chain covers). The API
+/// shows events through its own type, built from this one.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Envelope {
     /// ULID, unique across the store.

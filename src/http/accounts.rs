@@ -1,9 +1,9 @@
-//! `POST /v1/accounts` and `GET /v1/account`.
+//! `POST /v1/accounts` and `GET /v1/account`, and their part of the OpenAPI document.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{OpenApi, ToSchema};
 
 use super::AppState;
 use super::auth::{Authed, Read, Signup};
@@ -16,6 +16,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(super::resource("/v1/accounts").route(web::post().to(create_account)))
         .service(super::resource("/v1/account").route(web::get().to(get_account)));
 }
+
+/// The accounts operations and the schemas they use.
+#[derive(OpenApi)]
+#[openapi(
+    paths(create_account, get_account),
+    tags((name = "accounts", description = "Tenants")),
+)]
+pub struct AccountsApi;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

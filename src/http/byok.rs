@@ -1,6 +1,6 @@
 //! The `/v1/byok` credential contract: register, list, get, update, enable, disable, revoke, and
 //! the provider catalog. Every mutation honours `If-Match: "<revision>"`; reads and mutations
-//! answer the revision in `ETag`.
+//! answer the revision in `ETag`. Declares its part of the OpenAPI document.
 
 use std::collections::BTreeMap;
 
@@ -10,18 +10,16 @@ use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use futures_util::future::{Ready, ready};
 use serde::{Deserialize, Deserializer, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use super::AppState;
 use super::auth::{Authed, Read, Write};
 use super::error::{ApiError, AuthErrors, BadRequest, BodyErrors, Conflict, ErrorCode, NotFound};
 use super::idempotency::{IdempotencyHeader, KeyOnlyBody, KeyScope, idempotent};
 use super::json::Json;
-use crate::domain::credential::{
-    Binding, Credential, CredentialPatch, CredentialState, RegisterRequest,
-};
-use crate::domain::providers::{self, ProviderInfo};
-use crate::service::credentials::{ListFilter, MAX_PAGE, Versioned};
+use super::views::{BindingView, CredentialStateView, ProviderInfo, provider_infos};
+use crate::domain::credential::{Credential, CredentialPatch, RegisterRequest};
+use crate::service::credentials::{ListFilter, Versioned};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     use super::resource;
@@ -34,6 +32,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/v1/byok/disable/{id}").route(web::post().to(disable)))
         .service(resource("/v1/byok/revoke/{id}").route(web::delete().to(revoke)));
 }
+
+/// The credential operations and the schemas they use.
+#[derive(OpenApi)]
+#[openapi(
+    paths(list_providers, register, list, get, update, enable, disable, revoke),
+    tags((name = "byok", description = "Provider credentials: the /v1/byok contract")),
+)]
+pub struct ByokApi;
 
 /// The headers of a credential mutation, as documented.
 #[derive(IntoParams)]
@@ -183,7 +189,7 @@ pub struct ByokKey {
     pub byok_id: String,
     pub provider: String,
     pub alias: String,
-    pub state: CredentialState,
+    pub state: CredentialStateView,
     pub created_at: DateTime<Utc>,
 }
 
@@ -200,7 +206,7 @@ pub struct ByokConfig {
     pub provider: String,
     pub alias: String,
     pub label: Option<String>,
-    pub state: CredentialState,
+    pub state: CredentialStateView,
     /// The secret's version: 1 at registration, +1 on each rotation.
     pub version: u32,
     /// The credential's revision (its event count): the `ETag`, and what `If-Match` compares.
@@ -209,7 +215,7 @@ pub struct ByokConfig {
     pub secret_hint: String,
     /// The non-secret credential fields.
     pub settings: BTreeMap<String, String>,
-    pub bindings: Vec<Binding>,
+    pub bindings: Vec<BindingView>,
     pub residency: String,
     pub declared_region: Option<String>,
     pub base_url: Option<String>,
@@ -227,12 +233,12 @@ impl ByokConfig {
             provider: c.provider,
             alias: c.alias,
             label: c.label,
-            state: c.state,
+            state: c.state.into(),
             version: c.version,
             revision,
             secret_hint: c.secret_hint,
             settings: c.settings,
-            bindings: c.bindings,
+            bindings: c.bindings.into_iter().map(BindingView::from).collect(),
             residency: c.residency,
             declared_region: c.declared_region,
             base_url: c.base_url,
@@ -277,7 +283,7 @@ pub struct ListQuery {
     /// Only this provider's credentials.
     pub provider: Option<String>,
     /// Only credentials in this state.
-    pub state: Option<CredentialState>,
+    pub state: Option<CredentialStateView>,
     /// Page size, 1 to 500 (default 50).
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
@@ -305,7 +311,7 @@ fn config_response(v: Versioned) -> HttpResponse {
     responses((status = 200, description = "The catalog", body = ProviderList)))]
 pub async fn list_providers() -> web::Json<ProviderList> {
     web::Json(ProviderList {
-        items: providers::infos(),
+        items: provider_infos(),
     })
 }
 
@@ -340,7 +346,7 @@ pub async fn register(
             byok_id: c.byok_id,
             provider: c.provider,
             alias: c.alias,
-            state: c.state,
+            state: c.state.into(),
             created_at: c.created_at,
         };
         Ok(with_etag(HttpResponse::Created().json(key), v.revision))
@@ -370,15 +376,10 @@ pub async fn list(
         .as_deref()
         .map(super::cursor::decode)
         .transpose()?;
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(
-            ApiError::new(ErrorCode::InvalidQuery, "limit must be 1 to 500").with_param("limit"),
-        );
-    }
+    let limit = super::cursor::limit(query.limit)?;
     let filter = ListFilter {
         provider: query.provider,
-        state: query.state,
+        state: query.state.map(Into::into),
     };
     let (items, next) =
         state

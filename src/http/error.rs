@@ -1,10 +1,11 @@
 //! The error envelope of every failure, and the one table that maps each error code to its type
-//! and HTTP status (documented in docs/errors.md).
+//! and HTTP status (documented in docs/errors.md). Declares the error schemas and the reusable
+//! error responses of the OpenAPI document.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
-use utoipa::{ToResponse, ToSchema};
+use utoipa::{OpenApi, ToResponse, ToSchema};
 
 use super::request_id;
 use crate::service::{ServiceError, Taken};
@@ -231,6 +232,24 @@ impl From<ServiceError> for ApiError {
         }
     }
 }
+
+/// The error envelope and the reusable error responses every operation refers to.
+#[derive(OpenApi)]
+#[openapi(components(
+    schemas(ErrorEnvelope, ErrorBody, ErrorType),
+    responses(
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Conflict,
+        PayloadTooLarge,
+        UnsupportedMediaType,
+        Unprocessable,
+        InternalError,
+    ),
+))]
+pub struct ErrorsApi;
 
 // Reusable responses referenced by every operation in the OpenAPI document.
 

@@ -1,5 +1,6 @@
 //! Event feeds: `GET /v1/byok/events/{id}` (one credential), `GET /v1/events` (the account), and
-//! `GET /v1/events/stream` (Server-Sent Events, resuming from `Last-Event-ID`).
+//! `GET /v1/events/stream` (Server-Sent Events, resuming from `Last-Event-ID`), and their part of
+//! the OpenAPI document.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -7,15 +8,16 @@ use std::time::Duration;
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use super::AppState;
 use super::auth::{Authed, Read};
 use super::error::{
     ApiError, AuthErrors, BadRequest, ErrorCode, Forbidden, NotFound, Unauthorized,
 };
-use crate::es::{Envelope, StreamId};
-use crate::service::events::{DEFAULT_LIMIT, Events, Feed, FeedQuery, MAX_LIMIT, MAX_WAIT};
+use super::views::Event;
+use crate::es::StreamId;
+use crate::service::events::{Events, Feed, FeedQuery, MAX_WAIT};
 
 /// Quiet SSE connections get a comment this often, so proxies keep them open.
 const KEEPALIVE: Duration = Duration::from_secs(15);
@@ -28,6 +30,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/v1/events").route(web::get().to(account_events)))
         .service(resource("/v1/events/stream").route(web::get().to(stream_events)));
 }
+
+/// The feed operations and the schemas they use.
+#[derive(OpenApi)]
+#[openapi(
+    paths(credential_events, account_events, stream_events),
+    tags((name = "events", description = "Event feeds: pages, long poll and Server-Sent Events")),
+)]
+pub struct EventsApi;
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -66,7 +76,7 @@ pub struct StreamParams {
     "data": {"byok_id": "byok_01JD5Q3M8X2Y4Z6A7B8C9D0E1H", "disabled_at": "2026-11-23T10:05:00Z"}}], "next_cursor": "NDI", "has_more": false}))]
 pub struct EventPage {
     /// In log order. Payloads never carry a secret, ciphertext or token hash.
-    pub items: Vec<Envelope>,
+    pub items: Vec<Event>,
     pub next_cursor: String,
     /// Whether more events were already there when this page filled.
     pub has_more: bool,
@@ -96,10 +106,7 @@ fn types(raw: Option<&str>) -> Vec<String> {
 }
 
 fn feed_query(params: &FeedParams) -> Result<FeedQuery, ApiError> {
-    let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(invalid("limit", "limit must be 1 to 500"));
-    }
+    let limit = super::cursor::limit(params.limit)?;
     let wait = Duration::from_secs(params.wait.unwrap_or(0));
     if wait > MAX_WAIT {
         return Err(invalid("wait", "wait must be at most 30 seconds"));
@@ -119,7 +126,7 @@ async fn page(events: &Events, feed: Feed<'_>, params: &FeedParams) -> Result<Ev
         ApiError::internal()
     })?;
     Ok(EventPage {
-        items: page.events,
+        items: page.events.into_iter().map(Event::from).collect(),
         next_cursor: super::cursor::encode(&page.resume_after.to_string()),
         has_more: page.has_more,
     })
@@ -254,7 +261,7 @@ impl Tail {
             .map_err(|e| tracing::error!(error = %e, "reading the event stream failed"))
             .ok()?;
         self.query.after = page.resume_after;
-        for event in page.events {
+        for event in page.events.into_iter().map(Event::from) {
             let data = serde_json::to_string(&event).ok()?;
             self.pending.push_back(Bytes::from(format!(
                 "id: {}\nevent: {}\ndata: {data}\n\n",

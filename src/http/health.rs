@@ -1,8 +1,9 @@
-//! `/healthz` (the process answers) and `/readyz` (the store accepts writes).
+//! `/healthz` (the process answers) and `/readyz` (the store accepts writes), and their part of
+//! the OpenAPI document.
 
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
-use utoipa::ToSchema;
+use utoipa::{OpenApi, ToSchema};
 
 use super::AppState;
 
@@ -10,6 +11,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(super::resource("/healthz").route(web::get().to(healthz)))
         .service(super::resource("/readyz").route(web::get().to(readyz)));
 }
+
+/// The health operations and the schema they use.
+#[derive(OpenApi)]
+#[openapi(
+    paths(healthz, readyz),
+    tags((name = "health", description = "Liveness and readiness")),
+)]
+pub struct HealthApi;
 
 #[derive(Serialize, ToSchema)]
 #[schema(example = json!({"status": "ok"}))]

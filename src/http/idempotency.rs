@@ -13,16 +13,16 @@
 //!   the key, so a corrected request may use it.
 //!
 //! Routes without a body take [`KeyOnlyBody`], so that a body carrying the key is read there
-//! too instead of being ignored.
+//! too instead of being ignored. The body as sent is kept by `body.rs`; this module builds on it
+//! and on `json.rs`, neither of which imports this one.
 
-use std::borrow::Cow;
 use std::future::Future;
 
 use actix_web::body::to_bytes;
 use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{HeaderName, HeaderValue, IF_MATCH};
-use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, web};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use futures_util::future::LocalBoxFuture;
@@ -32,6 +32,7 @@ use tracing::Instrument;
 
 use super::AppState;
 use super::auth::Signup;
+use super::body::{self, IDEMPOTENCY_FIELD};
 use super::error::{ApiError, ErrorCode};
 use super::{json, request_id};
 use crate::service::idempotency::Begin;
@@ -50,8 +51,6 @@ pub struct IdempotencyHeader {
     #[param(rename = "Idempotency-Key", nullable = false)]
     idempotency_key: Option<String>,
 }
-/// The top-level body field carrying the key, as an alternative to the header.
-pub const BODY_FIELD: &str = "idempotency_key";
 /// Set to `true` on a replayed response.
 pub const REPLAYED: &str = "Idempotent-Replayed";
 /// Longest key, in characters.
@@ -73,29 +72,6 @@ impl KeyScope {
     }
 }
 
-/// The body as the client sent it, kept on the request by the JSON extractor.
-struct RawBody(Vec<u8>);
-
-pub(super) fn keep_body(req: &HttpRequest, body: Vec<u8>) {
-    req.extensions_mut().insert(RawBody(body));
-}
-
-/// The body without a top-level `idempotency_key`, which the route's own type does not know.
-/// Bodies that cannot carry one are passed on untouched, so their errors stay the parser's.
-pub(super) fn without_body_key(body: &[u8]) -> Cow<'_, [u8]> {
-    let field = BODY_FIELD.as_bytes();
-    if !body.windows(field.len()).any(|w| w == field) {
-        return Cow::Borrowed(body);
-    }
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(mut map)) if map.contains_key(BODY_FIELD) => {
-            map.remove(BODY_FIELD);
-            serde_json::to_vec(&map).map_or(Cow::Borrowed(body), Cow::Owned)
-        }
-        _ => Cow::Borrowed(body),
-    }
-}
-
 /// The body of a route that takes none: empty, or a JSON object whose only field is
 /// `idempotency_key`.
 pub struct KeyOnlyBody;
@@ -112,7 +88,7 @@ impl FromRequest for KeyOnlyBody {
         let req = req.clone();
         let mut payload = payload.take();
         Box::pin(async move {
-            let body = json::read_body(&mut payload).await?;
+            let body = body::read(&mut payload).await?;
             if !body.iter().all(u8::is_ascii_whitespace) {
                 json::decode::<NoFields>(&req, body)?;
             }
@@ -156,24 +132,24 @@ fn key_of(req: &HttpRequest, body: Option<&Value>) -> Result<Option<String>, Api
                 .to_owned(),
         ),
     };
-    let field = match body.and_then(|b| b.get(BODY_FIELD)) {
+    let field = match body.and_then(|b| b.get(IDEMPOTENCY_FIELD)) {
         None => None,
         Some(Value::String(key)) => Some(key.clone()),
         Some(_) => {
             return Err(
                 ApiError::new(ErrorCode::InvalidBody, "invalid type: expected a string")
-                    .with_param(BODY_FIELD),
+                    .with_param(IDEMPOTENCY_FIELD),
             );
         }
     };
-    for (param, key) in [(HEADER, &header), (BODY_FIELD, &field)] {
+    for (param, key) in [(HEADER, &header), (IDEMPOTENCY_FIELD, &field)] {
         if let Some(key) = key {
             check(param, key)?;
         }
     }
     match (header, field) {
         (Some(header), Some(field)) if header != field => Err(invalid(
-            BODY_FIELD,
+            IDEMPOTENCY_FIELD,
             "the Idempotency-Key header and the idempotency_key field differ; send one of them, \
              or the same key in both",
         )),
@@ -187,7 +163,7 @@ fn key_of(req: &HttpRequest, body: Option<&Value>) -> Result<Option<String>, Api
 fn canonical_body(body: Option<Value>) -> Vec<u8> {
     match body {
         Some(Value::Object(mut map)) => {
-            map.remove(BODY_FIELD);
+            map.remove(IDEMPOTENCY_FIELD);
             if map.is_empty() {
                 Vec::new()
             } else {
@@ -273,10 +249,7 @@ pub async fn idempotent(
     scope: KeyScope,
     work: impl Future<Output = Result<HttpResponse, ApiError>> + 'static,
 ) -> Result<HttpResponse, ApiError> {
-    let body: Option<Value> = req
-        .extensions()
-        .get::<RawBody>()
-        .and_then(|raw| serde_json::from_slice(&raw.0).ok());
+    let body = body::kept_json(req);
     let Some(key) = key_of(req, body.as_ref())? else {
         return work.await;
     };
@@ -346,20 +319,5 @@ mod tests {
         assert_eq!(canon(r#"{"idempotency_key": "k"}"#), "");
         assert_eq!(canon("{}"), "");
         assert_eq!(canonical_body(None), b"");
-    }
-
-    #[test]
-    fn the_key_field_is_taken_out_of_the_body_and_nothing_else_is_touched() {
-        let body = br#"{"name": "x", "idempotency_key": "k"}"#;
-        let stripped: Value = serde_json::from_slice(&without_body_key(body)).unwrap();
-        assert_eq!(stripped, serde_json::json!({"name": "x"}));
-        let plain = br#"{"name":  "x"}"#;
-        assert!(matches!(without_body_key(plain), Cow::Borrowed(_)));
-        // Invalid JSON is left for the parser to report.
-        let broken = br#"{"idempotency_key": "#;
-        assert_eq!(&*without_body_key(broken), &broken[..]);
-        // A nested field of that name is the route's business.
-        let nested = br#"{"a": {"idempotency_key": 1}}"#;
-        assert_eq!(&*without_body_key(nested), &nested[..]);
     }
 }

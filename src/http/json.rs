@@ -1,21 +1,16 @@
 //! The JSON body extractor every handler uses: content type checked, size bounded, unknown fields
 //! and wrong types answered as 4xx with the envelope and a `param` path. Error messages never echo
-//! the offending value (it could be a secret).
+//! the offending value (it could be a secret). Reading and keeping the raw body is `body.rs`'s;
+//! this module does not import `idempotency.rs` (which builds on it).
 
 use actix_web::dev::Payload;
 use actix_web::http::header::CONTENT_TYPE;
 use actix_web::{FromRequest, HttpRequest};
-use futures_util::StreamExt;
 use futures_util::future::LocalBoxFuture;
 use serde::de::DeserializeOwned;
 
+use super::body;
 use super::error::{ApiError, ErrorCode};
-use super::idempotency;
-
-/// Largest accepted request body.
-pub const MAX_BODY: usize = 64 * 1024;
-/// Past this, an oversized body is no longer drained before answering 413.
-const MAX_DRAIN: usize = 16 * 1024 * 1024;
 
 pub struct Json<T>(pub T);
 
@@ -45,39 +40,15 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
         let req = req.clone();
         let mut payload = payload.take();
         Box::pin(async move {
-            let body = read_body(&mut payload).await?;
+            let body = body::read(&mut payload).await?;
             decode(&req, body).map(Json)
         })
     }
 }
 
-/// Reads a request body of at most [`MAX_BODY`] bytes.
-pub async fn read_body(payload: &mut Payload) -> Result<Vec<u8>, ApiError> {
-    let mut body = Vec::new();
-    let mut seen = 0usize;
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|_| {
-            ApiError::new(ErrorCode::InvalidJson, "the request body could not be read")
-        })?;
-        seen += chunk.len();
-        if seen <= MAX_BODY {
-            body.extend_from_slice(&chunk);
-        } else if seen > MAX_DRAIN {
-            break;
-        }
-    }
-    if seen > MAX_BODY {
-        return Err(ApiError::new(
-            ErrorCode::BodyTooLarge,
-            format!("the request body is larger than {MAX_BODY} bytes"),
-        ));
-    }
-    Ok(body)
-}
-
 /// Checks the content type and deserialises a body. The body as sent stays on the request for
 /// the idempotency fingerprint; a top-level `idempotency_key` field is taken out before `T` sees
-/// it (see `idempotency.rs`).
+/// it (see `body.rs`).
 pub fn decode<T: DeserializeOwned>(req: &HttpRequest, body: Vec<u8>) -> Result<T, ApiError> {
     if !is_json(req) {
         return Err(ApiError::new(
@@ -85,8 +56,8 @@ pub fn decode<T: DeserializeOwned>(req: &HttpRequest, body: Vec<u8>) -> Result<T
             "the request body must be JSON, sent with Content-Type: application/json",
         ));
     }
-    let value = parse(&idempotency::without_body_key(&body));
-    idempotency::keep_body(req, body);
+    let value = parse(&body::without_idempotency_field(&body));
+    body::keep(req, body);
     value
 }
 

@@ -1,16 +1,17 @@
-//! `POST /v1/account/keys`, `GET /v1/account/keys`, `DELETE /v1/account/keys/{id}`.
+//! `POST /v1/account/keys`, `GET /v1/account/keys`, `DELETE /v1/account/keys/{id}`, and their
+//! part of the OpenAPI document.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{OpenApi, ToSchema};
 
 use super::AppState;
 use super::auth::{Admin, Authed};
 use super::error::{ApiError, AuthErrors, BodyErrors, Conflict, NotFound};
 use super::idempotency::{IdempotencyHeader, KeyOnlyBody, KeyScope, idempotent};
 use super::json::Json;
-use crate::domain::Scope;
+use super::views::ScopeView;
 use crate::service::accounts::KeyView;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -22,6 +23,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(super::resource("/v1/account/keys/{id}").route(web::delete().to(revoke_key)));
 }
 
+/// The key operations and the schemas they use.
+#[derive(OpenApi)]
+#[openapi(
+    paths(create_key, list_keys, revoke_key),
+    tags((name = "keys", description = "Account API keys and their scopes")),
+)]
+pub struct KeysApi;
+
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"name": "ci deploys", "scopes": ["read", "write"]}))]
@@ -30,7 +39,7 @@ pub struct CreateKeyRequest {
     pub name: String,
     /// At least one. `admin` covers `write` and `read`; `write` covers `read`; `resolve` is
     /// covered by nothing else.
-    pub scopes: Vec<Scope>,
+    pub scopes: Vec<ScopeView>,
 }
 
 /// An account API key. Never includes the token.
@@ -43,7 +52,7 @@ pub struct ApiKeyObject {
     pub name: String,
     /// The token's first 12 characters: names the key in listings, logs and events.
     pub prefix: String,
-    pub scopes: Vec<Scope>,
+    pub scopes: Vec<ScopeView>,
     pub created_at: DateTime<Utc>,
     /// Updated at most once a minute.
     pub last_used_at: Option<DateTime<Utc>>,
@@ -51,15 +60,17 @@ pub struct ApiKeyObject {
 }
 
 impl From<KeyView> for ApiKeyObject {
-    fn from(k: KeyView) -> Self {
+    fn from(view: KeyView) -> Self {
+        // Every field but the token hash: no answer carries it.
+        let key = view.key;
         Self {
-            id: k.key_id,
-            name: k.name,
-            prefix: k.prefix,
-            scopes: k.scopes,
-            created_at: k.created_at,
-            last_used_at: k.last_used_at,
-            revoked_at: k.revoked_at,
+            id: key.key_id,
+            name: key.name,
+            prefix: key.prefix,
+            scopes: key.scopes.into_iter().map(ScopeView::from).collect(),
+            created_at: key.created_at,
+            last_used_at: view.last_used_at,
+            revoked_at: key.revoked_at,
         }
     }
 }
@@ -109,9 +120,10 @@ pub async fn create_key(
     Json(body): Json<CreateKeyRequest>,
 ) -> Result<HttpResponse, ApiError> {
     idempotent(&req, KeyScope::account(&caller.account_id), async move {
+        let scopes = body.scopes.into_iter().map(Into::into).collect();
         let created = state
             .accounts
-            .mint_key(&caller.account_id, &body.name, body.scopes, &caller.meta)
+            .mint_key(&caller.account_id, &body.name, scopes, &caller.meta)
             .await?;
         Ok(HttpResponse::Created().json(ApiKeyCreated {
             key: created.key.into(),

@@ -1,9 +1,11 @@
 //! The only module that knows actix-web and utoipa: one file per resource, each with its
-//! `configure`; the auth extractors; the JSON extractor; the error envelope; request ids; the
-//! OpenAPI document.
+//! `configure` and its part of the OpenAPI document; the auth extractors; the request body and
+//! the JSON extractor; the error envelope; request ids; the API's views of domain and event types
+//! (`views`); the root OpenAPI document. Reaches the store only through `service`.
 
 pub mod accounts;
 pub mod auth;
+mod body;
 pub mod byok;
 mod cursor;
 pub mod error;
@@ -14,6 +16,7 @@ pub mod json;
 pub mod keys;
 pub mod openapi;
 pub mod request_id;
+pub mod views;
 
 use actix_web::{HttpResponse, web};
 

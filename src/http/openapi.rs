@@ -1,5 +1,10 @@
 //! The OpenAPI 3.1 document, generated from the handlers and their types. `openapi/openapi.json`
 //! is this document, committed; a test fails when they drift apart.
+//!
+//! Each resource module declares its own part (`AccountsApi`, `KeysApi`, …: its operations, the
+//! schemas they use, its tag); this module only builds the root (info, license, version,
+//! security scheme, webhooks) and merges the parts into it, so an endpoint is added in its own
+//! file.
 
 use actix_web::{HttpResponse, web};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -11,37 +16,15 @@ use super::{accounts, byok, error, events, health, keys};
 
 #[derive(OpenApi)]
 #[openapi(
+    version = "3.1.0",
     info(
         title = "keyledger",
         description = "Event-sourced control plane for bring-your-own-key LLM provider credentials. \
             Every error answers the `ErrorEnvelope`; every response carries `X-Request-ID`.",
     ),
-    paths(
-        accounts::create_account, accounts::get_account,
-        keys::create_key, keys::list_keys, keys::revoke_key,
-        byok::list_providers, byok::register, byok::list, byok::get, byok::update,
-        byok::enable, byok::disable, byok::revoke,
-        events::credential_events, events::account_events, events::stream_events,
-        health::healthz, health::readyz,
-    ),
-    components(
-        schemas(error::ErrorEnvelope, error::ErrorBody, error::ErrorType),
-        responses(
-            error::BadRequest, error::Unauthorized, error::Forbidden, error::NotFound,
-            error::Conflict, error::PayloadTooLarge, error::UnsupportedMediaType,
-            error::Unprocessable, error::InternalError,
-        ),
-    ),
-    tags(
-        (name = "accounts", description = "Tenants"),
-        (name = "keys", description = "Account API keys and their scopes"),
-        (name = "byok", description = "Provider credentials: the /v1/byok contract"),
-        (name = "events", description = "Event feeds: pages, long poll and Server-Sent Events"),
-        (name = "health", description = "Liveness and readiness"),
-    ),
     modifiers(&Contract),
 )]
-struct ApiDoc;
+struct Root;
 
 /// What the derive cannot say: the bearer scheme, the license, the version, and the webhooks
 /// section (filled in as events gain webhooks).
@@ -56,25 +39,39 @@ impl Modify for Contract {
                 .identifier(Some("Apache-2.0"))
                 .build(),
         );
-        if let Some(components) = doc.components.as_mut() {
-            components.add_security_scheme(
-                "bearer",
-                SecurityScheme::Http(
-                    HttpBuilder::new()
-                        .scheme(HttpAuthScheme::Bearer)
-                        .description(Some(
-                            "An account API key (`kl_…`) or, for creating accounts, the operator's admin token",
-                        ))
-                        .build(),
-                ),
-            );
-        }
+        doc.components.get_or_insert_with(Default::default).add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An account API key (`kl_…`) or, for creating accounts, the operator's admin token",
+                    ))
+                    .build(),
+            ),
+        );
         doc.webhooks = Some(Paths::new());
     }
 }
 
+/// Every resource's part, in the order their tags are listed.
+fn resources() -> [utoipa::openapi::OpenApi; 6] {
+    [
+        error::ErrorsApi::openapi(),
+        accounts::AccountsApi::openapi(),
+        keys::KeysApi::openapi(),
+        byok::ByokApi::openapi(),
+        events::EventsApi::openapi(),
+        health::HealthApi::openapi(),
+    ]
+}
+
 pub fn spec() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    let mut doc = Root::openapi();
+    for part in resources() {
+        doc.merge(part);
+    }
+    doc
 }
 
 /// The document as committed in `openapi/openapi.json`.
@@ -105,4 +102,55 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         SwaggerUi::new("/docs/{_:.*}").config(utoipa_swagger_ui::Config::from("/openapi.json")),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::*;
+    use crate::service::page::{DEFAULT_PAGE, MAX_PAGE};
+
+    fn operations(doc: &utoipa::openapi::OpenApi) -> Vec<String> {
+        let doc = serde_json::to_value(doc).unwrap();
+        let mut ids = Vec::new();
+        for item in doc["paths"].as_object().unwrap().values() {
+            for op in item.as_object().unwrap().values() {
+                ids.push(op["operationId"].as_str().unwrap().to_owned());
+            }
+        }
+        ids.sort();
+        ids
+    }
+
+    #[test]
+    fn merging_keeps_every_operation_of_every_part() {
+        let mut parts: Vec<String> = resources().iter().flat_map(operations).collect();
+        parts.sort();
+        assert_eq!(parts, operations(&spec()));
+    }
+
+    #[test]
+    fn every_limit_parameter_states_the_page_size_rule() {
+        let doc = serde_json::to_value(spec()).unwrap();
+        let mut seen = 0;
+        for item in doc["paths"].as_object().unwrap().values() {
+            for op in item.as_object().unwrap().values() {
+                let params = op["parameters"]
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[]);
+                for param in params.iter().filter(|p| p["name"] == "limit") {
+                    seen += 1;
+                    assert_eq!(param["schema"]["maximum"], Value::from(MAX_PAGE));
+                    let text = param["description"].as_str().unwrap();
+                    assert!(
+                        text.contains(&format!("1 to {MAX_PAGE} (default {DEFAULT_PAGE})")),
+                        "{text}"
+                    );
+                }
+            }
+        }
+        assert!(seen >= 2, "the listings take `limit`");
+    }
 }

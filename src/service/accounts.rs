@@ -44,16 +44,12 @@ impl Principal {
     }
 }
 
-/// A key as the API shows it: never the token or its hash.
+/// A key with its last use, which lives in an operational row beside the aggregate rather than
+/// in it (ADR 0006). Holds the key's token hash: whoever shows the key leaves that out.
 #[derive(Clone, Debug)]
 pub struct KeyView {
-    pub key_id: String,
-    pub name: String,
-    pub prefix: String,
-    pub scopes: Vec<Scope>,
-    pub created_at: DateTime<Utc>,
+    pub key: ApiKey,
     pub last_used_at: Option<DateTime<Utc>>,
-    pub revoked_at: Option<DateTime<Utc>>,
 }
 
 pub struct CreatedAccount {
@@ -256,13 +252,8 @@ impl Accounts {
             .key_last_used(&key.key_id)?
             .and_then(DateTime::<Utc>::from_timestamp_millis);
         Ok(KeyView {
-            key_id: key.key_id.clone(),
-            name: key.name.clone(),
-            prefix: key.prefix.clone(),
-            scopes: key.scopes.clone(),
-            created_at: key.created_at,
+            key: key.clone(),
             last_used_at,
-            revoked_at: key.revoked_at,
         })
     }
 }

@@ -18,9 +18,6 @@ use crate::domain::new_id;
 use crate::es::{Aggregate, EventMeta, StreamId};
 use crate::storage::{DataKeyChange, Index, Store};
 
-/// Largest page of a credential listing.
-pub const MAX_PAGE: usize = 500;
-
 /// A credential with its stream version (the `ETag` / `If-Match` value).
 pub struct Versioned {
     pub credential: Credential,

@@ -9,8 +9,6 @@ use crate::es::Envelope;
 pub use crate::storage::Feed;
 use crate::storage::{FeedPage, Store, StoreError};
 
-pub const DEFAULT_LIMIT: usize = 50;
-pub const MAX_LIMIT: usize = 500;
 /// Longest accepted long-poll wait.
 pub const MAX_WAIT: Duration = Duration::from_secs(30);
 

@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod credentials;
 pub mod events;
 pub mod idempotency;
+pub mod page;
 
 use crate::domain::account::AccountError;
 use crate::domain::credential::CredentialError;

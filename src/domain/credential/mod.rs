@@ -20,7 +20,6 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use crate::domain::providers;
 use crate::es::Aggregate;
@@ -59,7 +58,7 @@ pub const MAX_NAME_LEN: usize = 128;
 pub const MAX_HINT_LEN: usize = 4;
 
 /// Lifecycle state. `revoked` is final.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CredentialState {
     /// Served by resolve (within quota and bindings).
@@ -72,7 +71,7 @@ pub enum CredentialState {
 
 /// What a credential serves. A binding matches a request when every field it sets equals the
 /// request's; at least one of `capability` or `module` is set.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Binding {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capability: Option<String>,

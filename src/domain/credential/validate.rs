@@ -152,7 +152,7 @@ pub fn prepare_register(request: RegisterRequest) -> Result<Registration, Creden
             format!(
                 "{} takes no api_key; its credentials are: {}",
                 provider.id,
-                provider.info().required_fields.join(", ")
+                provider.required_fields().collect::<Vec<_>>().join(", ")
             ),
         ));
     }

@@ -308,6 +308,11 @@ impl Provider {
     pub fn takes_base_url(&self) -> bool {
         self.base_url != BaseUrlRule::None
     }
+
+    /// The names of the fields `credentials` must contain, in catalog order.
+    pub fn required_fields(&self) -> impl Iterator<Item = &'static str> {
+        self.fields.iter().filter(|f| f.required).map(|f| f.name)
+    }
 }
 
 #[cfg(test)]

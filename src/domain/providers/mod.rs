@@ -9,7 +9,6 @@
 //! - `fields`: credential fields, secrets and settings, the secret hint, the `api_key` shorthand;
 //! - `address`: base URLs, URL checks and the plain-http rule;
 //! - `region`: region names, `declared_region` and residency;
-//! - `info`: the catalog as served;
 //! - `error`: [`FieldError`], the one error of this module.
 //!
 //! Must not import `domain::credential` (the credential depends on the providers, never the
@@ -19,7 +18,6 @@ mod address;
 mod catalog;
 mod error;
 mod fields;
-mod info;
 mod region;
 
 pub use address::{MAX_URL_LEN, is_local_ip, validate_url};
@@ -32,7 +30,6 @@ pub use fields::{
     MAX_JSON_SECRET_LEN, MAX_SECRET_LEN, MAX_SETTING_LEN, MIN_HINT_SOURCE_LEN, ProviderCredentials,
     merge_api_key, secret_hint,
 };
-pub use info::{ProviderInfo, infos};
 pub use region::{MAX_REGION_LEN, validate_region};
 
 #[cfg(test)]
