@@ -435,7 +435,7 @@ fn rust_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 #[test]
-#[ignore = "utoipa in src/domain and src/es, #[actix_web::main] in src/main.rs"]
+
 fn every_module_imports_only_what_the_module_map_allows() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let files = rust_files(&root.join("src"));
