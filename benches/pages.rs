@@ -1,5 +1,6 @@
-//! Event pages and replay (DESIGN §10): the 100-event page at position ~1,000,000 against the page
-//! at position 0, on one store of more than a million events, and how fast the log replays.
+//! Event pages and replay (docs/design.md §10): the 100-event page at position ~1,000,000 against
+//! the page at position 0, on one store of more than a million events, and how fast the log
+//! replays.
 //!
 //! - **Load**: `Store::open(.., Durability::Sync)` in a temp dir under `$TMPDIR`. One account
 //!   (`account.created` + 7 `account_key.created`, one request), then `STREAMS` credential streams
@@ -56,7 +57,7 @@ const PAGE: usize = 100;
 const VALUE_LEN: usize = 300;
 /// Key events of the account before its credentials (as in the append bench).
 const ACCOUNT_KEYS: u64 = 7;
-/// The bars of DESIGN §10.
+/// The bars of docs/design.md §10.
 const BAR_DEPTH_RATIO: f64 = 1.5;
 const BAR_REPLAY_PER_SEC: f64 = 300_000.0;
 

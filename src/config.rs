@@ -1,5 +1,5 @@
-//! The command line and environment (DESIGN §9), and turning them into settings. Secrets read here
-//! are wrapped at once so they never print.
+//! The command line and environment (docs/design.md §9), and turning them into settings. Secrets
+//! read here are wrapped at once so they never print.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

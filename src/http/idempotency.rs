@@ -1,5 +1,5 @@
-//! Idempotency keys on every mutating route (DESIGN §6, ADR 0008). A handler wraps its work in
-//! [`idempotent`]; everything else happens here:
+//! Idempotency keys on every mutating route (docs/design.md §6, ADR 0008). A handler wraps its work
+//! in [`idempotent`]; everything else happens here:
 //!
 //! - the key comes from the `Idempotency-Key` header or a top-level `idempotency_key` body field
 //!   (1 to 255 characters; both given and different is a 422);

@@ -1,4 +1,4 @@
-//! Idempotency keys (DESIGN §6, ADR 0008): claims a key for a request, answers a recorded
+//! Idempotency keys (docs/design.md §6, ADR 0008): claims a key for a request, answers a recorded
 //! response, or records one. What a request and a response are is the HTTP layer's business:
 //! here they are bytes. Also sweeps expired records, at most once an hour.
 

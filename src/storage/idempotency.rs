@@ -1,8 +1,8 @@
-//! Idempotency records (DESIGN §6, ADR 0008): the first successful response to a request sent
-//! with an idempotency key, kept so that a retry with the same key is answered that response
-//! instead of executing again. What a request and a response are is the HTTP layer's business;
-//! here a request is a keyed fingerprint and a response is opaque bytes, sealed because some
-//! responses carry a token that is shown once. Must not import actix.
+//! Idempotency records (docs/design.md §6, ADR 0008): the first successful response to a request
+//! sent with an idempotency key, kept so that a retry with the same key is answered that response
+//! instead of executing again. What a request and a response are is the HTTP layer's business; here
+//! a request is a keyed fingerprint and a response is opaque bytes, sealed because some responses
+//! carry a token that is shown once. Must not import actix.
 //!
 //! | prefix | key | value | kind |
 //! |---|---|---|---|
@@ -35,8 +35,8 @@ use super::writer::Job;
 use super::{Store, StoreError};
 use crate::crypto::{DataKey, KeyedHasher, MasterKey};
 
-/// How long a record is honoured: at least the 24 hours DESIGN §6 promises, with a day to spare
-/// for clients that retry from a queue after an outage.
+/// How long a record is honoured: at least the 24 hours docs/design.md §6 promises, with a day to
+/// spare for clients that retry from a queue after an outage.
 pub const RETENTION_MS: i64 = 48 * 60 * 60 * 1000;
 
 const PREFIX: &[u8] = b"d/";

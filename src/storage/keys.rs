@@ -1,6 +1,6 @@
 //! Key layout of the single sled tree. Everything lives in one tree so that a group of events and
-//! all projection rows they touch are written by one atomic `sled::Batch` (DESIGN §11: one batch
-//! on one tree beats a multi-tree transaction several times over). Integers are big-endian so
+//! all projection rows they touch are written by one atomic `sled::Batch` (docs/design.md §11: one
+//! batch on one tree beats a multi-tree transaction several times over). Integers are big-endian so
 //! that byte order is numeric order.
 //!
 //! | prefix | key | value | kind |

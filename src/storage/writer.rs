@@ -2,8 +2,8 @@
 //! checks each stream's expected version against the heads it can see (the tree plus the
 //! group's own pending rows), stages events and projection rows, writes the whole group as one
 //! atomic batch, makes it durable once (sled flush + fdatasync), and only then acknowledges
-//! every append of the group (group commit, DESIGN §11). No sled transaction is needed: nothing
-//! else writes the log or the projections.
+//! every append of the group (group commit, docs/design.md §11). No sled transaction is needed:
+//! nothing else writes the log or the projections.
 
 use std::fs::File;
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! Idempotency keys on every mutating route (DESIGN §6): replays, reuse, races, validation
+//! Idempotency keys on every mutating route (docs/design.md §6): replays, reuse, races, validation
 //! failures, account scoping, restarts, and what reaches the disk.
 
 use reqwest::{Method, StatusCode};
