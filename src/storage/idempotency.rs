@@ -281,8 +281,21 @@ mod tests {
 
     const HOUR: i64 = 60 * 60 * 1000;
 
+    /// Opens the store, waiting out the lock of one just dropped: sled's I/O threads can hold
+    /// the `db` file for a moment after the last handle goes.
     fn open(dir: &std::path::Path, master: &MasterKey) -> Store {
-        Store::open(dir, master, Durability::Sync).unwrap()
+        released(|| Store::open(dir, master, Durability::Sync).map_err(|e| e.to_string()))
+    }
+
+    fn released<T>(mut open: impl FnMut() -> Result<T, String>) -> T {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match open() {
+                Ok(opened) => return opened,
+                Err(e) if std::time::Instant::now() > deadline => panic!("cannot open: {e}"),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+            }
+        }
     }
 
     fn claim(store: &Store, scope: &str, key: &str, body: &[u8], now: i64) -> IdempotencyClaim {
@@ -388,7 +401,7 @@ mod tests {
         drop(store);
         {
             // A store made before idempotency existed.
-            let db = sled::open(dir.path()).unwrap();
+            let db = released(|| sled::open(dir.path()).map_err(|e| e.to_string()));
             db.remove(STORE_KEY).unwrap();
             db.flush().unwrap();
         }
@@ -409,10 +422,12 @@ mod tests {
         );
         store.shutdown();
         drop(store);
-        assert!(matches!(
-            Store::open(dir.path(), &MasterKey::generate(), Durability::Sync),
-            Err(StoreError::WrongMasterKey)
-        ));
+        let wrong = MasterKey::generate();
+        let refusal = released(|| match Store::open(dir.path(), &wrong, Durability::Sync) {
+            Err(StoreError::Locked) => Err("locked".to_owned()),
+            other => Ok(other),
+        });
+        assert!(matches!(refusal, Err(StoreError::WrongMasterKey)));
     }
 
     #[tokio::test]

@@ -78,7 +78,12 @@ impl Keyring {
     /// a key that is already gone is not an error.
     pub fn destroy(&self, record: &str) -> std::io::Result<()> {
         let path = self.path(record)?;
-        let len = match fs::metadata(&path) {
+        self.shred(&path, record)
+    }
+
+    /// Zeros, syncs and unlinks one key file; a file already gone is not an error.
+    fn shred(&self, path: &Path, record: &str) -> std::io::Result<()> {
+        let len = match fs::metadata(path) {
             Ok(meta) => meta.len(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e),
@@ -89,11 +94,28 @@ impl Keyring {
                 "the key file of {record} is too large to overwrite"
             ))
         })?;
-        let mut file = OpenOptions::new().write(true).open(&path)?;
+        let mut file = OpenOptions::new().write(true).open(path)?;
         file.write_all(&vec![0u8; len])?;
         file.sync_all()?;
-        fs::remove_file(&path)?;
+        fs::remove_file(path)?;
         self.sync_dir()
+    }
+
+    /// Destroys the temporary files of keys whose `put` never finished: a crash before the
+    /// rename leaves a wrapped key that no event needs (the batch is written after the key), so
+    /// it must not outlive the crash either.
+    pub fn destroy_unfinished(&self) -> std::io::Result<()> {
+        for entry in fs::read_dir(&self.dir)? {
+            let name = entry?.file_name();
+            if let Some(record) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix('.'))
+                .and_then(|n| n.strip_suffix(".new"))
+            {
+                self.shred(&self.dir.join(&name), record)?;
+            }
+        }
+        Ok(())
     }
 
     /// Every record that has a key.
@@ -129,6 +151,24 @@ mod tests {
         ring.destroy("byok_1").unwrap();
         assert_eq!(ring.get("byok_1").unwrap(), None);
         assert!(ring.records().unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_unfinished_put_is_destroyed_and_finished_keys_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = Keyring::open(dir.path()).unwrap();
+        ring.put("byok_1", b"kept").unwrap();
+        // What a crash between writing the temporary file and renaming it leaves behind.
+        let unfinished = dir.path().join("keys").join(".byok_2.new");
+        std::fs::write(
+            &unfinished,
+            b"wrapped key of a registration that never happened",
+        )
+        .unwrap();
+        ring.destroy_unfinished().unwrap();
+        assert!(!unfinished.exists());
+        assert_eq!(ring.records().unwrap(), ["byok_1"]);
+        assert_eq!(ring.get("byok_1").unwrap().as_deref(), Some(&b"kept"[..]));
     }
 
     #[test]

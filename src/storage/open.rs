@@ -174,8 +174,10 @@ fn init_or_check(tree: &sled::Tree, master: &MasterKey) -> Result<(DataKey, Data
 }
 
 /// Destroys keys left without a live credential by a crash between a key's file and its event
-/// (a registration that never became durable, or a revocation whose key outlived it).
+/// (a key file never renamed into place, a registration that never became durable, or a
+/// revocation whose key outlived it).
 fn destroy_orphan_keys(tree: &sled::Tree, keyring: &Keyring) -> Result<(), StoreError> {
+    keyring.destroy_unfinished()?;
     for record in keyring.records()? {
         let stream = StreamId::new(Credential::KIND, &record);
         let live = projection::load::<Credential>(&ReadOnly(tree), stream.as_str())?
