@@ -19,15 +19,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a benchmark may stop on any failure
 
 use std::fs::{File, OpenOptions};
-use std::sync::Barrier;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
 use keyledger::crypto::MasterKey;
-use keyledger::domain::Scope;
 use keyledger::domain::account::AccountEvent;
-use keyledger::domain::new_id;
+use keyledger::domain::{AccountId, Scope};
 use keyledger::es::{DomainEvent, EventMeta, ExpectedVersion, StreamId};
+use keyledger::service::clock::SystemClock;
+use keyledger::service::ids::Ids;
 use keyledger::storage::{AppendRequest, Durability, Store};
 
 const WRITERS: [usize; 3] = [1, 8, 64];
@@ -164,10 +165,16 @@ fn raw(threads: usize, window: Duration, fdatasync: bool) -> Sample {
     sample
 }
 
+/// Ids as the server mints them.
+fn ids() -> &'static Ids {
+    static IDS: OnceLock<Ids> = OnceLock::new();
+    IDS.get_or_init(|| Ids::new(Arc::new(SystemClock)))
+}
+
 /// One thread's position in its own account streams.
 struct Client {
     thread: usize,
-    account_id: String,
+    account_id: AccountId,
     /// Events in the current account stream (0: none yet, the next append opens an account).
     version: u64,
     accounts: u64,
@@ -178,7 +185,7 @@ impl Client {
     fn next_request(&mut self, name: &str) -> AppendRequest {
         let (expected, event) = if self.version == 0 {
             self.accounts += 1;
-            self.account_id = new_id("acct");
+            self.account_id = ids().account();
             let event = AccountEvent::Created {
                 account_id: self.account_id.clone(),
                 email: format!("bench-{}-{}@example.com", self.thread, self.accounts),
@@ -188,7 +195,7 @@ impl Client {
         } else {
             self.keys += 1;
             let event = AccountEvent::KeyCreated {
-                key_id: new_id("key"),
+                key_id: ids().key(),
                 name: name.to_owned(),
                 prefix: format!("kl_{:05x}", self.keys & 0xf_ffff),
                 scopes: Scope::DEFAULT.to_vec(),
@@ -199,12 +206,12 @@ impl Client {
             (ExpectedVersion::Exact(self.version), event)
         };
         let request = AppendRequest {
-            stream: StreamId::new("account", &self.account_id),
+            stream: StreamId::new("account", self.account_id.as_str()),
             expected,
             events: vec![event.to_new_event().expect("encode event")],
             meta: EventMeta {
                 actor: "kl_bench".to_owned(),
-                request_id: new_id("req"),
+                request_id: ids().request(),
             },
             data_key: None,
         };
@@ -228,7 +235,7 @@ fn data_len(request: &AppendRequest) -> usize {
 fn padded_key_name() -> String {
     let mut probe = Client {
         thread: 63,
-        account_id: new_id("acct"),
+        account_id: ids().account(),
         version: 1,
         accounts: 1,
         keys: 99_999,
@@ -247,7 +254,7 @@ fn keyledger(threads: usize, window: Duration, name: &str) -> Sample {
         window,
         |thread| Client {
             thread,
-            account_id: String::new(),
+            account_id: AccountId::unnamed(),
             version: 0,
             accounts: 0,
             keys: 0,
@@ -291,7 +298,7 @@ fn main() {
     let key_event_len = {
         let mut w = Client {
             thread: 0,
-            account_id: new_id("acct"),
+            account_id: ids().account(),
             version: 1,
             accounts: 1,
             keys: 1,

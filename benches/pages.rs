@@ -37,15 +37,18 @@
 
 use std::hint::black_box;
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use keyledger::crypto::{DataKey, KeyedHasher, MasterKey};
 use keyledger::domain::Scope;
 use keyledger::domain::account::{Account, AccountEvent};
 use keyledger::domain::credential::{CredentialEvent, Registered, Updated};
-use keyledger::domain::new_id;
+use keyledger::domain::{AccountId, CredentialId};
 use keyledger::es::{DomainEvent, Envelope, EventMeta, ExpectedVersion, NewEvent, StreamId};
+use keyledger::service::clock::SystemClock;
 use keyledger::service::events::{Events, FeedQuery};
+use keyledger::service::ids::Ids;
 use keyledger::storage::{AppendRequest, Durability, Feed, Store};
 
 /// Credential streams of the account.
@@ -70,10 +73,16 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
+/// Ids as the server mints them.
+fn ids() -> &'static Ids {
+    static IDS: OnceLock<Ids> = OnceLock::new();
+    IDS.get_or_init(|| Ids::new(Arc::new(SystemClock)))
+}
+
 fn meta() -> EventMeta {
     EventMeta {
         actor: "kl_bench".to_owned(),
-        request_id: new_id("req"),
+        request_id: ids().request(),
     }
 }
 
@@ -83,7 +92,7 @@ fn data_len(event: &NewEvent) -> usize {
 
 /// One credential stream of the account, as its producer thread sees it.
 struct Credential {
-    byok_id: String,
+    byok_id: CredentialId,
     /// Events appended so far (the stream's version).
     version: u64,
     /// Label padding that makes a `byok.updated` payload about `VALUE_LEN` bytes.
@@ -93,14 +102,14 @@ struct Credential {
 impl Credential {
     fn new(pad: &str) -> Self {
         Self {
-            byok_id: new_id("byok"),
+            byok_id: ids().credential(),
             version: 0,
             pad: pad.to_owned(),
         }
     }
 
     fn stream(&self) -> StreamId {
-        StreamId::new("byok", &self.byok_id)
+        StreamId::new("byok", self.byok_id.as_str())
     }
 
     fn updated(&self, version: u64) -> NewEvent {
@@ -122,12 +131,12 @@ impl Credential {
         .expect("encode byok.updated")
     }
 
-    fn registered(&self, account_id: &str) -> NewEvent {
+    fn registered(&self, account_id: &AccountId) -> NewEvent {
         CredentialEvent::Registered(Box::new(Registered {
             byok_id: self.byok_id.clone(),
-            account_id: account_id.to_owned(),
+            account_id: account_id.clone(),
             provider: "openai".to_owned(),
-            alias: format!("bench-{}", self.byok_id.to_lowercase()),
+            alias: format!("bench-{}", self.byok_id.as_str().to_lowercase()),
             label: None,
             base_url: None,
             declared_region: None,
@@ -147,7 +156,7 @@ impl Credential {
     }
 
     /// The next request: up to `REQUEST` events, `left` still to write on this stream.
-    fn next_request(&mut self, account_id: &str, left: u64) -> AppendRequest {
+    fn next_request(&mut self, account_id: &AccountId, left: u64) -> AppendRequest {
         let n = (REQUEST as u64).min(left);
         let expected = if self.version == 0 {
             ExpectedVersion::NoStream
@@ -183,7 +192,7 @@ fn label_pad() -> String {
 
 fn key_created(n: u64, name: &str) -> NewEvent {
     AccountEvent::KeyCreated {
-        key_id: new_id("key"),
+        key_id: ids().key(),
         name: name.to_owned(),
         prefix: format!("kl_{:05x}", n & 0xf_ffff),
         scopes: Scope::DEFAULT.to_vec(),
@@ -196,12 +205,12 @@ fn key_created(n: u64, name: &str) -> NewEvent {
 }
 
 /// Opens an account with `keys` key events in one request; answers its id.
-fn open_account(store: &Store, keys: u64) -> String {
-    let account_id = new_id("acct");
+fn open_account(store: &Store, keys: u64) -> AccountId {
+    let account_id = ids().account();
     let mut events = vec![
         AccountEvent::Created {
             account_id: account_id.clone(),
-            email: format!("pages-{}@example.com", account_id.to_lowercase()),
+            email: format!("pages-{}@example.com", account_id.as_str().to_lowercase()),
             created_at: chrono::Utc::now(),
         }
         .to_new_event()
@@ -210,7 +219,7 @@ fn open_account(store: &Store, keys: u64) -> String {
     events.extend((1..=keys).map(|n| key_created(n, "bench key")));
     store
         .append_blocking(AppendRequest {
-            stream: StreamId::new("account", &account_id),
+            stream: StreamId::new("account", account_id.as_str()),
             expected: ExpectedVersion::NoStream,
             events,
             meta: meta(),
@@ -237,7 +246,7 @@ fn dir_bytes(dir: &Path) -> u64 {
 
 /// Appends `events` credential events to `STREAMS` streams of `account_id`, from two threads.
 /// Answers the streams (with their lengths).
-fn load(store: &Store, account_id: &str, events: u64) -> Vec<(StreamId, u64)> {
+fn load(store: &Store, account_id: &AccountId, events: u64) -> Vec<(StreamId, u64)> {
     let pad = label_pad();
     let per_stream = events / STREAMS as u64;
     let started = Instant::now();
@@ -404,7 +413,7 @@ fn probe_keys(keys: u64) {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(dir.path(), &MasterKey::generate(), Durability::Sync).expect("open");
     let account_id = open_account(&store, 0);
-    let stream = StreamId::new("account", &account_id);
+    let stream = StreamId::new("account", account_id.as_str());
     let name = "k".repeat(40);
     let mut version = 1;
     println!("| keys after request | request ms | events/s | aggregate row bytes |");

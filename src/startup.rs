@@ -3,6 +3,7 @@
 //! import sled: the store is reached through `Store`.
 
 use std::net::TcpListener;
+use std::sync::Arc;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
@@ -12,9 +13,11 @@ use crate::config::Settings;
 use crate::crypto::{Redacted, generate_token};
 use crate::http::{self, AppState};
 use crate::service::accounts::{ADMIN_TOKEN_MARKER, Accounts};
+use crate::service::clock::{SharedClock, SystemClock};
 use crate::service::credentials::Credentials;
 use crate::service::events::Events;
 use crate::service::idempotency::Idempotency;
+use crate::service::ids::Ids;
 use crate::storage::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -74,11 +77,21 @@ impl Application {
             },
         };
         let (closing, _) = tokio::sync::watch::channel(false);
+        // One clock and one id generator for every service, so ids of a kind are minted in
+        // order and every time comes from the same source.
+        let clock: SharedClock = Arc::new(SystemClock);
+        let ids = Arc::new(Ids::new(clock.clone()));
         let state = web::Data::new(AppState {
-            accounts: Accounts::new(store.clone(), admin_hash),
-            credentials: Credentials::new(store.clone(), settings.master_key.clone()),
+            accounts: Accounts::new(store.clone(), admin_hash, clock.clone(), ids.clone()),
+            credentials: Credentials::new(
+                store.clone(),
+                settings.master_key.clone(),
+                clock.clone(),
+                ids.clone(),
+            ),
             events: Events::new(store.clone(), closing.subscribe()),
-            idempotency: Idempotency::new(store.clone()),
+            idempotency: Idempotency::new(store.clone(), clock),
+            ids,
             open_signup: settings.open_signup,
         });
         let listener = TcpListener::bind(&settings.listen)?;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::Scope;
+use super::{AccountId, KeyId, Scope};
 use crate::es::{Aggregate, DomainEvent};
 
 pub const MAX_EMAIL_LEN: usize = 254;
@@ -14,16 +14,16 @@ pub const MAX_KEY_NAME_LEN: usize = 128;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
-    pub account_id: String,
+    pub account_id: AccountId,
     pub email: String,
     pub created_at: DateTime<Utc>,
     /// Keyed by key id; ULIDs sort by creation time.
-    pub keys: BTreeMap<String, ApiKey>,
+    pub keys: BTreeMap<KeyId, ApiKey>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiKey {
-    pub key_id: String,
+    pub key_id: KeyId,
     pub name: String,
     pub prefix: String,
     pub scopes: Vec<Scope>,
@@ -46,7 +46,7 @@ impl ApiKey {
 /// A key to add, with everything decided outside the pure core (id, token hash, time).
 #[derive(Clone, Debug)]
 pub struct NewKey {
-    pub key_id: String,
+    pub key_id: KeyId,
     pub name: String,
     pub prefix: String,
     pub scopes: Vec<Scope>,
@@ -56,13 +56,13 @@ pub struct NewKey {
 
 pub enum AccountCommand {
     Open {
-        account_id: String,
+        account_id: AccountId,
         email: String,
         first_key: NewKey,
     },
     MintKey(NewKey),
     RevokeKey {
-        key_id: String,
+        key_id: KeyId,
         at: DateTime<Utc>,
     },
 }
@@ -72,13 +72,13 @@ pub enum AccountCommand {
 pub enum AccountEvent {
     #[serde(rename = "account.created")]
     Created {
-        account_id: String,
+        account_id: AccountId,
         email: String,
         created_at: DateTime<Utc>,
     },
     #[serde(rename = "account_key.created")]
     KeyCreated {
-        key_id: String,
+        key_id: KeyId,
         name: String,
         prefix: String,
         scopes: Vec<Scope>,
@@ -87,7 +87,7 @@ pub enum AccountEvent {
     },
     #[serde(rename = "account_key.revoked")]
     KeyRevoked {
-        key_id: String,
+        key_id: KeyId,
         revoked_at: DateTime<Utc>,
     },
 }
@@ -274,7 +274,7 @@ impl Aggregate for Account {
             // log holding one was written by something else; keep an empty shell rather than
             // losing the events that follow.
             (None, _) => Account {
-                account_id: String::new(),
+                account_id: AccountId::unnamed(),
                 email: String::new(),
                 created_at: DateTime::<Utc>::UNIX_EPOCH,
                 keys: BTreeMap::new(),
@@ -285,16 +285,26 @@ impl Aggregate for Account {
 
 #[cfg(test)]
 mod tests {
+    use chrono::TimeZone;
+
     use super::*;
 
-    fn new_key(id: &str, scopes: Vec<Scope>) -> NewKey {
+    fn t(secs: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_700_000_000 + secs, 0).unwrap()
+    }
+
+    fn key(n: u128) -> KeyId {
+        KeyId::from_ulid(n)
+    }
+
+    fn new_key(id: KeyId, scopes: Vec<Scope>) -> NewKey {
         NewKey {
-            key_id: id.into(),
+            key_id: id,
             name: "ci".into(),
             prefix: "kl_abc".into(),
             scopes,
             token_hash: "00".into(),
-            at: Utc::now(),
+            at: t(0),
         }
     }
 
@@ -308,9 +318,9 @@ mod tests {
         decide(
             None,
             AccountCommand::Open {
-                account_id: "acct_1".into(),
+                account_id: AccountId::from_ulid(1),
                 email: " Ada@Example.COM ".into(),
-                first_key: new_key("key_1", Scope::DEFAULT.to_vec()),
+                first_key: new_key(key(1), Scope::DEFAULT.to_vec()),
             },
         )
         .unwrap()
@@ -322,8 +332,8 @@ mod tests {
         assert_eq!(events.len(), 2);
         let account = given(&events).unwrap();
         assert_eq!(account.email, "ada@example.com");
-        assert!(account.keys["key_1"].allows(Scope::Admin));
-        assert!(!account.keys["key_1"].allows(Scope::Resolve));
+        assert!(account.keys[&key(1)].allows(Scope::Admin));
+        assert!(!account.keys[&key(1)].allows(Scope::Resolve));
     }
 
     #[test]
@@ -331,12 +341,12 @@ mod tests {
         let mut events = opened();
         let account = given(&events).unwrap();
         let revoke = || AccountCommand::RevokeKey {
-            key_id: "key_1".into(),
-            at: Utc::now(),
+            key_id: key(1),
+            at: t(60),
         };
         events.extend(decide(Some(&account), revoke()).unwrap());
         let account = given(&events).unwrap();
-        assert!(!account.keys["key_1"].allows(Scope::Read));
+        assert!(!account.keys[&key(1)].allows(Scope::Read));
         assert_eq!(decide(Some(&account), revoke()).unwrap(), vec![]);
     }
 
@@ -347,8 +357,8 @@ mod tests {
             decide(
                 Some(&account),
                 AccountCommand::RevokeKey {
-                    key_id: "key_x".into(),
-                    at: Utc::now()
+                    key_id: key(2),
+                    at: t(60)
                 }
             ),
             Err(AccountError::KeyNotFound)
@@ -356,7 +366,7 @@ mod tests {
         assert!(matches!(
             decide(
                 Some(&account),
-                AccountCommand::MintKey(new_key("k", vec![]))
+                AccountCommand::MintKey(new_key(key(3), vec![]))
             ),
             Err(AccountError::Invalid {
                 param: "scopes",

@@ -89,7 +89,7 @@ pub async fn create_account(
             .create_account(&body.email, &caller.meta)
             .await?;
         Ok(HttpResponse::Created().json(AccountCreated {
-            account_id: created.account.account_id,
+            account_id: created.account.account_id.into(),
             email: created.account.email,
             created_at: created.account.created_at,
             api_key: created.token.into_inner(),
@@ -115,7 +115,7 @@ pub async fn get_account(
 ) -> Result<web::Json<AccountObject>, ApiError> {
     let account = state.accounts.get_account(&caller.account_id)?;
     Ok(web::Json(AccountObject {
-        account_id: account.account_id,
+        account_id: account.account_id.into(),
         email: account.email,
         created_at: account.created_at,
     }))

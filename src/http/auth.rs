@@ -11,7 +11,7 @@ use futures_util::future::{Ready, ready};
 
 use super::AppState;
 use super::error::{ApiError, ErrorCode};
-use crate::domain::Scope;
+use crate::domain::{AccountId, KeyId, Scope};
 use crate::es::EventMeta;
 use crate::service::accounts::Principal;
 
@@ -36,8 +36,8 @@ impl Required for Read {
 
 /// An account API key holding scope `S`.
 pub struct Authed<S> {
-    pub account_id: String,
-    pub key_id: String,
+    pub account_id: AccountId,
+    pub key_id: KeyId,
     pub meta: EventMeta,
     _scope: PhantomData<S>,
 }

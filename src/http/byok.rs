@@ -229,7 +229,7 @@ pub struct ByokConfig {
 impl ByokConfig {
     fn new(c: Credential, revision: u64) -> Self {
         Self {
-            byok_id: c.byok_id,
+            byok_id: c.byok_id.into(),
             provider: c.provider,
             alias: c.alias,
             label: c.label,
@@ -343,7 +343,7 @@ pub async fn register(
             .await?;
         let c = v.credential;
         let key = ByokKey {
-            byok_id: c.byok_id,
+            byok_id: c.byok_id.into(),
             provider: c.provider,
             alias: c.alias,
             state: c.state.into(),
@@ -411,6 +411,7 @@ pub async fn get(
     caller: Authed<Read>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    let id = super::path::credential_id(&id)?;
     Ok(config_response(
         state.credentials.get(&caller.account_id, &id)?,
     ))
@@ -451,8 +452,8 @@ pub async fn update(
             blacklisted_models: body.blacklisted_models,
             weight: body.weight,
             credentials: body.credentials,
-            at: Utc::now(),
         };
+        let id = super::path::credential_id(&id)?;
         let v = state
             .credentials
             .update(&caller.account_id, &id, patch, if_match, &caller.meta)
@@ -471,6 +472,7 @@ async fn set_enabled(
     enabled: bool,
 ) -> Result<HttpResponse, ApiError> {
     idempotent(req, KeyScope::account(&caller.account_id), async move {
+        let id = super::path::credential_id(&id)?;
         let v = state
             .credentials
             .set_enabled(&caller.account_id, &id, enabled, if_match, &caller.meta)
@@ -559,6 +561,7 @@ pub async fn revoke(
     _: KeyOnlyBody,
 ) -> Result<HttpResponse, ApiError> {
     idempotent(&req, KeyScope::account(&caller.account_id), async move {
+        let id = super::path::credential_id(&id)?;
         let v = state
             .credentials
             .revoke(&caller.account_id, &id, if_match, &caller.meta)

@@ -16,6 +16,7 @@ use super::error::{
     ApiError, AuthErrors, BadRequest, ErrorCode, Forbidden, NotFound, Unauthorized,
 };
 use super::views::Event;
+use crate::domain::AccountId;
 use crate::es::StreamId;
 use crate::service::events::{Events, Feed, FeedQuery, MAX_WAIT};
 
@@ -151,8 +152,9 @@ pub async fn credential_events(
     params: web::Query<FeedParams>,
 ) -> Result<web::Json<EventPage>, ApiError> {
     // Another account's credential is answered like a missing one.
+    let id = super::path::credential_id(&id)?;
     state.credentials.get(&caller.account_id, &id)?;
-    let stream = StreamId::new(crate::domain::credential::KIND, &id);
+    let stream = StreamId::new(crate::domain::credential::KIND, id.as_str());
     Ok(web::Json(
         page(&state.events, Feed::Stream(&stream), &params).await?,
     ))
@@ -239,7 +241,7 @@ pub async fn stream_events(
 /// The state of one SSE connection.
 struct Tail {
     events: Events,
-    account_id: String,
+    account_id: AccountId,
     query: FeedQuery,
     pending: VecDeque<Bytes>,
 }

@@ -35,6 +35,7 @@ use super::auth::Signup;
 use super::body::{self, IDEMPOTENCY_FIELD};
 use super::error::{ApiError, ErrorCode};
 use super::{json, request_id};
+use crate::domain::AccountId;
 use crate::service::idempotency::Begin;
 
 /// The request header carrying the key.
@@ -61,8 +62,8 @@ pub const MAX_KEY_CHARS: usize = 255;
 pub struct KeyScope(String);
 
 impl KeyScope {
-    pub fn account(account_id: &str) -> Self {
-        Self(account_id.to_owned())
+    pub fn account(account_id: &AccountId) -> Self {
+        Self(account_id.to_string())
     }
 
     /// Account creation has no account yet: the operator's requests share one scope, and open

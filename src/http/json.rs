@@ -61,8 +61,28 @@ pub fn decode<T: DeserializeOwned>(req: &HttpRequest, body: Vec<u8>) -> Result<T
     value
 }
 
-/// Deserialises a body, naming the field at fault on failure.
+/// Whether a document is an object, by its first character (JSON allows only space, tab, line
+/// feed and carriage return before it).
+fn is_object(body: &[u8]) -> bool {
+    body.iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        .is_some_and(|b| *b == b'{')
+}
+
+/// Deserialises a body, naming the field at fault on failure. Every body is a JSON object: a
+/// document that is valid JSON but something else (an array, a string, a number, `true`,
+/// `null`) is answered as a value of the wrong type, before serde could read an array as a
+/// struct's fields in order.
 pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if !is_object(body) {
+        return Err(
+            if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() {
+                ApiError::new(ErrorCode::InvalidBody, NOT_AN_OBJECT)
+            } else {
+                ApiError::new(ErrorCode::InvalidJson, NOT_JSON)
+            },
+        );
+    }
     let mut de = serde_json::Deserializer::from_slice(body);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -75,7 +95,7 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
             // it is a value of the wrong type.
             "invalid type: expected a string naming one of the allowed values".to_owned()
         } else {
-            return ApiError::new(ErrorCode::InvalidJson, "the request body is not valid JSON");
+            return ApiError::new(ErrorCode::InvalidJson, NOT_JSON);
         };
         let error = ApiError::new(ErrorCode::InvalidBody, message);
         match safe_param(&path) {
@@ -84,7 +104,7 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
         }
     })?;
     de.end()
-        .map_err(|_| ApiError::new(ErrorCode::InvalidJson, "the request body is not valid JSON"))?;
+        .map_err(|_| ApiError::new(ErrorCode::InvalidJson, NOT_JSON))?;
     Ok(value)
 }
 
@@ -95,6 +115,11 @@ fn safe_param(path: &str) -> Option<String> {
     (!path.is_empty() && path != "." && path.len() <= 128 && path.chars().all(plain))
         .then(|| path.to_owned())
 }
+
+const NOT_JSON: &str = "the request body is not valid JSON";
+
+/// The answer to a body that is valid JSON but not an object.
+const NOT_AN_OBJECT: &str = "invalid type: expected a JSON object";
 
 /// serde's message without the position suffix and without the offending value.
 pub fn describe(text: &str) -> String {
@@ -115,12 +140,6 @@ pub fn describe(text: &str) -> String {
     for lead in ["invalid type: ", "invalid value: ", "unknown variant "] {
         if let Some(rest) = text.strip_prefix(lead) {
             let expected = rest.split_once(", expected ").map_or("", |(_, e)| e);
-            // Never name an internal type: `struct CreateAccountRequest` is just an object.
-            let expected = if expected.starts_with("struct ") {
-                "a JSON object"
-            } else {
-                expected
-            };
             let what = lead.trim_end_matches(": ").trim_end();
             return if expected.is_empty() {
                 what.to_owned()
@@ -165,9 +184,25 @@ mod tests {
             parse::<Body>(trailing).unwrap_err().code,
             ErrorCode::InvalidJson
         );
-        let array = parse::<Body>(b"[1]").unwrap_err();
-        assert_eq!(array.code, ErrorCode::InvalidBody);
-        assert!(!array.message.contains("Body"), "{}", array.message);
+        for not_an_object in [
+            &b"[1]"[..],
+            b"[]",
+            b"[\"x\", 1]",
+            b" 7",
+            b"\"x\"",
+            b"null",
+            b"true",
+        ] {
+            let error = parse::<Body>(not_an_object).unwrap_err();
+            assert_eq!(error.code, ErrorCode::InvalidBody);
+            assert_eq!(error.message, NOT_AN_OBJECT);
+            assert_eq!(error.param, None);
+        }
+        assert_eq!(
+            parse::<Body>(b"[1").unwrap_err().code,
+            ErrorCode::InvalidJson
+        );
+        assert_eq!(parse::<Body>(b"").unwrap_err().code, ErrorCode::InvalidJson);
         let unknown = parse::<Body>(br#"{"name":"x","count":1,"extra":true}"#).unwrap_err();
         assert_eq!(unknown.code, ErrorCode::InvalidBody);
         assert!(unknown.message.contains("unknown field `extra`"));

@@ -64,7 +64,7 @@ impl From<KeyView> for ApiKeyObject {
         // Every field but the token hash: no answer carries it.
         let key = view.key;
         Self {
-            id: key.key_id,
+            id: key.key_id.into(),
             name: key.name,
             prefix: key.prefix,
             scopes: key.scopes.into_iter().map(ScopeView::from).collect(),
@@ -176,9 +176,10 @@ pub async fn revoke_key(
     _: KeyOnlyBody,
 ) -> Result<HttpResponse, ApiError> {
     idempotent(&req, KeyScope::account(&caller.account_id), async move {
+        let key_id = super::path::key_id(&id)?;
         let key = state
             .accounts
-            .revoke_key(&caller.account_id, &id, &caller.meta)
+            .revoke_key(&caller.account_id, &key_id, &caller.meta)
             .await?;
         Ok(HttpResponse::Ok().json(ApiKeyObject::from(key)))
     })

@@ -1,7 +1,8 @@
 //! The only module that knows actix-web and utoipa: one file per resource, each with its
 //! `configure` and its part of the OpenAPI document; the auth extractors; the request body and
-//! the JSON extractor; the error envelope; request ids; the API's views of domain and event types
-//! (`views`); the root OpenAPI document. Reaches the store only through `service`.
+//! the JSON extractor; typed ids from paths (`path`); the error envelope; request ids; the API's
+//! views of domain and event types (`views`); the root OpenAPI document. Reaches the store only
+//! through `service`, and takes ids and times from it: it reads no clock and mints nothing.
 
 pub mod accounts;
 pub mod auth;
@@ -15,6 +16,7 @@ pub mod idempotency;
 pub mod json;
 pub mod keys;
 pub mod openapi;
+mod path;
 pub mod request_id;
 pub mod views;
 
@@ -26,6 +28,7 @@ use crate::service::accounts::Accounts;
 use crate::service::credentials::Credentials;
 use crate::service::events::Events;
 use crate::service::idempotency::Idempotency;
+use crate::service::ids::Ids;
 use error::{ApiError, ErrorCode};
 
 /// Shared by every worker.
@@ -34,6 +37,8 @@ pub struct AppState {
     pub credentials: Credentials,
     pub events: Events,
     pub idempotency: Idempotency,
+    /// Mints the ids of requests that bring none.
+    pub ids: std::sync::Arc<Ids>,
     pub open_signup: bool,
 }
 

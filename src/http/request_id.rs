@@ -1,17 +1,18 @@
-//! Every request gets an id (`req_<ULID>`, or a well-formed `X-Request-ID` the caller sent), a
-//! tracing span, the `X-Request-ID` response header, and one log line when it finishes. The id
-//! is also reachable from anywhere the request is handled, so error bodies can carry it.
+//! Every request gets an id (`req_<ULID>` minted by the service's generator, or a well-formed
+//! `X-Request-ID` the caller sent), a tracing span, the `X-Request-ID` response header, and one
+//! log line when it finishes. The id is also reachable from anywhere the request is handled, so
+//! error bodies can carry it.
 
 use std::time::Instant;
 
-use actix_web::Error;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
+use actix_web::{Error, web};
 use tracing::Instrument;
 
-use crate::domain::new_id;
+use super::AppState;
 
 pub const HEADER: &str = "x-request-id";
 
@@ -37,6 +38,7 @@ fn accepted(incoming: &str) -> bool {
 }
 
 pub async fn middleware(
+    state: web::Data<AppState>,
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
@@ -45,7 +47,7 @@ pub async fn middleware(
         .get(HEADER)
         .and_then(|v| v.to_str().ok())
         .filter(|v| accepted(v))
-        .map_or_else(|| new_id("req"), str::to_owned);
+        .map_or_else(|| state.ids.request(), str::to_owned);
     // The route pattern (`/v1/byok/get/{id}`), filled in once routing has matched: never the raw
     // path or query, where a caller could have pasted something secret.
     let span = tracing::info_span!(

@@ -1,14 +1,16 @@
 //! Accounts, their API keys, and authentication of presented tokens.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 
+use super::clock::SharedClock;
+use super::ids::Ids;
 use super::{ServiceError, Taken, Target, execute};
 use crate::crypto::{Redacted, TokenHash, generate_token, token_prefix};
 use crate::domain::account::{self, Account, AccountCommand, ApiKey, NewKey};
-use crate::domain::{Scope, new_id};
+use crate::domain::{AccountId, KeyId, Scope};
 use crate::es::{Aggregate, EventMeta, StreamId};
 use crate::storage::{Store, StoreError};
 
@@ -27,8 +29,8 @@ pub enum Principal {
     Operator,
     /// An account API key.
     Key {
-        account_id: String,
-        key_id: String,
+        account_id: AccountId,
+        key_id: KeyId,
         prefix: String,
         scopes: Vec<Scope>,
     },
@@ -66,14 +68,16 @@ pub struct CreatedKey {
 pub struct Accounts {
     store: Store,
     admin_token: TokenHash,
-    touched: Mutex<HashMap<String, i64>>,
+    clock: SharedClock,
+    ids: Arc<Ids>,
+    touched: Mutex<HashMap<KeyId, i64>>,
 }
 
-fn stream(account_id: &str) -> StreamId {
-    StreamId::new(Account::KIND, account_id)
+fn stream(account_id: &AccountId) -> StreamId {
+    StreamId::new(Account::KIND, account_id.as_str())
 }
 
-fn target<'a>(account_id: &str, meta: &'a EventMeta) -> Target<'a> {
+fn target<'a>(account_id: &AccountId, meta: &'a EventMeta) -> Target<'a> {
     Target {
         stream: stream(account_id),
         if_match: None,
@@ -82,26 +86,29 @@ fn target<'a>(account_id: &str, meta: &'a EventMeta) -> Target<'a> {
     }
 }
 
-fn new_key(name: String, scopes: Vec<Scope>, store: &Store) -> (NewKey, Redacted<String>) {
-    let token = generate_token(TOKEN_MARKER);
-    let key = NewKey {
-        key_id: new_id("key"),
-        name,
-        prefix: token_prefix(token.expose()),
-        scopes,
-        token_hash: store.hash_token(token.expose()).to_hex(),
-        at: Utc::now(),
-    };
-    (key, token)
-}
-
 impl Accounts {
-    pub fn new(store: Store, admin_token: TokenHash) -> Self {
+    pub fn new(store: Store, admin_token: TokenHash, clock: SharedClock, ids: Arc<Ids>) -> Self {
         Self {
             store,
             admin_token,
+            clock,
+            ids,
             touched: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// A key to add: its id, its token (shown once) and the token's keyed hash.
+    fn new_key(&self, name: String, scopes: Vec<Scope>) -> (NewKey, Redacted<String>) {
+        let token = generate_token(TOKEN_MARKER);
+        let key = NewKey {
+            key_id: self.ids.key(),
+            name,
+            prefix: token_prefix(token.expose()),
+            scopes,
+            token_hash: self.store.hash_token(token.expose()).to_hex(),
+            at: self.clock.now(),
+        };
+        (key, token)
     }
 
     pub fn store(&self) -> &Store {
@@ -114,9 +121,8 @@ impl Accounts {
         meta: &EventMeta,
     ) -> Result<CreatedAccount, ServiceError> {
         let email = account::normalize_email(email)?;
-        let account_id = new_id("acct");
-        let (first_key, token) =
-            new_key("default".to_owned(), Scope::DEFAULT.to_vec(), &self.store);
+        let account_id = self.ids.account();
+        let (first_key, token) = self.new_key("default".to_owned(), Scope::DEFAULT.to_vec());
         let key_id = first_key.key_id.clone();
         let state = execute::<Account>(&self.store, target(&account_id, meta), |state| {
             Ok(account::decide(
@@ -143,7 +149,7 @@ impl Accounts {
         })
     }
 
-    pub fn get_account(&self, account_id: &str) -> Result<Account, ServiceError> {
+    pub fn get_account(&self, account_id: &AccountId) -> Result<Account, ServiceError> {
         self.store
             .load::<Account>(&stream(account_id))?
             .map(|s| s.state)
@@ -152,14 +158,14 @@ impl Accounts {
 
     pub async fn mint_key(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         name: &str,
         scopes: Vec<Scope>,
         meta: &EventMeta,
     ) -> Result<CreatedKey, ServiceError> {
         account::validate_key_name(name)?;
         account::validate_scopes(&scopes)?;
-        let (key, token) = new_key(name.trim().to_owned(), scopes, &self.store);
+        let (key, token) = self.new_key(name.trim().to_owned(), scopes);
         let key_id = key.key_id.clone();
         let state = execute::<Account>(&self.store, target(account_id, meta), |state| {
             Ok(account::decide(
@@ -173,23 +179,24 @@ impl Accounts {
         Ok(CreatedKey { key, token })
     }
 
-    pub fn list_keys(&self, account_id: &str) -> Result<Vec<KeyView>, ServiceError> {
+    pub fn list_keys(&self, account_id: &AccountId) -> Result<Vec<KeyView>, ServiceError> {
         let account = self.get_account(account_id)?;
         account.keys.values().map(|k| self.view(Some(k))).collect()
     }
 
     pub async fn revoke_key(
         &self,
-        account_id: &str,
-        key_id: &str,
+        account_id: &AccountId,
+        key_id: &KeyId,
         meta: &EventMeta,
     ) -> Result<KeyView, ServiceError> {
+        let at = self.clock.now();
         let state = execute::<Account>(&self.store, target(account_id, meta), |state| {
             Ok(account::decide(
                 state,
                 AccountCommand::RevokeKey {
-                    key_id: key_id.to_owned(),
-                    at: Utc::now(),
+                    key_id: key_id.clone(),
+                    at,
                 },
             )?)
         })
@@ -229,8 +236,8 @@ impl Accounts {
         }))
     }
 
-    fn touch(&self, key_id: &str) {
-        let now = Utc::now().timestamp_millis();
+    fn touch(&self, key_id: &KeyId) {
+        let now = self.clock.now().timestamp_millis();
         let Ok(mut touched) = self.touched.lock() else {
             return;
         };
@@ -238,7 +245,7 @@ impl Accounts {
             .get(key_id)
             .is_none_or(|last| now - last >= TOUCH_EVERY_MS);
         if due {
-            touched.insert(key_id.to_owned(), now);
+            touched.insert(key_id.clone(), now);
             if let Err(error) = self.store.touch_key(key_id, now) {
                 tracing::warn!(%error, "could not record a key's last use");
             }
@@ -255,5 +262,50 @@ impl Accounts {
             key: key.clone(),
             last_used_at,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::crypto::MasterKey;
+    use crate::service::clock::FixedClock;
+    use crate::storage::Durability;
+
+    #[tokio::test]
+    async fn commands_carry_the_services_clock_and_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &MasterKey::generate(), Durability::Sync).unwrap();
+        let at = Utc.timestamp_millis_opt(1_700_000_000_123).unwrap();
+        let clock: SharedClock = Arc::new(FixedClock(at));
+        let ids = Arc::new(Ids::new(clock.clone()));
+        let accounts = Accounts::new(store.clone(), store.hash_token("admin"), clock, ids);
+        let meta = EventMeta::default();
+
+        let created = accounts
+            .create_account("ada@example.com", &meta)
+            .await
+            .unwrap();
+        assert_eq!(created.account.created_at, at);
+        assert_eq!(created.key.key.created_at, at);
+        let minted = accounts
+            .mint_key(&created.account.account_id, "ci", vec![Scope::Read], &meta)
+            .await
+            .unwrap();
+        // One generator: a later key sorts after the first, even at the same instant.
+        assert!(minted.key.key.key_id > created.key.key.key_id);
+        let revoked = accounts
+            .revoke_key(&created.account.account_id, &minted.key.key.key_id, &meta)
+            .await
+            .unwrap();
+        assert_eq!(revoked.key.revoked_at, Some(at));
+
+        let principal = accounts.authenticate(created.token.expose()).unwrap();
+        assert!(matches!(principal, Some(Principal::Key { .. })));
+        let last_used = accounts.list_keys(&created.account.account_id).unwrap()[0].last_used_at;
+        assert_eq!(last_used, Some(at));
+        store.shutdown();
     }
 }

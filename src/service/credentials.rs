@@ -3,18 +3,20 @@
 //! that key in the same batch as the `byok.revoked` event (crypto-shredding).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use chrono::Utc;
 
+use super::clock::SharedClock;
+use super::ids::Ids;
 use super::{Executed, ServiceError, Target, execute};
 use crate::crypto::{DataKey, MasterKey, Redacted};
 use crate::domain::credential::{
     self, Credential, CredentialCommand, CredentialPatch, CredentialState, NewCredential,
     RegisterRequest,
 };
-use crate::domain::new_id;
+use crate::domain::{AccountId, CredentialId};
 use crate::es::{Aggregate, EventMeta, StreamId};
 use crate::storage::{DataKeyChange, Index, Store};
 
@@ -33,29 +35,31 @@ pub struct ListFilter {
 pub struct Credentials {
     store: Store,
     master: MasterKey,
+    clock: SharedClock,
+    ids: Arc<Ids>,
 }
 
-fn stream(byok_id: &str) -> StreamId {
-    StreamId::new(Credential::KIND, byok_id)
+fn stream(byok_id: &CredentialId) -> StreamId {
+    StreamId::new(Credential::KIND, byok_id.as_str())
 }
 
 /// Binds a wrapped data key to its credential.
-fn data_key_ad(account_id: &str, byok_id: &str) -> Vec<u8> {
+fn data_key_ad(account_id: &AccountId, byok_id: &CredentialId) -> Vec<u8> {
     format!("keyledger/dek/{account_id}/{byok_id}").into_bytes()
 }
 
 /// Binds sealed secrets to their account, credential and secret version.
-fn secret_ad(account_id: &str, byok_id: &str, version: u32) -> Vec<u8> {
+fn secret_ad(account_id: &AccountId, byok_id: &CredentialId, version: u32) -> Vec<u8> {
     format!("keyledger/byok/{account_id}/{byok_id}/v{version}").into_bytes()
 }
 
 /// Another account's credential is answered exactly like a missing one.
 fn owned<'a>(
     state: Option<&'a Credential>,
-    account_id: &str,
+    account_id: &AccountId,
 ) -> Result<Option<&'a Credential>, ServiceError> {
     match state {
-        Some(c) if c.account_id != account_id => Err(ServiceError::NotFound("no such credential")),
+        Some(c) if c.account_id != *account_id => Err(ServiceError::NotFound("no such credential")),
         other => Ok(other),
     }
 }
@@ -71,18 +75,23 @@ fn versioned(executed: Executed<Credential>) -> Result<Versioned, ServiceError> 
 }
 
 impl Credentials {
-    pub fn new(store: Store, master: MasterKey) -> Self {
-        Self { store, master }
+    pub fn new(store: Store, master: MasterKey, clock: SharedClock, ids: Arc<Ids>) -> Self {
+        Self {
+            store,
+            master,
+            clock,
+            ids,
+        }
     }
 
     pub async fn register(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         request: RegisterRequest,
         meta: &EventMeta,
     ) -> Result<Versioned, ServiceError> {
         let registration = credential::prepare_register(request)?;
-        let byok_id = new_id(credential::ID_PREFIX);
+        let byok_id = self.ids.credential();
         let key = DataKey::generate();
         let plaintext = Redacted::new(
             serde_json::to_vec(&registration.credentials.secrets)
@@ -93,18 +102,18 @@ impl Credentials {
             .map_err(crate::storage::StoreError::from)?;
         let command = NewCredential {
             byok_id: byok_id.clone(),
-            account_id: account_id.to_owned(),
+            account_id: account_id.clone(),
             spec: registration.spec,
             sealed_secret: STANDARD.encode(sealed),
             secret_hint: registration.credentials.hint.clone(),
-            at: Utc::now(),
+            at: self.clock.now(),
         };
         let target = Target {
             stream: stream(&byok_id),
             if_match: None,
             meta,
             data_key: Some(DataKeyChange::Store {
-                record: byok_id.clone(),
+                record: byok_id.to_string(),
                 wrapped: self
                     .master
                     .wrap(&key, &data_key_ad(account_id, &byok_id))
@@ -119,11 +128,15 @@ impl Credentials {
         versioned(executed)
     }
 
-    pub fn get(&self, account_id: &str, byok_id: &str) -> Result<Versioned, ServiceError> {
+    pub fn get(
+        &self,
+        account_id: &AccountId,
+        byok_id: &CredentialId,
+    ) -> Result<Versioned, ServiceError> {
         let stored = self
             .store
             .load::<Credential>(&stream(byok_id))?
-            .filter(|s| s.state.account_id == account_id)
+            .filter(|s| s.state.account_id == *account_id)
             .ok_or(ServiceError::NotFound("no such credential"))?;
         Ok(Versioned {
             credential: stored.state,
@@ -134,7 +147,7 @@ impl Credentials {
     /// A page of the account's credentials, oldest first, after the credential `after`.
     pub fn list(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         filter: &ListFilter,
         after: Option<&str>,
         limit: usize,
@@ -159,8 +172,8 @@ impl Credentials {
     /// Applies a command to one of the account's credentials.
     async fn command(
         &self,
-        account_id: &str,
-        byok_id: &str,
+        account_id: &AccountId,
+        byok_id: &CredentialId,
         if_match: Option<u64>,
         meta: &EventMeta,
         data_key: Option<DataKeyChange>,
@@ -185,27 +198,31 @@ impl Credentials {
 
     pub async fn update(
         &self,
-        account_id: &str,
-        byok_id: &str,
+        account_id: &AccountId,
+        byok_id: &CredentialId,
         patch: CredentialPatch,
         if_match: Option<u64>,
         meta: &EventMeta,
     ) -> Result<Versioned, ServiceError> {
+        let at = self.clock.now();
         self.command(account_id, byok_id, if_match, meta, None, || {
-            CredentialCommand::Update(Box::new(patch.clone()))
+            CredentialCommand::Update {
+                patch: Box::new(patch.clone()),
+                at,
+            }
         })
         .await
     }
 
     pub async fn set_enabled(
         &self,
-        account_id: &str,
-        byok_id: &str,
+        account_id: &AccountId,
+        byok_id: &CredentialId,
         enabled: bool,
         if_match: Option<u64>,
         meta: &EventMeta,
     ) -> Result<Versioned, ServiceError> {
-        let at = Utc::now();
+        let at = self.clock.now();
         self.command(account_id, byok_id, if_match, meta, None, || {
             if enabled {
                 CredentialCommand::Enable { at }
@@ -220,15 +237,15 @@ impl Credentials {
     /// opened again. Revoking a revoked credential answers it unchanged.
     pub async fn revoke(
         &self,
-        account_id: &str,
-        byok_id: &str,
+        account_id: &AccountId,
+        byok_id: &CredentialId,
         if_match: Option<u64>,
         meta: &EventMeta,
     ) -> Result<Versioned, ServiceError> {
         let destroy = DataKeyChange::Destroy {
-            record: byok_id.to_owned(),
+            record: byok_id.to_string(),
         };
-        let at = Utc::now();
+        let at = self.clock.now();
         self.command(account_id, byok_id, if_match, meta, Some(destroy), || {
             CredentialCommand::Revoke { at }
         })
@@ -239,8 +256,8 @@ impl Credentials {
     /// ever once the credential is revoked.
     pub fn open_secrets(
         &self,
-        account_id: &str,
-        byok_id: &str,
+        account_id: &AccountId,
+        byok_id: &CredentialId,
     ) -> Result<Redacted<BTreeMap<String, String>>, ServiceError> {
         let credential = self.get(account_id, byok_id)?.credential;
         if credential.is_revoked() {
@@ -248,7 +265,7 @@ impl Credentials {
         }
         // A live credential always has its key: a missing one means the data dir lost `keys/`
         // (a backup restored without it, say), which must not pass for a revocation.
-        let wrapped = self.store.data_key(byok_id)?.ok_or_else(|| {
+        let wrapped = self.store.data_key(byok_id.as_str())?.ok_or_else(|| {
             ServiceError::Store(crate::storage::StoreError::Corrupt {
                 what: format!("data key of {byok_id}"),
                 reason: "missing from keys/ although the credential is not revoked".into(),

@@ -5,9 +5,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
-
 use super::ServiceError;
+use super::clock::SharedClock;
 use crate::storage::{IdempotencyClaim, IdempotencyTicket, Store};
 
 /// How often expired records are deleted (they are ignored from the moment they expire).
@@ -31,19 +30,23 @@ pub struct Pending(IdempotencyTicket);
 
 pub struct Idempotency {
     store: Store,
+    /// Records' creation times and expiry are read from it.
+    clock: SharedClock,
+    /// When the last sweep started; a process timer, not a time anything records.
     last_sweep: Arc<Mutex<Option<Instant>>>,
 }
 
-fn now_millis() -> i64 {
-    Utc::now().timestamp_millis()
-}
-
 impl Idempotency {
-    pub fn new(store: Store) -> Self {
+    pub fn new(store: Store, clock: SharedClock) -> Self {
         Self {
             store,
+            clock,
             last_sweep: Arc::default(),
         }
+    }
+
+    fn now_millis(&self) -> i64 {
+        self.clock.now().timestamp_millis()
     }
 
     /// Claims `key` in `scope` for the request described by `request` (its parts, in a fixed
@@ -52,7 +55,7 @@ impl Idempotency {
         let fingerprint = self.store.idempotency_fingerprint(request);
         let claim = self
             .store
-            .claim_idempotency_key(scope, key, fingerprint, now_millis())?;
+            .claim_idempotency_key(scope, key, fingerprint, self.now_millis())?;
         Ok(match claim {
             IdempotencyClaim::Execute(ticket) => Begin::Execute(Pending(ticket)),
             IdempotencyClaim::Replay(response) => Begin::Replay(response),
@@ -64,7 +67,7 @@ impl Idempotency {
     /// Records the response of a successful request, durably, then releases its key.
     pub async fn finish(&self, pending: Pending, response: &[u8]) -> Result<(), ServiceError> {
         self.store
-            .record_idempotent_response(&pending.0, response, now_millis())
+            .record_idempotent_response(&pending.0, response, self.now_millis())
             .await?;
         drop(pending);
         self.sweep_if_due();
@@ -82,7 +85,8 @@ impl Idempotency {
             *last = Some(Instant::now());
         }
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || match store.sweep_idempotency(now_millis()) {
+        let now = self.now_millis();
+        tokio::task::spawn_blocking(move || match store.sweep_idempotency(now) {
             Ok(0) => {}
             Ok(swept) => tracing::info!(swept, "expired idempotency records deleted"),
             Err(error) => tracing::warn!(%error, "sweeping idempotency records failed"),

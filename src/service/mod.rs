@@ -1,10 +1,13 @@
 //! Load → decide → append → answer. Where async handlers meet the store, and the one place that
-//! turns domain and storage outcomes into service outcomes.
+//! turns domain and storage outcomes into service outcomes. Ids are minted (`ids`) and the time
+//! is read (`clock`) here, and reach the domain inside commands.
 
 pub mod accounts;
+pub mod clock;
 pub mod credentials;
 pub mod events;
 pub mod idempotency;
+pub mod ids;
 pub mod page;
 
 use crate::domain::account::AccountError;

@@ -4,12 +4,13 @@
 //! a crash could still take back (no gaps, no duplicates, across restarts too).
 
 use super::{Store, StoreError, keys};
+use crate::domain::AccountId;
 use crate::es::{Envelope, StreamId};
 
 /// Which feed to read.
 pub enum Feed<'a> {
     /// Every event of an account's streams, by global position.
-    Account(&'a str),
+    Account(&'a AccountId),
     /// One stream's events, by version.
     Stream(&'a StreamId),
 }

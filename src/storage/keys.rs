@@ -19,6 +19,8 @@
 //! Data keys are not in this tree at all: each lives in a file of its own under `keys/` beside it
 //! (see `keyring.rs`), so that destroying one really removes it from the data dir.
 
+use crate::domain::{AccountId, CredentialId, KeyId};
+
 /// The store schema version (`open::STORE_SCHEMA_VERSION`), not an event payload schema.
 pub const STORE_SCHEMA: &[u8] = b"m/schema";
 pub const CHAIN_KEY: &[u8] = b"m/chain_key";
@@ -69,28 +71,28 @@ pub fn token(hash: &[u8; 32]) -> Vec<u8> {
 }
 
 /// Every credential row of one account.
-pub fn byok_index_prefix(account_id: &str) -> Vec<u8> {
-    concat(&[b"i/byok/", account_id.as_bytes(), &[0]])
+pub fn byok_index_prefix(account_id: &AccountId) -> Vec<u8> {
+    concat(&[b"i/byok/", account_id.as_str().as_bytes(), &[0]])
 }
 
-pub fn byok_index(account_id: &str, byok_id: &str) -> Vec<u8> {
-    concat(&[&byok_index_prefix(account_id), byok_id.as_bytes()])
+pub fn byok_index(account_id: &AccountId, byok_id: &CredentialId) -> Vec<u8> {
+    concat(&[&byok_index_prefix(account_id), byok_id.as_str().as_bytes()])
 }
 
 /// Every feed row of one account.
-pub fn account_feed_prefix(account_id: &str) -> Vec<u8> {
-    concat(&[b"e/", account_id.as_bytes(), &[0]])
+pub fn account_feed_prefix(account_id: &AccountId) -> Vec<u8> {
+    concat(&[b"e/", account_id.as_str().as_bytes(), &[0]])
 }
 
-pub fn account_feed(account_id: &str, position: u64) -> Vec<u8> {
+pub fn account_feed(account_id: &AccountId, position: u64) -> Vec<u8> {
     concat(&[
         &account_feed_prefix(account_id),
         &position.to_be_bytes()[..],
     ])
 }
 
-pub fn key_last_used(key_id: &str) -> Vec<u8> {
-    concat(&[b"u/key/", key_id.as_bytes()])
+pub fn key_last_used(key_id: &KeyId) -> Vec<u8> {
+    concat(&[b"u/key/", key_id.as_str().as_bytes()])
 }
 
 pub fn u64_value(value: &[u8]) -> Option<u64> {

@@ -5,6 +5,7 @@
 
 use super::{Store, StoreError, keys};
 use crate::crypto::TokenHash;
+use crate::domain::KeyId;
 
 impl Store {
     /// The hash of the generated admin token, if one is kept.
@@ -39,14 +40,14 @@ impl Store {
 
     /// Records when a key was last used. Best effort, not an event: it is operational metadata,
     /// written without waiting for a flush.
-    pub fn touch_key(&self, key_id: &str, unix_millis: i64) -> Result<(), StoreError> {
+    pub fn touch_key(&self, key_id: &KeyId, unix_millis: i64) -> Result<(), StoreError> {
         self.inner
             .db
             .insert(keys::key_last_used(key_id), &unix_millis.to_be_bytes()[..])?;
         Ok(())
     }
 
-    pub fn key_last_used(&self, key_id: &str) -> Result<Option<i64>, StoreError> {
+    pub fn key_last_used(&self, key_id: &KeyId) -> Result<Option<i64>, StoreError> {
         self.inner
             .db
             .get(keys::key_last_used(key_id))?

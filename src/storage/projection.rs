@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::kv::{Kv, KvRead};
 use super::{StoreError, UniqueIndex, keys};
 use crate::crypto::TokenHash;
+use crate::domain::AccountId;
 use crate::domain::account::{Account, AccountEvent};
 use crate::domain::credential::{Credential, CredentialEvent};
 use crate::es::{Aggregate, DecodeError, DomainEvent, Envelope};
@@ -88,12 +89,17 @@ fn project_account(kv: &mut impl Kv, envelope: &Envelope) -> Result<(), Projecti
                     value: email,
                 });
             }
-            kv.put(key, after.account_id.into_bytes());
+            kv.put(key, String::from(after.account_id).into_bytes());
         }
         AccountEvent::KeyCreated {
             key_id, token_hash, ..
         } => {
-            let value = [after.account_id.as_bytes(), &[0], key_id.as_bytes()].concat();
+            let value = [
+                after.account_id.as_str().as_bytes(),
+                &[0],
+                key_id.as_str().as_bytes(),
+            ]
+            .concat();
             kv.put(token_index_key(&token_hash)?, value);
         }
         AccountEvent::KeyRevoked { key_id, .. } => {
@@ -118,7 +124,7 @@ fn project_credential(kv: &mut impl Kv, envelope: &Envelope) -> Result<(), Proje
     Ok(())
 }
 
-fn add_to_account_feed(kv: &mut impl Kv, account_id: &str, envelope: &Envelope) {
+fn add_to_account_feed(kv: &mut impl Kv, account_id: &AccountId, envelope: &Envelope) {
     kv.put(
         keys::account_feed(account_id, envelope.position),
         Vec::new(),

@@ -5,12 +5,13 @@
 use super::kv::KvRead;
 use super::{Store, StoreError, StoredAggregate, keys, projection, verify};
 use crate::crypto::TokenHash;
+use crate::domain::{AccountId, KeyId};
 use crate::es::{Aggregate, Envelope, StreamId};
 
 /// A secondary index to list aggregates by.
 pub enum Index<'a> {
     /// An account's credentials, oldest first.
-    AccountCredentials(&'a str),
+    AccountCredentials(&'a AccountId),
 }
 
 /// The tree seen through the projections' row interface, for query paths that share their
@@ -38,17 +39,17 @@ impl Store {
     }
 
     /// The account and key a token hash belongs to, if it is live.
-    pub fn find_token(&self, hash: &TokenHash) -> Result<Option<(String, String)>, StoreError> {
+    pub fn find_token(&self, hash: &TokenHash) -> Result<Option<(AccountId, KeyId)>, StoreError> {
         let Some(value) = self.inner.db.get(keys::token(&hash.0))? else {
             return Ok(None);
         };
         let text = std::str::from_utf8(&value).ok();
         let pair = text.and_then(|t| t.split_once('\0'));
-        pair.map(|(a, k)| (a.to_owned(), k.to_owned()))
+        pair.and_then(|(a, k)| Some((AccountId::parse(a)?, KeyId::parse(k)?)))
             .map(Some)
             .ok_or_else(|| StoreError::Corrupt {
                 what: "token index".into(),
-                reason: "not account\\0key".into(),
+                reason: "not account id\\0key id".into(),
             })
     }
 

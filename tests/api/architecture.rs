@@ -43,6 +43,12 @@ const RULES: &[Rule] = &[
     },
     Rule {
         files: &["src/"],
+        except: &["src/service/", "src/storage/"],
+        imports: &["ulid"],
+        rule: "ulid only in src/service/ (ids) and src/storage/ (event ids)",
+    },
+    Rule {
+        files: &["src/"],
         except: &["src/crypto/"],
         imports: &CRYPTO_CRATES,
         rule: "aes_siv, hmac, sha2, subtle and hkdf only in src/crypto/",

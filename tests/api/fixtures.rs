@@ -1,6 +1,7 @@
 //! Every recorded event shape under fixtures/events still decodes (through the upcasters) and
 //! applies.
 
+use keyledger::domain::KeyId;
 use keyledger::domain::account::{Account, AccountEvent};
 use keyledger::domain::credential::{Credential, CredentialEvent, CredentialState};
 use keyledger::es::{Aggregate, DomainEvent, Envelope};
@@ -24,7 +25,7 @@ fn account_events_of_schema_1_decode_and_apply() {
     let account = account.expect("an account");
     assert_eq!(account.email, "ada@example.com");
     assert_eq!(account.keys.len(), 2);
-    let revoked = &account.keys["key_01M83WT0000000000000000003"];
+    let revoked = &account.keys[&KeyId::parse("key_01M83WT0000000000000000003").unwrap()];
     assert!(revoked.revoked_at.is_some());
 }
 

@@ -9,8 +9,8 @@ use std::sync::Barrier;
 
 use chrono::Utc;
 use keyledger::crypto::MasterKey;
-use keyledger::domain::Scope;
 use keyledger::domain::account::AccountEvent;
+use keyledger::domain::{AccountId, KeyId, Scope};
 use keyledger::es::{DomainEvent, Envelope, EventMeta, ExpectedVersion, StreamId};
 use keyledger::startup::{Application, StartupError};
 use keyledger::storage::{
@@ -182,8 +182,8 @@ fn racing_appends_with_the_same_expected_version_have_one_winner() {
     let (_dir, store) = open_temp_store();
     const ROUNDS: u64 = 50;
     for round in 0..ROUNDS {
-        let account_id = format!("acct_race{round:03}");
-        let stream = StreamId::new("account", &account_id);
+        let account_id = AccountId::from_ulid(round.into());
+        let stream = StreamId::new("account", account_id.as_str());
 
         // Both try to create the stream.
         let outcomes = race(|contender| {
@@ -210,7 +210,7 @@ fn racing_appends_with_the_same_expected_version_have_one_winner() {
                 &stream,
                 ExpectedVersion::Exact(1),
                 AccountEvent::KeyCreated {
-                    key_id: format!("key_r{round}c{contender}"),
+                    key_id: KeyId::from_ulid((round * 2 + contender as u64).into()),
                     name: "racer".into(),
                     prefix: "kl_race".into(),
                     scopes: vec![Scope::Read],
@@ -238,9 +238,10 @@ fn racing_appends_with_the_same_expected_version_have_one_winner() {
 #[test]
 fn a_stale_expected_version_is_a_conflict_and_writes_nothing() {
     let (_dir, store) = open_temp_store();
-    let stream = StreamId::new("account", "acct_stale");
+    let account_id = AccountId::from_ulid(1);
+    let stream = StreamId::new("account", account_id.as_str());
     let created = || AccountEvent::Created {
-        account_id: "acct_stale".into(),
+        account_id: account_id.clone(),
         email: "stale@example.com".into(),
         created_at: Utc::now(),
     };

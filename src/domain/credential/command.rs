@@ -8,12 +8,13 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 
 use super::validate::CredentialSpec;
+use crate::domain::{AccountId, CredentialId};
 
 /// A credential to register, with everything decided outside the pure core.
 #[derive(Clone, Debug)]
 pub struct NewCredential {
-    pub byok_id: String,
-    pub account_id: String,
+    pub byok_id: CredentialId,
+    pub account_id: AccountId,
     pub spec: CredentialSpec,
     /// Base64 ciphertext of the secret fields.
     pub sealed_secret: String,
@@ -24,8 +25,9 @@ pub struct NewCredential {
 }
 
 /// A partial update: each field present is set, each absent one kept. For the clearable fields
-/// `Some(None)` clears. Secrets are not changed here (that is rotation).
-#[derive(Clone, Debug)]
+/// `Some(None)` clears. Secrets are not changed here (that is rotation). The default changes
+/// nothing.
+#[derive(Clone, Debug, Default)]
 pub struct CredentialPatch {
     pub alias: Option<String>,
     pub label: Option<Option<String>>,
@@ -36,31 +38,22 @@ pub struct CredentialPatch {
     pub weight: Option<u32>,
     /// Non-secret credential fields to change; an empty value removes an optional one.
     pub credentials: BTreeMap<String, String>,
-    pub at: DateTime<Utc>,
-}
-
-impl CredentialPatch {
-    /// A patch that changes nothing, to fill in.
-    pub fn at(at: DateTime<Utc>) -> Self {
-        Self {
-            alias: None,
-            label: None,
-            base_url: None,
-            declared_region: None,
-            models: None,
-            blacklisted_models: None,
-            weight: None,
-            credentials: BTreeMap::new(),
-            at,
-        }
-    }
 }
 
 #[derive(Clone, Debug)]
 pub enum CredentialCommand {
     Register(Box<NewCredential>),
-    Update(Box<CredentialPatch>),
-    Enable { at: DateTime<Utc> },
-    Disable { at: DateTime<Utc> },
-    Revoke { at: DateTime<Utc> },
+    Update {
+        patch: Box<CredentialPatch>,
+        at: DateTime<Utc>,
+    },
+    Enable {
+        at: DateTime<Utc>,
+    },
+    Disable {
+        at: DateTime<Utc>,
+    },
+    Revoke {
+        at: DateTime<Utc>,
+    },
 }

@@ -6,6 +6,8 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
+
 use super::command::{CredentialCommand, CredentialPatch, NewCredential};
 use super::error::CredentialError;
 use super::event::{CredentialEvent, Registered, Updated};
@@ -40,7 +42,7 @@ pub fn decide(
             byok_id: c.byok_id.clone(),
             disabled_at: at,
         }]),
-        (Some(c), C::Update(patch)) => decide_update(c, *patch),
+        (Some(c), C::Update { patch, at }) => decide_update(c, *patch, at),
     }
 }
 
@@ -77,6 +79,7 @@ fn decide_register(new: NewCredential) -> Result<Vec<CredentialEvent>, Credentia
 fn decide_update(
     c: &Credential,
     patch: CredentialPatch,
+    at: DateTime<Utc>,
 ) -> Result<Vec<CredentialEvent>, CredentialError> {
     let mut changes = Updated {
         byok_id: c.byok_id.clone(),
@@ -89,7 +92,7 @@ fn decide_update(
         blacklisted_models: None,
         weight: None,
         settings: BTreeMap::new(),
-        updated_at: patch.at,
+        updated_at: at,
     };
     if let Some(alias) = patch.alias {
         let alias = validate_alias(&alias)?;
@@ -159,8 +162,8 @@ mod tests {
         assert!(json.contains("\"type\":\"byok.registered\""));
 
         let c = given(&events).unwrap();
-        assert_eq!(c.byok_id, "byok_1");
-        assert_eq!(c.account_id, "acct_1");
+        assert_eq!(c.byok_id, byok());
+        assert_eq!(c.account_id, account());
         assert_eq!(c.provider, "openai");
         assert_eq!(c.alias, "prod-main");
         assert_eq!(c.label.as_deref(), Some("Production"));
@@ -238,8 +241,8 @@ mod tests {
     fn register_refuses_a_hint_that_could_be_a_secret() {
         let Registration { spec, .. } = prepare_register(request("openai")).unwrap();
         let command = CredentialCommand::Register(Box::new(NewCredential {
-            byok_id: "byok_1".into(),
-            account_id: "acct_1".into(),
+            byok_id: byok(),
+            account_id: account(),
             spec,
             sealed_secret: "x".into(),
             secret_hint: SECRET.into(),
@@ -253,8 +256,8 @@ mod tests {
         let Registration { mut spec, .. } = prepare_register(request("openai")).unwrap();
         spec.settings.insert("api_key".into(), SECRET.into());
         let command = CredentialCommand::Register(Box::new(NewCredential {
-            byok_id: "byok_1".into(),
-            account_id: "acct_1".into(),
+            byok_id: byok(),
+            account_id: account(),
             spec,
             sealed_secret: "x".into(),
             secret_hint: String::new(),
@@ -294,7 +297,7 @@ mod tests {
         assert_eq!(
             disabled,
             [CredentialEvent::Disabled {
-                byok_id: "byok_1".into(),
+                byok_id: byok(),
                 disabled_at: t(5)
             }]
         );
@@ -346,7 +349,7 @@ mod tests {
         let c = then(
             history,
             vec![CredentialEvent::Enabled {
-                byok_id: "byok_1".into(),
+                byok_id: byok(),
                 enabled_at: t(30),
             }],
         );
@@ -405,7 +408,7 @@ mod tests {
         assert_eq!(json["type"], "byok.updated");
         assert_eq!(
             json["data"],
-            serde_json::json!({"byok_id": "byok_1", "alias": "prod-eu", "weight": 250,
+            serde_json::json!({"byok_id": byok().as_str(), "alias": "prod-eu", "weight": 250,
                 "updated_at": "2023-11-14T22:14:20Z"})
         );
         let c = then(history, events);

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::Binding;
+use crate::domain::{AccountId, CredentialId};
 use crate::es::DomainEvent;
 
 /// `byok.registered`: the whole credential as registered. Carries the sealed secret (ciphertext
@@ -18,8 +19,8 @@ use crate::es::DomainEvent;
 /// [`crate::domain::PRIVATE_FIELDS`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registered {
-    pub byok_id: String,
-    pub account_id: String,
+    pub byok_id: CredentialId,
+    pub account_id: AccountId,
     pub provider: String,
     pub alias: String,
     pub label: Option<String>,
@@ -40,7 +41,7 @@ pub struct Registered {
 /// and absence means unchanged; in `settings`, `null` means the field was removed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Updated {
-    pub byok_id: String,
+    pub byok_id: CredentialId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alias: Option<String>,
     #[serde(
@@ -107,17 +108,17 @@ pub enum CredentialEvent {
     Updated(Box<Updated>),
     #[serde(rename = "byok.enabled")]
     Enabled {
-        byok_id: String,
+        byok_id: CredentialId,
         enabled_at: DateTime<Utc>,
     },
     #[serde(rename = "byok.disabled")]
     Disabled {
-        byok_id: String,
+        byok_id: CredentialId,
         disabled_at: DateTime<Utc>,
     },
     #[serde(rename = "byok.revoked")]
     Revoked {
-        byok_id: String,
+        byok_id: CredentialId,
         revoked_at: DateTime<Utc>,
     },
 }
@@ -128,7 +129,7 @@ impl DomainEvent for CredentialEvent {}
 mod tests {
     use super::*;
     use crate::domain::credential::Credential;
-    use crate::domain::credential::testing::{registered, t};
+    use crate::domain::credential::testing::{byok, registered, t};
     use crate::es::Aggregate;
 
     #[test]
@@ -139,7 +140,7 @@ mod tests {
             .cloned()
             .chain([
                 CredentialEvent::Updated(Box::new(Updated {
-                    byok_id: "b".into(),
+                    byok_id: byok(),
                     alias: None,
                     label: None,
                     base_url: None,
@@ -152,15 +153,15 @@ mod tests {
                     updated_at: t(1),
                 })),
                 CredentialEvent::Enabled {
-                    byok_id: "b".into(),
+                    byok_id: byok(),
                     enabled_at: t(1),
                 },
                 CredentialEvent::Disabled {
-                    byok_id: "b".into(),
+                    byok_id: byok(),
                     disabled_at: t(1),
                 },
                 CredentialEvent::Revoked {
-                    byok_id: "b".into(),
+                    byok_id: byok(),
                     revoked_at: t(1),
                 },
             ])

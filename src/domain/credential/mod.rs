@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::providers;
+use crate::domain::{AccountId, CredentialId, providers};
 use crate::es::Aggregate;
 
 mod command;
@@ -43,8 +43,6 @@ pub use validate::{
 
 /// Stream kind, never renamed: streams are `byok:<byok_id>`.
 pub const KIND: &str = "byok";
-/// Prefix of credential ids (`byok_01J…`).
-pub const ID_PREFIX: &str = "byok";
 pub const MAX_ALIAS_LEN: usize = 64;
 pub const MAX_LABEL_LEN: usize = 128;
 pub const MIN_WEIGHT: u32 = 1;
@@ -84,8 +82,8 @@ pub struct Binding {
 /// The state of one credential.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Credential {
-    pub byok_id: String,
-    pub account_id: String,
+    pub byok_id: CredentialId,
+    pub account_id: AccountId,
     pub provider: String,
     pub alias: String,
     pub label: Option<String>,
@@ -211,8 +209,8 @@ impl Aggregate for Credential {
 
 fn shell() -> Credential {
     Credential {
-        byok_id: String::new(),
-        account_id: String::new(),
+        byok_id: CredentialId::unnamed(),
+        account_id: AccountId::unnamed(),
         provider: String::new(),
         alias: String::new(),
         label: None,
@@ -236,12 +234,12 @@ fn shell() -> Credential {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::credential::testing::{given, t};
+    use crate::domain::credential::testing::{byok, given, t};
 
     #[test]
     fn apply_is_total_on_a_stream_without_registration() {
         let c = given(&[CredentialEvent::Enabled {
-            byok_id: "byok_x".into(),
+            byok_id: byok(),
             enabled_at: t(1),
         }])
         .unwrap();

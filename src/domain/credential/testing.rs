@@ -7,9 +7,19 @@ use super::{
     Credential, CredentialCommand, CredentialError, CredentialEvent, CredentialPatch,
     NewCredential, RegisterRequest, Registration, decide, prepare_register,
 };
+use crate::domain::{AccountId, CredentialId};
 use crate::es::Aggregate;
 
 pub(super) const SECRET: &str = "sk-proj-0123456789abcdefWXYZ";
+
+/// The credential the tests register, and its account.
+pub(super) fn byok() -> CredentialId {
+    CredentialId::from_ulid(1)
+}
+
+pub(super) fn account() -> AccountId {
+    AccountId::from_ulid(1)
+}
 
 pub(super) fn t(secs: i64) -> DateTime<Utc> {
     Utc.timestamp_opt(1_700_000_000 + secs, 0).unwrap()
@@ -39,8 +49,8 @@ pub(super) fn param_of<T: std::fmt::Debug>(result: Result<T, CredentialError>) -
 
 pub(super) fn register_command(registration: Registration) -> CredentialCommand {
     CredentialCommand::Register(Box::new(NewCredential {
-        byok_id: "byok_1".into(),
-        account_id: "acct_1".into(),
+        byok_id: byok(),
+        account_id: account(),
         spec: registration.spec,
         sealed_secret: "c2VhbGVk".into(),
         secret_hint: registration.credentials.hint,
@@ -68,7 +78,10 @@ pub(super) fn then(mut history: Vec<CredentialEvent>, new: Vec<CredentialEvent>)
 }
 
 pub(super) fn patch(f: impl FnOnce(&mut CredentialPatch)) -> CredentialCommand {
-    let mut p = CredentialPatch::at(t(60));
+    let mut p = CredentialPatch::default();
     f(&mut p);
-    CredentialCommand::Update(Box::new(p))
+    CredentialCommand::Update {
+        patch: Box::new(p),
+        at: t(60),
+    }
 }

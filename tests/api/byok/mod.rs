@@ -16,9 +16,13 @@ mod shredding;
 mod validation;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use keyledger::domain::{AccountId, CredentialId};
+use keyledger::service::clock::{SharedClock, SystemClock};
 use keyledger::service::credentials::Credentials;
+use keyledger::service::ids::Ids;
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
 
@@ -115,7 +119,14 @@ fn time(value: &Value) -> DateTime<Utc> {
 }
 
 fn credentials(app: &TestApp) -> Credentials {
-    Credentials::new(app.store.clone(), app.settings.master_key.clone())
+    let clock: SharedClock = Arc::new(SystemClock);
+    let ids = Arc::new(Ids::new(clock.clone()));
+    Credentials::new(
+        app.store.clone(),
+        app.settings.master_key.clone(),
+        clock,
+        ids,
+    )
 }
 
 fn open_secrets(
@@ -124,7 +135,10 @@ fn open_secrets(
     byok_id: &str,
 ) -> Option<BTreeMap<String, String>> {
     credentials(app)
-        .open_secrets(account_id, byok_id)
+        .open_secrets(
+            &AccountId::parse(account_id).unwrap(),
+            &CredentialId::parse(byok_id).unwrap(),
+        )
         .ok()
         .map(|s| s.expose().clone())
 }

@@ -3,6 +3,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use keyledger::domain::{AccountId, CredentialId};
 use keyledger::es::StreamId;
 
 use super::{KEY, credentials, get_config, open_secrets, random_hex, secrets};
@@ -59,7 +60,12 @@ async fn revoke_shreds_the_data_key_and_the_log_keeps_only_ciphertext() {
         // ...but the key that opened it is gone.
         assert_eq!(app.store.data_key(&id).unwrap(), None);
         assert!(
-            credentials(app).open_secrets(&ada.account_id, &id).is_err(),
+            credentials(app)
+                .open_secrets(
+                    &AccountId::parse(&ada.account_id).unwrap(),
+                    &CredentialId::parse(&id).unwrap()
+                )
+                .is_err(),
             "a revoked secret opened"
         );
         for ad in [secret_ad.as_bytes(), dek_ad.as_bytes(), b"".as_slice()] {
