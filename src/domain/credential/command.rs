@@ -7,14 +7,15 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
-use super::validate::CredentialSpec;
+use super::CredentialProfile;
 
 /// A credential to register, with everything decided outside the pure core.
 #[derive(Clone, Debug)]
 pub struct NewCredential {
     pub byok_id: String,
     pub account_id: String,
-    pub spec: CredentialSpec,
+    /// Validated again by `decide`, which derives its residency.
+    pub profile: CredentialProfile,
     /// Base64 ciphertext of the secret fields.
     pub sealed_secret: String,
     /// At most four characters, from
