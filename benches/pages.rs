@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 use keyledger::crypto::{DataKey, KeyedHasher, MasterKey};
 use keyledger::domain::Scope;
 use keyledger::domain::account::{Account, AccountEvent};
-use keyledger::domain::credential::{CredentialEvent, Registered, Updated};
+use keyledger::domain::credential::{CredentialEvent, CredentialProfile, Registered, Updated};
 use keyledger::domain::{AccountId, CredentialId};
 use keyledger::es::{DomainEvent, Envelope, EventMeta, ExpectedVersion, NewEvent, StreamId};
 use keyledger::service::clock::SystemClock;
@@ -134,18 +134,20 @@ impl Credential {
     fn registered(&self, account_id: &AccountId) -> NewEvent {
         CredentialEvent::Registered(Box::new(Registered {
             byok_id: self.byok_id.clone(),
-            account_id: account_id.clone(),
-            provider: "openai".to_owned(),
-            alias: format!("bench-{}", self.byok_id.as_str().to_lowercase()),
-            label: None,
-            base_url: None,
-            declared_region: None,
-            residency: "global".to_owned(),
-            models: vec![],
-            blacklisted_models: vec![],
-            weight: 100,
-            bindings: vec![],
-            settings: Default::default(),
+            account_id: account_id.to_owned(),
+            profile: CredentialProfile {
+                provider: "openai".to_owned(),
+                alias: format!("bench-{}", self.byok_id.as_str().to_lowercase()),
+                label: None,
+                base_url: None,
+                declared_region: None,
+                residency: "global".to_owned(),
+                models: vec![],
+                blacklisted_models: vec![],
+                weight: 100,
+                bindings: vec![],
+                settings: Default::default(),
+            },
             // Opaque here: the bench stores no data key (`data_key: None`).
             sealed_secret: "YmVuY2gtY2lwaGVydGV4dC1ub3QtYS1yZWFsLXNlY3JldA==".to_owned(),
             secret_hint: "abcd".to_owned(),
@@ -340,7 +342,7 @@ fn read_page(case: &Case<'_>, store: &Store, events: &Events, rt: &tokio::runtim
     let first = &page.events[0];
     let ordinal = match case.feed {
         Feed::Account(_) => first.position,
-        Feed::Stream(_) => first.version,
+        Feed::Stream(_) => first.stream_version,
     };
     assert_eq!(ordinal, case.after + 1, "the page starts after its cursor");
     took

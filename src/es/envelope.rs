@@ -34,7 +34,8 @@ impl std::fmt::Display for StreamId {
     }
 }
 
-/// What an append expects of the stream's current version; checked atomically with the write.
+/// What an append expects of the stream's current version (its last event's `stream_version`);
+/// checked atomically with the write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExpectedVersion {
     /// The stream must not exist yet.
@@ -81,8 +82,10 @@ pub struct Envelope {
     /// Global position, gap-free, starting at 1.
     pub position: u64,
     pub stream: String,
-    /// Version within the stream, gap-free, starting at 1.
-    pub version: u64,
+    /// The event's version within its stream, gap-free, starting at 1; the aggregate's revision
+    /// once the event is applied. Stored under the key `version`, as every event already is.
+    #[serde(rename = "version")]
+    pub stream_version: u64,
     #[serde(rename = "type")]
     pub event_type: String,
     /// Payload schema version.

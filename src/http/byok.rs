@@ -18,7 +18,7 @@ use super::error::{ApiError, AuthErrors, BadRequest, BodyErrors, Conflict, Error
 use super::idempotency::{IdempotencyHeader, KeyOnlyBody, KeyScope, idempotent};
 use super::json::Json;
 use super::views::{BindingView, CredentialStateView, ProviderInfo, provider_infos};
-use crate::domain::credential::{Credential, CredentialPatch, RegisterRequest};
+use crate::domain::credential::{Credential, CredentialPatch, CredentialProfile, RegisterRequest};
 use crate::service::credentials::{ListFilter, Versioned};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -130,6 +130,8 @@ pub struct RegisterBody {
     pub model: Option<String>,
 }
 
+/// The one place the body becomes the domain's request. Both literals name every field, so a
+/// field added on either side without the other does not compile.
 impl From<RegisterBody> for RegisterRequest {
     fn from(b: RegisterBody) -> Self {
         RegisterRequest {
@@ -193,12 +195,28 @@ pub struct ByokKey {
     pub created_at: DateTime<Utc>,
 }
 
+impl From<Credential> for ByokKey {
+    fn from(c: Credential) -> Self {
+        Self {
+            byok_id: c.byok_id.into(),
+            provider: c.profile.provider,
+            alias: c.profile.alias,
+            state: c.state.into(),
+            created_at: c.created_at,
+        }
+    }
+}
+
 /// A credential as management endpoints show it: never a secret, never ciphertext.
+// The schema states the domain's `Credential` and `CredentialProfile` again, because the domain
+// knows no OpenAPI; `From<Versioned>` names every domain field and the tests below compare the
+// key sets, so the two cannot drift apart.
 #[derive(Serialize, ToSchema)]
 #[schema(example = json!({"byok_id": "byok_01JD5Q3M8X2Y4Z6A7B8C9D0E1H", "provider": "openai",
-    "alias": "prod-eu", "label": "Production, EU traffic", "state": "active", "version": 1,
-    "revision": 1, "secret_hint": "x9Qz", "settings": {}, "bindings": [{"capability": "chat"}],
-    "residency": "global", "declared_region": null, "base_url": null,
+    "alias": "prod-eu", "label": "Production, EU traffic", "state": "active",
+    "secret_version": 1, "version": 1, "revision": 1, "secret_hint": "x9Qz", "settings": {},
+    "bindings": [{"capability": "chat"}], "residency": "global", "declared_region": null,
+    "base_url": null,
     "models": ["gpt-4o", "gpt-4o-mini"], "blacklisted_models": [], "weight": 100,
     "created_at": "2026-11-23T10:00:00Z", "updated_at": "2026-11-23T10:00:00Z"}))]
 pub struct ByokConfig {
@@ -208,6 +226,9 @@ pub struct ByokConfig {
     pub label: Option<String>,
     pub state: CredentialStateView,
     /// The secret's version: 1 at registration, +1 on each rotation.
+    pub secret_version: u32,
+    /// The secret's version under its first name: use `secret_version`. Not the revision.
+    #[schema(deprecated)]
     pub version: u32,
     /// The credential's revision (its event count): the `ETag`, and what `If-Match` compares.
     pub revision: u64,
@@ -226,36 +247,62 @@ pub struct ByokConfig {
     pub updated_at: DateTime<Utc>,
 }
 
-impl ByokConfig {
-    fn new(c: Credential, revision: u64) -> Self {
+impl From<Versioned> for ByokConfig {
+    fn from(v: Versioned) -> Self {
+        let Credential {
+            byok_id,
+            account_id: _,
+            profile:
+                CredentialProfile {
+                    provider,
+                    alias,
+                    label,
+                    base_url,
+                    declared_region,
+                    residency,
+                    models,
+                    blacklisted_models,
+                    weight,
+                    bindings,
+                    settings,
+                },
+            state,
+            secret_version,
+            secret_hint,
+            sealed_secret: _,
+            created_at,
+            updated_at,
+        } = v.credential;
         Self {
-            byok_id: c.byok_id.into(),
-            provider: c.provider,
-            alias: c.alias,
-            label: c.label,
-            state: c.state.into(),
-            version: c.version,
-            revision,
-            secret_hint: c.secret_hint,
-            settings: c.settings,
-            bindings: c.bindings.into_iter().map(BindingView::from).collect(),
-            residency: c.residency,
-            declared_region: c.declared_region,
-            base_url: c.base_url,
-            models: c.models,
-            blacklisted_models: c.blacklisted_models,
-            weight: c.weight,
-            created_at: c.created_at,
-            updated_at: c.updated_at,
+            byok_id: byok_id.into(),
+            provider,
+            alias,
+            label,
+            state: state.into(),
+            secret_version,
+            version: secret_version,
+            revision: v.revision,
+            secret_hint,
+            settings,
+            bindings: bindings.into_iter().map(BindingView::from).collect(),
+            residency,
+            declared_region,
+            base_url,
+            models,
+            blacklisted_models,
+            weight,
+            created_at,
+            updated_at,
         }
     }
 }
 
 #[derive(Serialize, ToSchema)]
 #[schema(example = json!({"items": [{"byok_id": "byok_01JD5Q3M8X2Y4Z6A7B8C9D0E1H",
-    "provider": "openai", "alias": "prod-eu", "label": null, "state": "active", "version": 1,
-    "revision": 1, "secret_hint": "x9Qz", "settings": {}, "bindings": [{"capability": "chat"}],
-    "residency": "global", "declared_region": null, "base_url": null, "models": [],
+    "provider": "openai", "alias": "prod-eu", "label": null, "state": "active",
+    "secret_version": 1, "version": 1, "revision": 1, "secret_hint": "x9Qz", "settings": {},
+    "bindings": [{"capability": "chat"}], "residency": "global", "declared_region": null,
+    "base_url": null, "models": [],
     "blacklisted_models": [], "weight": 100, "created_at": "2026-11-23T10:00:00Z",
     "updated_at": "2026-11-23T10:00:00Z"}], "next_cursor": "Ynlva18wMUpENVEzTThYMlk0WjZBN0I4QzlEMEUxSA"}))]
 pub struct ByokList {
@@ -300,10 +347,7 @@ fn with_etag(mut response: HttpResponse, revision: u64) -> HttpResponse {
 
 fn config_response(v: Versioned) -> HttpResponse {
     let revision = v.revision;
-    with_etag(
-        HttpResponse::Ok().json(ByokConfig::new(v.credential, revision)),
-        revision,
-    )
+    with_etag(HttpResponse::Ok().json(ByokConfig::from(v)), revision)
 }
 
 /// The provider catalog: each provider's credential fields and rules.
@@ -341,14 +385,7 @@ pub async fn register(
             .credentials
             .register(&caller.account_id, body.into(), &caller.meta)
             .await?;
-        let c = v.credential;
-        let key = ByokKey {
-            byok_id: c.byok_id.into(),
-            provider: c.provider,
-            alias: c.alias,
-            state: c.state.into(),
-            created_at: c.created_at,
-        };
+        let key = ByokKey::from(v.credential);
         Ok(with_etag(HttpResponse::Created().json(key), v.revision))
     })
     .await
@@ -386,10 +423,7 @@ pub async fn list(
             .credentials
             .list(&caller.account_id, &filter, after.as_deref(), limit)?;
     Ok(web::Json(ByokList {
-        items: items
-            .into_iter()
-            .map(|v| ByokConfig::new(v.credential, v.revision))
-            .collect(),
+        items: items.into_iter().map(ByokConfig::from).collect(),
         next_cursor: next.as_deref().map(super::cursor::encode),
     }))
 }
@@ -427,10 +461,7 @@ pub async fn get(
         (status = 200, description = "The updated credential", body = ByokConfig,
             headers(("ETag" = String, description = "The credential's revision"),
                 ("Idempotent-Replayed" = String, description = "`true` on a replayed response"))),
-        (status = 404, response = NotFound),
-        (status = 409, response = Conflict),
-        BodyErrors,
-        AuthErrors,
+        ChangeErrors, BodyErrors, AuthErrors,
     ),
     security(("bearer" = []))
 )]
@@ -463,110 +494,182 @@ pub async fn update(
     .await
 }
 
-async fn set_enabled(
-    req: &HttpRequest,
-    state: web::Data<AppState>,
-    caller: Authed<Write>,
-    id: String,
-    if_match: Option<u64>,
-    enabled: bool,
+/// The commands that move a credential through its lifecycle.
+#[derive(Clone, Copy)]
+enum Lifecycle {
+    Enable,
+    Disable,
+    Revoke,
+}
+
+/// What a lifecycle route takes, extracted in this order: the caller first, then the path, the
+/// `If-Match` header and the body (nothing but an optional `idempotency_key`).
+type LifecycleRequest = (
+    HttpRequest,
+    web::Data<AppState>,
+    Authed<Write>,
+    web::Path<String>,
+    IfMatch,
+    KeyOnlyBody,
+);
+
+/// Runs a lifecycle command on one of the caller's credentials and answers it with its
+/// revision; a retry with the same idempotency key is answered the first response again.
+async fn run_lifecycle(
+    request: LifecycleRequest,
+    command: Lifecycle,
 ) -> Result<HttpResponse, ApiError> {
-    idempotent(req, KeyScope::account(&caller.account_id), async move {
+    let (req, state, caller, id, IfMatch(if_match), _) = request;
+    idempotent(&req, KeyScope::account(&caller.account_id), async move {
         let id = super::path::credential_id(&id)?;
-        let v = state
-            .credentials
-            .set_enabled(&caller.account_id, &id, enabled, if_match, &caller.meta)
-            .await?;
+        let (account_id, meta) = (&caller.account_id, &caller.meta);
+        let credentials = &state.credentials;
+        let v = match command {
+            Lifecycle::Enable => {
+                credentials
+                    .set_enabled(account_id, &id, true, if_match, meta)
+                    .await
+            }
+            Lifecycle::Disable => {
+                credentials
+                    .set_enabled(account_id, &id, false, if_match, meta)
+                    .await
+            }
+            Lifecycle::Revoke => credentials.revoke(account_id, &id, if_match, meta).await,
+        }?;
         Ok(config_response(v))
     })
     .await
+}
+
+/// What a change to an existing credential can fail with besides its body and its caller.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum ChangeErrors {
+    #[response(status = 404)]
+    NotFound(#[ref_response] NotFound),
+    #[response(status = 409)]
+    Conflict(#[ref_response] Conflict),
 }
 
 /// Enable a credential (a no-op on an active one).
 #[utoipa::path(
     post, path = "/v1/byok/enable/{id}", operation_id = "byok_enable", tag = "byok",
-    params(("id" = String, Path, description = "The credential's id"),
-        ConditionalHeaders),
+    params(("id" = String, Path, description = "The credential's id"), ConditionalHeaders),
     responses(
         (status = 200, description = "The credential", body = ByokConfig,
             headers(("ETag" = String, description = "The credential's revision"),
                 ("Idempotent-Replayed" = String, description = "`true` on a replayed response"))),
-        (status = 404, response = NotFound),
-        (status = 409, response = Conflict),
-        BodyErrors,
-        AuthErrors,
+        ChangeErrors, BodyErrors, AuthErrors,
     ),
     security(("bearer" = []))
 )]
-pub async fn enable(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    caller: Authed<Write>,
-    id: web::Path<String>,
-    IfMatch(if_match): IfMatch,
-    _: KeyOnlyBody,
-) -> Result<HttpResponse, ApiError> {
-    set_enabled(&req, state, caller, id.into_inner(), if_match, true).await
+pub async fn enable(request: LifecycleRequest) -> Result<HttpResponse, ApiError> {
+    run_lifecycle(request, Lifecycle::Enable).await
 }
 
 /// Disable a credential: resolve stops choosing it (a no-op on a disabled one).
 #[utoipa::path(
     post, path = "/v1/byok/disable/{id}", operation_id = "byok_disable", tag = "byok",
-    params(("id" = String, Path, description = "The credential's id"),
-        ConditionalHeaders),
+    params(("id" = String, Path, description = "The credential's id"), ConditionalHeaders),
     responses(
         (status = 200, description = "The credential", body = ByokConfig,
             headers(("ETag" = String, description = "The credential's revision"),
                 ("Idempotent-Replayed" = String, description = "`true` on a replayed response"))),
-        (status = 404, response = NotFound),
-        (status = 409, response = Conflict),
-        BodyErrors,
-        AuthErrors,
+        ChangeErrors, BodyErrors, AuthErrors,
     ),
     security(("bearer" = []))
 )]
-pub async fn disable(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    caller: Authed<Write>,
-    id: web::Path<String>,
-    IfMatch(if_match): IfMatch,
-    _: KeyOnlyBody,
-) -> Result<HttpResponse, ApiError> {
-    set_enabled(&req, state, caller, id.into_inner(), if_match, false).await
+pub async fn disable(request: LifecycleRequest) -> Result<HttpResponse, ApiError> {
+    run_lifecycle(request, Lifecycle::Disable).await
 }
 
 /// Revoke a credential for good and destroy its data key. Idempotent.
 #[utoipa::path(
     delete, path = "/v1/byok/revoke/{id}", operation_id = "byok_revoke", tag = "byok",
-    params(("id" = String, Path, description = "The credential's id"),
-        ConditionalHeaders),
+    params(("id" = String, Path, description = "The credential's id"), ConditionalHeaders),
     responses(
         (status = 200, description = "The revoked credential", body = ByokConfig,
             headers(("ETag" = String, description = "The credential's revision"),
                 ("Idempotent-Replayed" = String, description = "`true` on a replayed response"))),
-        (status = 404, response = NotFound),
-        (status = 409, response = Conflict),
-        BodyErrors,
-        AuthErrors,
+        ChangeErrors, BodyErrors, AuthErrors,
     ),
     security(("bearer" = []))
 )]
-pub async fn revoke(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    caller: Authed<Write>,
-    id: web::Path<String>,
-    IfMatch(if_match): IfMatch,
-    _: KeyOnlyBody,
-) -> Result<HttpResponse, ApiError> {
-    idempotent(&req, KeyScope::account(&caller.account_id), async move {
-        let id = super::path::credential_id(&id)?;
-        let v = state
-            .credentials
-            .revoke(&caller.account_id, &id, if_match, &caller.meta)
-            .await?;
-        Ok(config_response(v))
-    })
-    .await
+pub async fn revoke(request: LifecycleRequest) -> Result<HttpResponse, ApiError> {
+    run_lifecycle(request, Lifecycle::Revoke).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use serde_json::Value;
+
+    use super::*;
+    use crate::domain::credential::{CredentialEvent, Registered, prepare_register};
+    use crate::es::Aggregate;
+
+    fn served(credential: Credential, revision: u64) -> Value {
+        serde_json::to_value(ByokConfig::from(Versioned {
+            credential,
+            revision,
+        }))
+        .unwrap()
+    }
+
+    /// A credential as the domain registers it.
+    fn credential() -> Credential {
+        let registration = prepare_register(RegisterRequest {
+            provider: "openai".into(),
+            alias: Some("prod".into()),
+            api_key: Some("sk-test-0123456789WXYZ".into()),
+            capability: Some("chat".into()),
+            ..RegisterRequest::default()
+        })
+        .unwrap();
+        let registered = Registered {
+            byok_id: crate::domain::CredentialId::from_ulid(1),
+            account_id: crate::domain::AccountId::from_ulid(1),
+            profile: registration.profile,
+            sealed_secret: "c2VhbGVk".into(),
+            secret_hint: registration.credentials.hint,
+            created_at: DateTime::<Utc>::UNIX_EPOCH,
+        };
+        Credential::apply(None, &CredentialEvent::Registered(Box::new(registered)))
+    }
+
+    fn keys(object: &Value) -> BTreeSet<String> {
+        object.as_object().unwrap().keys().cloned().collect()
+    }
+
+    fn config_schema() -> Value {
+        serde_json::to_value(<ByokConfig as utoipa::PartialSchema>::schema()).unwrap()
+    }
+
+    #[test]
+    fn the_config_schema_shows_every_field_of_the_credential_but_its_account_and_ciphertext() {
+        let domain = keys(&serde_json::to_value(credential()).unwrap());
+        let hidden = ["account_id", "sealed_secret"];
+        let edge_only = ["revision", "version"];
+        let expected: BTreeSet<String> = domain
+            .into_iter()
+            .filter(|k| !hidden.contains(&k.as_str()))
+            .chain(edge_only.map(String::from))
+            .collect();
+        let schema = config_schema();
+        assert_eq!(keys(&schema["properties"]), expected);
+        assert_eq!(keys(&served(credential(), 3)), expected);
+    }
+
+    #[test]
+    fn version_is_the_deprecated_name_of_secret_version() {
+        let config = served(credential(), 3);
+        assert_eq!(config["secret_version"], 1);
+        assert_eq!(config["version"], config["secret_version"]);
+        assert_eq!(config["revision"], 3);
+        let properties = &config_schema()["properties"];
+        assert_eq!(properties["version"]["deprecated"], true);
+        assert_eq!(properties["secret_version"].get("deprecated"), None);
+    }
 }

@@ -71,7 +71,8 @@ pub struct StreamParams {
 /// A page of events. `next_cursor` is always there: pass it to read on, now or later.
 #[derive(Serialize, ToSchema)]
 #[schema(example = json!({"items": [{"event_id": "01JD5Q3M8X2Y4Z6A7B8C9D0E1J", "position": 42,
-    "stream": "byok:byok_01JD5Q3M8X2Y4Z6A7B8C9D0E1H", "version": 3, "type": "byok.disabled",
+    "stream": "byok:byok_01JD5Q3M8X2Y4Z6A7B8C9D0E1H", "stream_version": 3,
+    "type": "byok.disabled",
     "schema": 1, "occurred_at": "2026-11-23T10:05:00Z", "actor": "kl_3f9a0c1b2",
     "request_id": "req_01JD5Q3M8X2Y4Z6A7B8C9D0E1K",
     "data": {"byok_id": "byok_01JD5Q3M8X2Y4Z6A7B8C9D0E1H", "disabled_at": "2026-11-23T10:05:00Z"}}], "next_cursor": "NDI", "has_more": false}))]

@@ -109,11 +109,13 @@ impl From<Binding> for BindingView {
 }
 
 /// A stored event.
-// The feeds' view of `es::Envelope`, field for field. Private payload fields are already gone
-// (`service::events::public`).
+// The feeds' view of `es::Envelope`, field for field and in its order, except that the stream
+// version is named `stream_version` here (the log stores it as `version`). Private payload
+// fields are already gone (`service::events::public`).
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = Envelope, example = json!({"event_id": "01JD5Q3M8X2Y4Z6A7B8C9D0E1J", "position": 42,
-    "stream": "byok:byok_01JD5Q3M8X2Y4Z6A7B8C9D0E1H", "version": 3, "type": "byok.disabled",
+    "stream": "byok:byok_01JD5Q3M8X2Y4Z6A7B8C9D0E1H", "stream_version": 3,
+    "type": "byok.disabled",
     "schema": 1, "occurred_at": "2026-11-23T10:05:00Z", "actor": "kl_3f9a0c1b2",
     "request_id": "req_01JD5Q3M8X2Y4Z6A7B8C9D0E1K",
     "data": {"byok_id": "byok_01JD5Q3M8X2Y4Z6A7B8C9D0E1H", "disabled_at": "2026-11-23T10:05:00Z"}}))]
@@ -125,8 +127,9 @@ pub struct Event {
     /// Global position, gap-free, starting at 1.
     pub position: u64,
     pub stream: String,
-    /// Version within the stream, gap-free, starting at 1.
-    pub version: u64,
+    /// The event's version within its stream, gap-free, starting at 1. For a credential this
+    /// is the revision its `ETag` shows after the event.
+    pub stream_version: u64,
     #[serde(rename = "type")]
     pub event_type: String,
     /// Payload schema version.
@@ -143,7 +146,7 @@ impl From<Envelope> for Event {
             event_id: e.event_id,
             position: e.position,
             stream: e.stream,
-            version: e.version,
+            stream_version: e.stream_version,
             event_type: e.event_type,
             schema: e.schema,
             occurred_at: e.occurred_at,
@@ -271,16 +274,20 @@ mod tests {
     }
 
     #[test]
-    fn events_show_the_envelope_as_stored() {
+    fn events_show_the_envelope_as_stored_with_the_stream_version_named() {
         let stored = json!({"event_id": "01JD5Q3M8X2Y4Z6A7B8C9D0E1J", "position": 42,
             "stream": "byok:byok_01JD5Q3M8X2Y4Z6A7B8C9D0E1H", "version": 3,
             "type": "byok.disabled", "schema": 1, "occurred_at": "2026-11-23T10:05:00Z",
             "actor": "kl_3f9a0c1b2", "request_id": "req_01JD5Q3M8X2Y4Z6A7B8C9D0E1K",
             "data": {"byok_id": "byok_01JD5Q3M8X2Y4Z6A7B8C9D0E1H"}});
         let envelope: Envelope = serde_json::from_value(stored).unwrap();
-        // Field order too: SSE clients read the same text as before.
+        // Field order too: SSE clients read the stored text with one key named apart.
         assert_eq!(
-            serde_json::to_string(&envelope).unwrap(),
+            serde_json::to_string(&envelope).unwrap().replacen(
+                r#""version":"#,
+                r#""stream_version":"#,
+                1
+            ),
             serde_json::to_string(&Event::from(envelope.clone())).unwrap()
         );
     }

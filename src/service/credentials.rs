@@ -20,7 +20,7 @@ use crate::domain::{AccountId, CredentialId};
 use crate::es::{Aggregate, EventMeta, StreamId};
 use crate::storage::{DataKeyChange, Index, Store};
 
-/// A credential with its stream version (the `ETag` / `If-Match` value).
+/// A credential with its revision: its stream version, the `ETag` / `If-Match` value.
 pub struct Versioned {
     pub credential: Credential,
     pub revision: u64,
@@ -48,9 +48,10 @@ fn data_key_ad(account_id: &AccountId, byok_id: &CredentialId) -> Vec<u8> {
     format!("keyledger/dek/{account_id}/{byok_id}").into_bytes()
 }
 
-/// Binds sealed secrets to their account, credential and secret version.
-fn secret_ad(account_id: &AccountId, byok_id: &CredentialId, version: u32) -> Vec<u8> {
-    format!("keyledger/byok/{account_id}/{byok_id}/v{version}").into_bytes()
+/// Binds sealed secrets to their account, credential and secret version. The string is fixed:
+/// every sealed secret already stored was bound to it.
+fn secret_ad(account_id: &AccountId, byok_id: &CredentialId, secret_version: u32) -> Vec<u8> {
+    format!("keyledger/byok/{account_id}/{byok_id}/v{secret_version}").into_bytes()
 }
 
 /// Another account's credential is answered exactly like a missing one.
@@ -70,7 +71,7 @@ fn versioned(executed: Executed<Credential>) -> Result<Versioned, ServiceError> 
         .ok_or(ServiceError::NotFound("no such credential"))?;
     Ok(Versioned {
         credential,
-        revision: executed.version,
+        revision: executed.stream_version,
     })
 }
 
@@ -98,12 +99,15 @@ impl Credentials {
                 .map_err(crate::storage::StoreError::from)?,
         );
         let sealed = key
-            .seal(&secret_ad(account_id, &byok_id, 1), plaintext.expose())
+            .seal(
+                &secret_ad(account_id, &byok_id, credential::FIRST_SECRET_VERSION),
+                plaintext.expose(),
+            )
             .map_err(crate::storage::StoreError::from)?;
         let command = NewCredential {
             byok_id: byok_id.clone(),
             account_id: account_id.clone(),
-            spec: registration.spec,
+            profile: registration.profile,
             sealed_secret: STANDARD.encode(sealed),
             secret_hint: registration.credentials.hint.clone(),
             at: self.clock.now(),
@@ -140,7 +144,7 @@ impl Credentials {
             .ok_or(ServiceError::NotFound("no such credential"))?;
         Ok(Versioned {
             credential: stored.state,
-            revision: stored.version,
+            revision: stored.stream_version,
         })
     }
 
@@ -153,7 +157,10 @@ impl Credentials {
         limit: usize,
     ) -> Result<(Vec<Versioned>, Option<String>), ServiceError> {
         let keep = |c: &Credential| {
-            filter.provider.as_deref().is_none_or(|p| c.provider == p)
+            filter
+                .provider
+                .as_deref()
+                .is_none_or(|p| c.profile.provider == p)
                 && filter.state.is_none_or(|s| c.state == s)
         };
         let (page, next) =
@@ -163,7 +170,7 @@ impl Credentials {
             .into_iter()
             .map(|s| Versioned {
                 credential: s.state,
-                revision: s.version,
+                revision: s.stream_version,
             })
             .collect();
         Ok((page, next))
@@ -285,10 +292,38 @@ impl Credentials {
             .decode(&credential.sealed_secret)
             .map_err(|_| unreadable("sealed secret"))?;
         let plaintext = key
-            .open(&secret_ad(account_id, byok_id, credential.version), &sealed)
+            .open(
+                &secret_ad(account_id, byok_id, credential.secret_version),
+                &sealed,
+            )
             .map_err(|_| unreadable("sealed secret"))?;
         let secrets =
             serde_json::from_slice(&plaintext).map_err(|_| unreadable("sealed secret"))?;
         Ok(Redacted::new(secrets))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn associated_data_is_fixed() {
+        // Every sealed secret and wrapped data key already stored was bound to these strings:
+        // changing one makes them unreadable.
+        let account = AccountId::parse("acct_01M83WSGZCA5P4FYV8YQM5SFYW").unwrap();
+        let byok = CredentialId::parse("byok_01M83WSGZCA5P4FYV8YQM5SFYX").unwrap();
+        assert_eq!(
+            secret_ad(&account, &byok, credential::FIRST_SECRET_VERSION),
+            b"keyledger/byok/acct_01M83WSGZCA5P4FYV8YQM5SFYW/byok_01M83WSGZCA5P4FYV8YQM5SFYX/v1"
+        );
+        assert_eq!(
+            secret_ad(&account, &byok, 7),
+            b"keyledger/byok/acct_01M83WSGZCA5P4FYV8YQM5SFYW/byok_01M83WSGZCA5P4FYV8YQM5SFYX/v7"
+        );
+        assert_eq!(
+            data_key_ad(&account, &byok),
+            b"keyledger/dek/acct_01M83WSGZCA5P4FYV8YQM5SFYW/byok_01M83WSGZCA5P4FYV8YQM5SFYX"
+        );
     }
 }

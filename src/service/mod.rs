@@ -124,7 +124,7 @@ pub struct Target<'a> {
 /// An aggregate after a command, with its stream version.
 pub struct Executed<A> {
     pub state: Option<A>,
-    pub version: u64,
+    pub stream_version: u64,
 }
 
 /// Loads an aggregate, decides, and appends with the version it decided on. Answers the state
@@ -144,19 +144,22 @@ pub async fn execute<A: Aggregate>(
     loop {
         attempt += 1;
         let loaded = store.load::<A>(&stream)?;
-        let version = loaded.as_ref().map_or(0, |s| s.version);
+        let stream_version = loaded.as_ref().map_or(0, |s| s.stream_version);
         if let Some(expected) = if_match
-            && expected != version
+            && expected != stream_version
         {
             return Err(ServiceError::VersionConflict {
                 expected,
-                actual: version,
+                actual: stream_version,
             });
         }
         let state = loaded.map(|s| s.state);
         let events = decide(state.as_ref())?;
         if events.is_empty() {
-            return Ok(Executed { state, version });
+            return Ok(Executed {
+                state,
+                stream_version,
+            });
         }
         let new_events = events
             .iter()
@@ -165,10 +168,10 @@ pub async fn execute<A: Aggregate>(
             .map_err(StoreError::from)?;
         let request = AppendRequest {
             stream: stream.clone(),
-            expected: if version == 0 {
+            expected: if stream_version == 0 {
                 ExpectedVersion::NoStream
             } else {
-                ExpectedVersion::Exact(version)
+                ExpectedVersion::Exact(stream_version)
             },
             events: new_events,
             meta: meta.clone(),
@@ -178,7 +181,7 @@ pub async fn execute<A: Aggregate>(
             Ok(appended) => {
                 return Ok(Executed {
                     state: events.iter().fold(state, |s, e| Some(A::apply(s, e))),
-                    version: appended.last().map_or(version, |e| e.version),
+                    stream_version: appended.last().map_or(stream_version, |e| e.stream_version),
                 });
             }
             Err(AppendError::Conflict { .. }) if if_match.is_none() && attempt < RETRIES => {}

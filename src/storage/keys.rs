@@ -5,11 +5,11 @@
 //!
 //! | prefix | key | value | kind |
 //! |---|---|---|---|
-//! | `m/` | `m/<name>` | meta: schema version, wrapped store keys, admin token hash | meta |
+//! | `m/` | `m/<name>` | meta: schema version, projection format, wrapped store keys, admin token hash | meta |
 //! | `l/` | `l/<position u64>` | `hmac(32) ‖ envelope JSON` | the log |
 //! | `h/` | `h/<stream>` | head version `u64` | projection |
 //! | `s/` | `s/<stream> 0x00 <version u64>` | position `u64` | projection |
-//! | `a/` | `a/<stream>` | `{"version", "state"}` aggregate JSON | projection |
+//! | `a/` | `a/<stream>` | `{"stream_version", "state"}` aggregate JSON | projection |
 //! | `i/` | `i/email/<email>`, `i/token/<hash 32>` | account id; `account_id 0x00 key_id` | projection |
 //! | `i/` | `i/byok/<account_id> 0x00 <byok_id>` | empty: the account's credentials, oldest first | projection |
 //! | `e/` | `e/<account_id> 0x00 <position u64>` | empty: the account's feed, in log order | projection |
@@ -23,6 +23,9 @@ use crate::domain::{AccountId, CredentialId, KeyId};
 
 /// The store schema version (`open::STORE_SCHEMA_VERSION`), not an event payload schema.
 pub const STORE_SCHEMA: &[u8] = b"m/schema";
+/// The format the projection rows were written in (`projection::FORMAT_VERSION`); a store whose
+/// format differs from the build's has its projections rebuilt on open.
+pub const PROJECTION_FORMAT: &[u8] = b"m/projections";
 pub const CHAIN_KEY: &[u8] = b"m/chain_key";
 pub const TOKEN_KEY: &[u8] = b"m/token_key";
 pub const ADMIN_TOKEN: &[u8] = b"m/admin_token";
@@ -49,8 +52,8 @@ pub fn head(stream: &str) -> Vec<u8> {
     concat(&[b"h/", stream.as_bytes()])
 }
 
-pub fn stream_event(stream: &str, version: u64) -> Vec<u8> {
-    concat(&[&stream_events(stream), &version.to_be_bytes()[..]])
+pub fn stream_event(stream: &str, stream_version: u64) -> Vec<u8> {
+    concat(&[&stream_events(stream), &stream_version.to_be_bytes()[..]])
 }
 
 /// Every `s/` row of one stream.

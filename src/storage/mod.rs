@@ -7,7 +7,7 @@
 //! | file | owns |
 //! |---|---|
 //! | `error.rs` | `StoreError`, `AppendError`, `UniqueIndex` |
-//! | `open.rs` | opening: sled's lock, the store schema, the store keys, the sweep of leftover data keys |
+//! | `open.rs` | opening: sled's lock, the store schema, the store keys, rebuilding projections of another format, the sweep of leftover data keys |
 //! | `append.rs` | `AppendRequest`, `DataKeyChange`, handing an append to the writer |
 //! | `writer.rs` | the writer thread, group commit, the durable-position watch |
 //! | `read.rs` | point reads and index listings |
@@ -48,7 +48,7 @@ pub use hooks::{force_admin_token_row, force_schema_version};
 pub use idempotency::{Fingerprint, IdempotencyClaim, IdempotencyTicket, RETENTION_MS};
 use keyring::Keyring;
 pub use open::{Durability, STORE_SCHEMA_VERSION};
-pub use projection::StoredAggregate;
+pub use projection::{FORMAT_VERSION as PROJECTION_FORMAT_VERSION, StoredAggregate};
 pub use read::Index;
 pub use verify::VerifyReport;
 use writer::Job;

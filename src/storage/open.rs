@@ -1,6 +1,7 @@
 //! Opening a store: taking sled's lock (and telling a held lock from other failures), the store
-//! schema version and the store keys in `m/`, and the sweep of data keys left without a live
-//! credential by a crash. Everything here runs once, before the writer starts.
+//! schema version and the store keys in `m/`, rebuilding projections written in another format
+//! than this build's, and the sweep of data keys left without a live credential by a crash.
+//! Everything here runs once, before the writer starts.
 
 use std::fs::{File, OpenOptions};
 use std::path::Path;
@@ -45,6 +46,7 @@ impl Store {
         let tree: sled::Tree = (*db).clone();
         let (chain_key, token_key) = init_or_check(&tree, master)?;
         let chain = KeyedHasher::new(&chain_key);
+        settle_projection_format(&tree, &chain)?;
         let idempotency = idempotency::Idempotency::open(&tree, master)?;
         let (position, last_hash) = verify::tail(&tree)?;
         let sync_file = match durability {
@@ -137,6 +139,10 @@ fn init_or_check(tree: &sled::Tree, master: &MasterKey) -> Result<(DataKey, Data
             let token = DataKey::generate();
             let mut batch = sled::Batch::default();
             batch.insert(keys::STORE_SCHEMA, &STORE_SCHEMA_VERSION.to_be_bytes()[..]);
+            batch.insert(
+                keys::PROJECTION_FORMAT,
+                &projection::FORMAT_VERSION.to_be_bytes()[..],
+            );
             batch.insert(keys::CHAIN_KEY, master.wrap(&chain, CHAIN_KEY_AD)?);
             batch.insert(keys::TOKEN_KEY, master.wrap(&token, TOKEN_KEY_AD)?);
             tree.apply_batch(batch)?;
@@ -173,6 +179,36 @@ fn init_or_check(tree: &sled::Tree, master: &MasterKey) -> Result<(DataKey, Data
     }
 }
 
+/// Rebuilds the projections from the log when they were written in another format than this
+/// build's: older (or a store from before formats were recorded, which has no row), or newer (a
+/// later build's rows, which this one may not read). The log is the only source of truth, so
+/// this loses nothing; it runs before anything reads a projection, and a broken chain stops the
+/// open rather than serving rows that no checked replay produced.
+fn settle_projection_format(tree: &sled::Tree, chain: &KeyedHasher) -> Result<(), StoreError> {
+    let found = tree
+        .get(keys::PROJECTION_FORMAT)?
+        .map(|raw| {
+            <[u8; 4]>::try_from(raw.as_ref())
+                .map(u32::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt {
+                    what: "projection format (m/projections)".into(),
+                    reason: "not a 4-byte integer".into(),
+                })
+        })
+        .transpose()?;
+    if found == Some(projection::FORMAT_VERSION) {
+        return Ok(());
+    }
+    let events = verify::rebuild_projections(tree, chain)?;
+    tracing::info!(
+        found = found.map_or_else(|| "none".to_owned(), |v| v.to_string()),
+        format = projection::FORMAT_VERSION,
+        events,
+        "rebuilt the projections from the log, as their format differed from this build's"
+    );
+    Ok(())
+}
+
 /// Destroys keys left without a live credential by a crash between a key's file and its event
 /// (a key file never renamed into place, a registration that never became durable, or a
 /// revocation whose key outlived it).
@@ -187,4 +223,116 @@ fn destroy_orphan_keys(tree: &sled::Tree, keyring: &Keyring) -> Result<(), Store
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::es::{Envelope, EventMeta, ExpectedVersion, NewEvent};
+    use crate::storage::AppendRequest;
+
+    /// Recorded credential events, appended again into a new store.
+    const RECORDED: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/events/byok-schema-1.ndjson"
+    ));
+
+    /// The `a/` row of that credential after its first two events (registered, updated), as
+    /// the build before projection formats wrote it: format 1.
+    const FORMAT_1_ROW: &str = r#"{"version":2,"state":{"byok_id":"byok_01M8417NX9R4XXJMXCTVHRHG8Z","account_id":"acct_01M8417NK2K1W3DW1QVNJ69AEX","provider":"azure","alias":"prod-eu","label":null,"state":"active","version":1,"secret_hint":"1234","sealed_secret":"AVx0c3RhbmQtaW4gY2lwaGVydGV4dCwgbm90IGEgcmVhbCBzZWFsZWQgc2VjcmV0","settings":{"api_version":"2024-10-21","deployments":"gpt-4o,gpt-4o-mini","endpoint":"https://example-eu.openai.azure.com"},"residency":"eu-west","declared_region":"eu-west","base_url":null,"models":["gpt-4o"],"blacklisted_models":[],"weight":250,"bindings":[{"capability":"chat"}],"created_at":"2026-11-23T11:04:07.849696357Z","updated_at":"2026-11-23T11:04:08.104563792Z"}}"#;
+
+    fn stream() -> StreamId {
+        StreamId::new(Credential::KIND, "byok_01M8417NX9R4XXJMXCTVHRHG8Z")
+    }
+
+    /// A closed store holding the first two recorded events.
+    async fn recorded_store(dir: &Path, master: &MasterKey) {
+        let store = Store::open(dir, master, Durability::Sync).unwrap();
+        for line in RECORDED.lines().take(2) {
+            let envelope: Envelope = serde_json::from_str(line).unwrap();
+            let request = AppendRequest {
+                stream: envelope.stream_id(),
+                expected: ExpectedVersion::Any,
+                events: vec![NewEvent {
+                    event_type: envelope.event_type,
+                    schema: envelope.schema,
+                    data: envelope.data,
+                }],
+                meta: EventMeta::default(),
+                data_key: None,
+            };
+            store.append(request).await.unwrap();
+        }
+        assert_eq!(format_row(&store), Some(projection::FORMAT_VERSION));
+        store.shutdown();
+    }
+
+    /// Rewrites the closed store's credential row in format 1 and its format row as given.
+    fn downgrade(dir: &Path, format: Option<&[u8]>) {
+        let db = sled::Config::new().path(dir).open().unwrap();
+        db.insert(keys::aggregate(stream().as_str()), FORMAT_1_ROW.as_bytes())
+            .unwrap();
+        match format {
+            Some(raw) => db.insert(keys::PROJECTION_FORMAT, raw).map(drop).unwrap(),
+            None => db.remove(keys::PROJECTION_FORMAT).map(drop).unwrap(),
+        }
+        db.flush().unwrap();
+    }
+
+    fn format_row(store: &Store) -> Option<u32> {
+        let raw = store.inner.db.get(keys::PROJECTION_FORMAT).unwrap()?;
+        Some(u32::from_be_bytes(raw.as_ref().try_into().unwrap()))
+    }
+
+    #[tokio::test]
+    async fn projections_of_an_older_format_are_rebuilt_on_open() {
+        let one = 1u32.to_be_bytes();
+        for format in [None, Some(&one[..])] {
+            let dir = tempfile::tempdir().unwrap();
+            let master = MasterKey::generate();
+            recorded_store(dir.path(), &master).await;
+            downgrade(dir.path(), format);
+
+            let store = Store::open(dir.path(), &master, Durability::Sync).unwrap();
+            assert_eq!(format_row(&store), Some(projection::FORMAT_VERSION));
+            let stored = store.load::<Credential>(&stream()).unwrap().unwrap();
+            assert_eq!(stored.stream_version, 2);
+            assert_eq!(stored.state.secret_version, 1);
+            assert_eq!(stored.state.profile.weight, 250);
+            let report = store.verify().unwrap();
+            assert!(report.is_sound(), "{format:?}: {:?}", report.mismatches);
+            assert_eq!(report.events, 2);
+        }
+    }
+
+    #[tokio::test]
+    async fn the_recorded_format_decides_whether_projections_are_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let master = MasterKey::generate();
+        recorded_store(dir.path(), &master).await;
+        // Rows of format 1 under a row that claims this build's format stay as they are, and
+        // are what verify would then report: the rebuild above is the format row's doing.
+        downgrade(
+            dir.path(),
+            Some(&projection::FORMAT_VERSION.to_be_bytes()[..]),
+        );
+        let store = Store::open(dir.path(), &master, Durability::Sync).unwrap();
+        assert!(store.load::<Credential>(&stream()).is_err());
+        let report = store.verify().unwrap();
+        assert_eq!(
+            report.mismatches,
+            [format!("differs a/{}", stream())],
+            "{report:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_format_row_that_does_not_decode_is_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let master = MasterKey::generate();
+        recorded_store(dir.path(), &master).await;
+        downgrade(dir.path(), Some(b"two"));
+        let opened = Store::open(dir.path(), &master, Durability::Sync);
+        assert!(matches!(opened, Err(StoreError::Corrupt { .. })));
+    }
 }

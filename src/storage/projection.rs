@@ -12,6 +12,13 @@ use crate::domain::account::{Account, AccountEvent};
 use crate::domain::credential::{Credential, CredentialEvent};
 use crate::es::{Aggregate, DecodeError, DomainEvent, Envelope};
 
+/// The encoding of the projection rows this build writes. Bump it whenever a row's encoding
+/// changes (an aggregate's fields, their names or order, a key layout under a projection
+/// prefix): a store recorded at another format has its projections rebuilt from the log when it
+/// opens, so `verify` keeps comparing like with like (docs/adr/0013). 2: the `a/` rows name
+/// `stream_version` and the credential's `secret_version`, with its profile flattened.
+pub const FORMAT_VERSION: u32 = 2;
+
 /// Why an event could not be projected. `Unique` rejects the append that carried it (a unique
 /// index is enforced where the index is written, atomically with the write).
 #[derive(Debug, thiserror::Error)]
@@ -26,17 +33,21 @@ pub enum ProjectionError {
     Store(#[from] StoreError),
 }
 
+/// An `a/` row: an aggregate's state and the stream version it was projected at.
 #[derive(Serialize, Deserialize)]
 pub struct StoredAggregate<A> {
-    pub version: u64,
+    pub stream_version: u64,
     pub state: A,
 }
 
 pub fn project(kv: &mut impl Kv, envelope: &Envelope) -> Result<(), ProjectionError> {
     let stream = envelope.stream.as_str();
-    kv.put(keys::head(stream), envelope.version.to_be_bytes().to_vec());
     kv.put(
-        keys::stream_event(stream, envelope.version),
+        keys::head(stream),
+        envelope.stream_version.to_be_bytes().to_vec(),
+    );
+    kv.put(
+        keys::stream_event(stream, envelope.stream_version),
         envelope.position.to_be_bytes().to_vec(),
     );
     match envelope.stream_id().kind() {
@@ -69,7 +80,7 @@ fn apply_aggregate<A: Aggregate>(
     let before = load::<A>(kv, &envelope.stream)?.map(|s| s.state);
     let after = A::apply(before.clone(), &event);
     let stored = StoredAggregate {
-        version: envelope.version,
+        stream_version: envelope.stream_version,
         state: &after,
     };
     let bytes = serde_json::to_vec(&stored).map_err(StoreError::from)?;

@@ -25,7 +25,7 @@ impl KvRead for ReadOnly<'_> {
 }
 
 impl Store {
-    /// An aggregate's current state and version, from its projection.
+    /// An aggregate's current state and stream version, from its projection.
     pub fn load<A: Aggregate>(
         &self,
         stream: &StreamId,

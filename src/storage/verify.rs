@@ -3,7 +3,7 @@
 //! commands run on the writer thread between groups, so nothing is appended while they look.
 
 use super::kv::{Kv, MemKv};
-use super::projection::project;
+use super::projection::{FORMAT_VERSION, project};
 use super::{Store, StoreError, keys};
 use crate::crypto::KeyedHasher;
 use crate::es::Envelope;
@@ -23,21 +23,26 @@ impl Store {
     /// replayed.
     pub fn rebuild(&self) -> Result<u64, StoreError> {
         let chain = self.inner.chain.clone();
-        let db = self.inner.db.clone();
-        self.exclusive(move |tree| {
-            let (events, replayed) = replay(tree, &chain)?;
-            let mut batch = sled::Batch::default();
-            for (key, _) in live_projections(tree)?.0 {
-                batch.remove(key);
-            }
-            for (key, value) in replayed.0 {
-                batch.insert(key, value);
-            }
-            tree.apply_batch(batch)?;
-            db.flush()?;
-            Ok(events)
-        })?
+        self.exclusive(move |tree| rebuild_projections(tree, &chain))?
     }
+}
+
+/// Replays the log with the chain check (a broken chain changes nothing), then in one batch
+/// replaces every projection row with the replayed ones and records this build's projection
+/// format, and flushes. Answers how many events were replayed.
+pub fn rebuild_projections(tree: &sled::Tree, chain: &KeyedHasher) -> Result<u64, StoreError> {
+    let (events, replayed) = replay(tree, chain)?;
+    let mut batch = sled::Batch::default();
+    for (key, _) in live_projections(tree)?.0 {
+        batch.remove(key);
+    }
+    for (key, value) in replayed.0 {
+        batch.insert(key, value);
+    }
+    batch.insert(keys::PROJECTION_FORMAT, &FORMAT_VERSION.to_be_bytes()[..]);
+    tree.apply_batch(batch)?;
+    tree.flush()?;
+    Ok(events)
 }
 
 /// `hmac(chain key, previous hash ‖ envelope JSON as stored)`; the first event's previous hash is

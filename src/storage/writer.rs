@@ -193,7 +193,7 @@ impl Writer {
                 event_id: ulid::Ulid::new().to_string(),
                 position: p,
                 stream: stream.to_owned(),
-                version: current + offset,
+                stream_version: current + offset,
                 event_type: event.event_type.clone(),
                 schema: event.schema,
                 occurred_at,

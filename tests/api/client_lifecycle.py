@@ -215,7 +215,7 @@ def main(base_url, admin_token):
     check(config.alias == "prod-eu", "alias")
     check(config.label == "Production, EU traffic", f"label {config.label!r}")
     check(config.state == CredentialState.ACTIVE, "state")
-    check(config.version == 1, f"version {config.version}")
+    check(config.secret_version == 1, f"secret_version {config.secret_version}")
     check(config.revision == 1, f"revision {config.revision}")
     check(config.secret_hint == OPENAI_SECRET[-4:], f"secret_hint {config.secret_hint!r}")
     check(
@@ -306,8 +306,8 @@ def main(base_url, admin_token):
         f"event types {[e.type_ for e in page.items]}",
     )
     check(
-        [e.version for e in page.items] == list(range(1, got.revision + 1)),
-        f"event versions {[e.version for e in page.items]} for revision {got.revision}",
+        [e.stream_version for e in page.items] == list(range(1, got.revision + 1)),
+        f"event versions {[e.stream_version for e in page.items]} for revision {got.revision}",
     )
     check(bool(page.next_cursor), "no next_cursor")
     for secret in (OPENAI_SECRET, ANTHROPIC_SECRET):

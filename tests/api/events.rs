@@ -78,7 +78,7 @@ async fn the_account_feed_is_ordered_complete_and_shows_no_private_fields() {
         for field in [
             "event_id",
             "stream",
-            "version",
+            "stream_version",
             "schema",
             "occurred_at",
             "actor",
@@ -105,7 +105,7 @@ async fn the_account_feed_is_ordered_complete_and_shows_no_private_fields() {
     let stream = read_all(&app, &token, &format!("/v1/byok/events/{id}"), 50).await;
     let versions: Vec<u64> = stream
         .iter()
-        .map(|e| e["version"].as_u64().unwrap())
+        .map(|e| e["stream_version"].as_u64().unwrap())
         .collect();
     assert_eq!(versions, [1, 2]);
 }

@@ -37,10 +37,13 @@ fn credential_events_of_schema_1_decode_and_apply() {
         Some(Credential::apply(state, &event))
     });
     let credential = credential.expect("a credential");
-    assert_eq!(credential.provider, "azure");
-    assert_eq!(credential.label, None, "the update cleared the label");
-    assert_eq!(credential.weight, 250);
-    assert_eq!(credential.settings["api_version"], "2024-10-21");
+    assert_eq!(credential.profile.provider, "azure");
+    assert_eq!(
+        credential.profile.label, None,
+        "the update cleared the label"
+    );
+    assert_eq!(credential.profile.weight, 250);
+    assert_eq!(credential.profile.settings["api_version"], "2024-10-21");
     assert_eq!(credential.state, CredentialState::Revoked);
 }
 

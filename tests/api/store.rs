@@ -201,7 +201,7 @@ fn racing_appends_with_the_same_expected_version_have_one_winner() {
         });
         let winner = one_winner(&outcomes, 1);
         let created = &outcomes[winner].as_ref().unwrap()[0];
-        assert_eq!(created.version, 1);
+        assert_eq!(created.stream_version, 1);
 
         // Both try to add a key on top of version 1.
         let outcomes = race(|contender| {
@@ -221,7 +221,7 @@ fn racing_appends_with_the_same_expected_version_have_one_winner() {
         });
         let winner = one_winner(&outcomes, 2);
         let added = &outcomes[winner].as_ref().unwrap()[0];
-        assert_eq!(added.version, 2);
+        assert_eq!(added.stream_version, 2);
 
         let events = store.stream_events(&stream).unwrap();
         assert_eq!(events.len(), 2, "round {round}");
@@ -364,7 +364,7 @@ async fn positions_are_gap_free_and_versions_count_per_stream() {
     assert_eq!(per_stream.len(), accounts.len());
 
     for (stream, events) in &per_stream {
-        let versions: Vec<u64> = events.iter().map(|e| e.version).collect();
+        let versions: Vec<u64> = events.iter().map(|e| e.stream_version).collect();
         let expected: Vec<u64> = (1..=events.len() as u64).collect();
         assert_eq!(versions, expected, "{stream}");
         let by_stream = app

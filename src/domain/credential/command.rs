@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
-use super::validate::CredentialSpec;
+use super::CredentialProfile;
 use crate::domain::{AccountId, CredentialId};
 
 /// A credential to register, with everything decided outside the pure core.
@@ -15,7 +15,8 @@ use crate::domain::{AccountId, CredentialId};
 pub struct NewCredential {
     pub byok_id: CredentialId,
     pub account_id: AccountId,
-    pub spec: CredentialSpec,
+    /// Validated again by `decide`, which derives its residency.
+    pub profile: CredentialProfile,
     /// Base64 ciphertext of the secret fields.
     pub sealed_secret: String,
     /// At most four characters, from

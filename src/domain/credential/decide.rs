@@ -1,10 +1,8 @@
 //! `decide`: what a command does to a credential, as events. Pure and deterministic; the
-//! register spec is validated again here, so a command built any other way than through
+//! register profile is validated again here, so a command built any other way than through
 //! `prepare_register` cannot put a secret among the settings.
 //!
 //! Must not import crypto, storage or HTTP.
-
-use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
@@ -47,29 +45,17 @@ pub fn decide(
 }
 
 fn decide_register(new: NewCredential) -> Result<Vec<CredentialEvent>, CredentialError> {
-    let spec = new.spec.validated()?;
+    let profile = new.profile.validated()?;
     if new.secret_hint.chars().count() > MAX_HINT_LEN {
         return Err(CredentialError::invalid(
             "secret_hint",
             format!("a secret hint is at most {MAX_HINT_LEN} characters"),
         ));
     }
-    let residency =
-        providers::provider(&spec.provider)?.residency_for(spec.declared_region.as_deref());
     Ok(vec![CredentialEvent::Registered(Box::new(Registered {
         byok_id: new.byok_id,
         account_id: new.account_id,
-        provider: spec.provider,
-        alias: spec.alias,
-        label: spec.label,
-        base_url: spec.base_url,
-        declared_region: spec.declared_region,
-        residency,
-        models: spec.models,
-        blacklisted_models: spec.blacklisted_models,
-        weight: spec.weight,
-        bindings: spec.bindings,
-        settings: spec.settings,
+        profile,
         sealed_secret: new.sealed_secret,
         secret_hint: new.secret_hint,
         created_at: new.at,
@@ -81,19 +67,9 @@ fn decide_update(
     patch: CredentialPatch,
     at: DateTime<Utc>,
 ) -> Result<Vec<CredentialEvent>, CredentialError> {
-    let mut changes = Updated {
-        byok_id: c.byok_id.clone(),
-        alias: None,
-        label: None,
-        base_url: None,
-        declared_region: None,
-        residency: None,
-        models: None,
-        blacklisted_models: None,
-        weight: None,
-        settings: BTreeMap::new(),
-        updated_at: at,
-    };
+    let mut changes = Updated::new(c.byok_id.clone(), at);
+    // Every field a patch touches is the profile's.
+    let c = &c.profile;
     if let Some(alias) = patch.alias {
         let alias = validate_alias(&alias)?;
         changes.alias = (alias != c.alias).then_some(alias);
@@ -164,25 +140,25 @@ mod tests {
         let c = given(&events).unwrap();
         assert_eq!(c.byok_id, byok());
         assert_eq!(c.account_id, account());
-        assert_eq!(c.provider, "openai");
-        assert_eq!(c.alias, "prod-main");
-        assert_eq!(c.label.as_deref(), Some("Production"));
+        assert_eq!(c.profile.provider, "openai");
+        assert_eq!(c.profile.alias, "prod-main");
+        assert_eq!(c.profile.label.as_deref(), Some("Production"));
         assert_eq!(c.state, CredentialState::Active);
-        assert_eq!(c.version, 1);
+        assert_eq!(c.secret_version, 1);
         assert_eq!(c.secret_hint, "WXYZ");
         assert_eq!(c.sealed_secret, "c2VhbGVk");
-        assert_eq!(c.residency, "global");
-        assert_eq!(c.models, ["gpt-4o", "gpt-4o-mini"]);
-        assert_eq!(c.weight, DEFAULT_WEIGHT);
+        assert_eq!(c.profile.residency, "global");
+        assert_eq!(c.profile.models, ["gpt-4o", "gpt-4o-mini"]);
+        assert_eq!(c.profile.weight, DEFAULT_WEIGHT);
         assert_eq!(
-            c.bindings,
+            c.profile.bindings,
             [Binding {
                 capability: Some("chat".into()),
                 module: None,
                 model: None
             }]
         );
-        assert!(c.settings.is_empty());
+        assert!(c.profile.settings.is_empty());
         assert_eq!((c.created_at, c.updated_at), (t(0), t(0)));
     }
 
@@ -190,28 +166,28 @@ mod tests {
     fn register_keeps_non_secret_fields_in_the_clear() {
         let events = registered_with(RegisterRequest {
             api_key: None,
-            credentials: [
+            credentials: fields(&[
                 ("api_key", SECRET),
                 ("endpoint", "https://res.openai.azure.com/"),
                 ("api_version", "2024-10-21"),
                 ("deployments", "gpt-4o"),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect(),
+            ]),
             ..request("azure")
         });
         let c = given(&events).unwrap();
-        assert_eq!(c.settings["endpoint"], "https://res.openai.azure.com");
-        assert!(!c.settings.contains_key("api_key"));
+        assert_eq!(
+            c.profile.settings["endpoint"],
+            "https://res.openai.azure.com"
+        );
+        assert!(!c.profile.settings.contains_key("api_key"));
     }
 
     #[test]
     fn register_derives_residency() {
         let eu = given(&registered_with(request("mistral"))).unwrap();
-        assert_eq!(eu.residency, "eu");
+        assert_eq!(eu.profile.residency, "eu");
         let india = given(&registered_with(request("sarvam"))).unwrap();
-        assert_eq!(india.residency, "india");
+        assert_eq!(india.profile.residency, "india");
         let own = given(&registered_with(RegisterRequest {
             api_key: None,
             base_url: Some("http://192.168.1.20:8000/v1/".into()),
@@ -219,15 +195,18 @@ mod tests {
             ..request("self_hosted")
         }))
         .unwrap();
-        assert_eq!(own.residency, "eu-west-1");
-        assert_eq!(own.base_url.as_deref(), Some("http://192.168.1.20:8000/v1"));
+        assert_eq!(own.profile.residency, "eu-west-1");
+        assert_eq!(
+            own.profile.base_url.as_deref(),
+            Some("http://192.168.1.20:8000/v1")
+        );
         assert_eq!(own.secret_hint, "");
         let declared = given(&registered_with(RegisterRequest {
             declared_region: Some("eu".into()),
             ..request("openai")
         }))
         .unwrap();
-        assert_eq!(declared.residency, "eu");
+        assert_eq!(declared.profile.residency, "eu");
     }
 
     #[test]
@@ -239,11 +218,11 @@ mod tests {
 
     #[test]
     fn register_refuses_a_hint_that_could_be_a_secret() {
-        let Registration { spec, .. } = prepare_register(request("openai")).unwrap();
+        let Registration { profile, .. } = prepare_register(request("openai")).unwrap();
         let command = CredentialCommand::Register(Box::new(NewCredential {
             byok_id: byok(),
             account_id: account(),
-            spec,
+            profile,
             sealed_secret: "x".into(),
             secret_hint: SECRET.into(),
             at: t(0),
@@ -253,12 +232,12 @@ mod tests {
 
     #[test]
     fn register_refuses_a_secret_smuggled_into_settings() {
-        let Registration { mut spec, .. } = prepare_register(request("openai")).unwrap();
-        spec.settings.insert("api_key".into(), SECRET.into());
+        let Registration { mut profile, .. } = prepare_register(request("openai")).unwrap();
+        profile.settings.insert("api_key".into(), SECRET.into());
         let command = CredentialCommand::Register(Box::new(NewCredential {
             byok_id: byok(),
             account_id: account(),
-            spec,
+            profile,
             sealed_secret: "x".into(),
             secret_hint: String::new(),
             at: t(0),
@@ -385,6 +364,11 @@ mod tests {
         }
     }
 
+    /// The one `byok.updated` a patch decides on `c`.
+    fn update_of(c: &Credential, f: impl FnOnce(&mut CredentialPatch)) -> Updated {
+        only_update(decide(Some(c), patch(f)).unwrap())
+    }
+
     #[test]
     fn update_records_only_what_changed() {
         let history = registered();
@@ -412,7 +396,10 @@ mod tests {
                 "updated_at": "2023-11-14T22:14:20Z"})
         );
         let c = then(history, events);
-        assert_eq!((c.weight, c.alias.as_str()), (250, "prod-eu"));
+        assert_eq!(
+            (c.profile.weight, c.profile.alias.as_str()),
+            (250, "prod-eu")
+        );
         assert_eq!(c.updated_at, t(60));
         assert_eq!(c.created_at, t(0));
     }
@@ -442,7 +429,7 @@ mod tests {
             ..request("openai")
         });
         let c = given(&history).unwrap();
-        assert_eq!(c.residency, "eu");
+        assert_eq!(c.profile.residency, "eu");
         let events = decide(
             Some(&c),
             patch(|p| {
@@ -460,10 +447,10 @@ mod tests {
         let back: CredentialEvent = serde_json::from_value(json).unwrap();
         assert_eq!(back, events[0]);
         let c = then(history, events);
-        assert_eq!(c.label, None);
-        assert_eq!(c.base_url, None);
-        assert_eq!(c.declared_region, None);
-        assert_eq!(c.residency, "global");
+        assert_eq!(c.profile.label, None);
+        assert_eq!(c.profile.base_url, None);
+        assert_eq!(c.profile.declared_region, None);
+        assert_eq!(c.profile.residency, "global");
     }
 
     #[test]
@@ -471,13 +458,7 @@ mod tests {
         let history = registered_with(request("mistral"));
         let c = given(&history).unwrap();
         // Declaring what the provider already is changes the declaration, not the residency.
-        let same = only_update(
-            decide(
-                Some(&c),
-                patch(|p| p.declared_region = Some(Some("eu".into()))),
-            )
-            .unwrap(),
-        );
+        let same = update_of(&c, |p| p.declared_region = Some(Some("eu".into())));
         assert_eq!(same.declared_region, Some(Some("eu".into())));
         assert_eq!(same.residency, None);
         let moved = decide(
@@ -486,7 +467,7 @@ mod tests {
         )
         .unwrap();
         let c = then(history, moved);
-        assert_eq!(c.residency, "us");
+        assert_eq!(c.profile.residency, "us");
     }
 
     #[test]
@@ -513,14 +494,14 @@ mod tests {
             [("project".to_owned(), Some("proj_2".to_owned()))].into()
         );
         let c = then(history.clone(), events);
-        assert_eq!(c.settings["project"], "proj_2");
+        assert_eq!(c.profile.settings["project"], "proj_2");
         let removed = decide(
             Some(&c),
             patch(|p| p.credentials = [("organization".to_owned(), String::new())].into()),
         )
         .unwrap();
         let c = then(history, removed);
-        assert!(!c.settings.contains_key("organization"));
+        assert!(!c.profile.settings.contains_key("organization"));
         assert_eq!(
             param_of(decide(
                 Some(&c),
@@ -541,14 +522,11 @@ mod tests {
         }))
         .unwrap();
         let azure = given(&registered_with(RegisterRequest {
-            credentials: [
+            credentials: fields(&[
                 ("endpoint", "https://res.openai.azure.com"),
                 ("api_version", "2024-10-21"),
                 ("deployments", "gpt-4o"),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect(),
+            ]),
             ..request("azure")
         }))
         .unwrap();
@@ -607,13 +585,9 @@ mod tests {
             assert_eq!(param_of(decide(Some(c), command)), expected, "{debug}");
         }
         // self_hosted can move to another local server.
-        let moved = only_update(
-            decide(
-                Some(&own),
-                patch(|p| p.base_url = Some(Some("http://[::1]:9000/v1/".into()))),
-            )
-            .unwrap(),
-        );
+        let moved = update_of(&own, |p| {
+            p.base_url = Some(Some("http://[::1]:9000/v1/".into()))
+        });
         assert_eq!(moved.base_url, Some(Some("http://[::1]:9000/v1".into())));
     }
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::Binding;
+use super::CredentialProfile;
 use crate::domain::{AccountId, CredentialId};
 use crate::es::DomainEvent;
 
@@ -17,21 +17,16 @@ use crate::es::DomainEvent;
 /// bound to this credential; unreadable once revocation shreds its key) and the hint, never a
 /// plaintext secret. Feeds and webhooks leave `sealed_secret` out (see
 /// [`crate::domain::PRIVATE_FIELDS`]).
+///
+/// The payload's keys are fixed by the events already stored: `byok_id`, `account_id`, the
+/// profile's fields in their order, then `sealed_secret`, `secret_hint`, `created_at` (the
+/// tests below hold it to the recorded bytes).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registered {
     pub byok_id: CredentialId,
     pub account_id: AccountId,
-    pub provider: String,
-    pub alias: String,
-    pub label: Option<String>,
-    pub base_url: Option<String>,
-    pub declared_region: Option<String>,
-    pub residency: String,
-    pub models: Vec<String>,
-    pub blacklisted_models: Vec<String>,
-    pub weight: u32,
-    pub bindings: Vec<Binding>,
-    pub settings: BTreeMap<String, String>,
+    #[serde(flatten)]
+    pub profile: CredentialProfile,
     pub sealed_secret: String,
     pub secret_hint: String,
     pub created_at: DateTime<Utc>,
@@ -77,6 +72,46 @@ pub struct Updated {
 }
 
 impl Updated {
+    /// An update of `byok_id` at `updated_at` that changes nothing yet, to fill in.
+    pub fn new(byok_id: CredentialId, updated_at: DateTime<Utc>) -> Self {
+        Self {
+            byok_id,
+            alias: None,
+            label: None,
+            base_url: None,
+            declared_region: None,
+            residency: None,
+            models: None,
+            blacklisted_models: None,
+            weight: None,
+            settings: BTreeMap::new(),
+            updated_at,
+        }
+    }
+
+    /// Sets each changed field of `profile`.
+    pub(super) fn apply_to(&self, profile: &mut CredentialProfile) {
+        fn set<T: Clone>(target: &mut T, change: &Option<T>) {
+            if let Some(value) = change {
+                *target = value.clone();
+            }
+        }
+        set(&mut profile.alias, &self.alias);
+        set(&mut profile.label, &self.label);
+        set(&mut profile.base_url, &self.base_url);
+        set(&mut profile.declared_region, &self.declared_region);
+        set(&mut profile.residency, &self.residency);
+        set(&mut profile.models, &self.models);
+        set(&mut profile.blacklisted_models, &self.blacklisted_models);
+        set(&mut profile.weight, &self.weight);
+        for (name, value) in &self.settings {
+            match value {
+                Some(value) => profile.settings.insert(name.clone(), value.clone()),
+                None => profile.settings.remove(name),
+            };
+        }
+    }
+
     pub(super) fn changes_nothing(&self) -> bool {
         self.alias.is_none()
             && self.label.is_none()
@@ -140,17 +175,8 @@ mod tests {
             .cloned()
             .chain([
                 CredentialEvent::Updated(Box::new(Updated {
-                    byok_id: byok(),
-                    alias: None,
-                    label: None,
-                    base_url: None,
-                    declared_region: None,
-                    residency: None,
-                    models: None,
-                    blacklisted_models: None,
                     weight: Some(1),
-                    settings: BTreeMap::new(),
-                    updated_at: t(1),
+                    ..Updated::new(byok(), t(1))
                 })),
                 CredentialEvent::Enabled {
                     byok_id: byok(),
@@ -188,6 +214,63 @@ mod tests {
             ]
         );
         assert_eq!(<Credential as Aggregate>::KIND, "byok");
+    }
+
+    /// The first recorded fixture (`byok.registered`) as the writer stores it: the build before
+    /// the profile was one type wrote these bytes for it. The payload goes through serde_json's
+    /// map, which orders its keys; the fixture file itself lists them in another order.
+    const RECORDED_REGISTERED: &str = r#"{"event_id":"01M8417NXB75JJQ5RNTZ5FJZ3N","position":3,"stream":"byok:byok_01M8417NX9R4XXJMXCTVHRHG8Z","version":1,"type":"byok.registered","schema":1,"occurred_at":"2026-11-23T11:04:07.851112844Z","actor":"kl_b557ea600","request_id":"req_01M8417NX78KPWG52CWE4K4F5V","data":{"account_id":"acct_01M8417NK2K1W3DW1QVNJ69AEX","alias":"prod-eu","base_url":null,"bindings":[{"capability":"chat"}],"blacklisted_models":[],"byok_id":"byok_01M8417NX9R4XXJMXCTVHRHG8Z","created_at":"2026-11-23T11:04:07.849696357Z","declared_region":"eu-west","label":"EU traffic","models":["gpt-4o"],"provider":"azure","residency":"eu-west","sealed_secret":"AVx0c3RhbmQtaW4gY2lwaGVydGV4dCwgbm90IGEgcmVhbCBzZWFsZWQgc2VjcmV0","secret_hint":"1234","settings":{"api_version":"2024-06-01","deployments":"gpt-4o,gpt-4o-mini","endpoint":"https://example-eu.openai.azure.com"},"weight":100}}"#;
+
+    /// `Registered` serialised on its own, field order kept, as the build before wrote it:
+    /// the order a serializer that keeps it (and every reader of the struct) sees.
+    const REGISTERED_FIELDS_IN_ORDER: &str = r#"{"byok_id":"byok_00000000000000000000000001","account_id":"acct_00000000000000000000000001","provider":"openai","alias":"prod-main","label":"Production","base_url":null,"declared_region":null,"residency":"global","models":["gpt-4o","gpt-4o-mini"],"blacklisted_models":[],"weight":100,"bindings":[{"capability":"chat"}],"settings":{},"sealed_secret":"c2VhbGVk","secret_hint":"WXYZ","created_at":"2023-11-14T22:13:20Z"}"#;
+
+    /// What the build before stored as the payload of that same event.
+    const REGISTERED_PAYLOAD: &str = r#"{"account_id":"acct_00000000000000000000000001","alias":"prod-main","base_url":null,"bindings":[{"capability":"chat"}],"blacklisted_models":[],"byok_id":"byok_00000000000000000000000001","created_at":"2023-11-14T22:13:20Z","declared_region":null,"label":"Production","models":["gpt-4o","gpt-4o-mini"],"provider":"openai","residency":"global","sealed_secret":"c2VhbGVk","secret_hint":"WXYZ","settings":{},"weight":100}"#;
+
+    fn recorded() -> Vec<crate::es::Envelope> {
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/events/byok-schema-1.ndjson"
+        ))
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+    }
+
+    #[test]
+    fn a_registered_event_is_stored_as_recorded() {
+        let recorded = recorded();
+        let event = CredentialEvent::from_envelope(&recorded[0]).unwrap();
+        assert!(matches!(event, CredentialEvent::Registered(_)));
+        let new = event.to_new_event().unwrap();
+        let again = crate::es::Envelope {
+            data: new.data,
+            ..recorded[0].clone()
+        };
+        assert_eq!(serde_json::to_string(&again).unwrap(), RECORDED_REGISTERED);
+        // Every recorded event encodes back to its recorded payload.
+        for envelope in &recorded {
+            let event = CredentialEvent::from_envelope(envelope).unwrap();
+            assert_eq!(event.to_new_event().unwrap().data, envelope.data);
+        }
+    }
+
+    #[test]
+    fn the_registered_payload_keeps_its_keys_and_their_order() {
+        let Ok([CredentialEvent::Registered(r)]) = <[CredentialEvent; 1]>::try_from(registered())
+        else {
+            panic!("expected one byok.registered");
+        };
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            REGISTERED_FIELDS_IN_ORDER
+        );
+        let new = CredentialEvent::Registered(r).to_new_event().unwrap();
+        assert_eq!(
+            serde_json::to_string(&new.data).unwrap(),
+            REGISTERED_PAYLOAD
+        );
     }
 
     #[test]

@@ -6,9 +6,10 @@
 //! [`prepare_register`] validates and hands back for sealing; no event, error message or `Debug`
 //! output carries one.
 //!
-//! This file holds the state ([`Credential`]), its limits and the total `apply`; beside it:
+//! This file holds the state ([`Credential`] and the [`CredentialProfile`] it shares with its
+//! command and event), its limits and the total `apply`; beside it:
 //! - `error`: [`CredentialError`];
-//! - `validate`: the register request, the validated spec and the field checks;
+//! - `validate`: the register request, the profile's validation and the field checks;
 //! - `command`: the commands;
 //! - `event`: the events, as stored;
 //! - `decide`: command to events.
@@ -37,8 +38,8 @@ pub use decide::decide;
 pub use error::CredentialError;
 pub use event::{CredentialEvent, Registered, Updated};
 pub use validate::{
-    CredentialSpec, RegisterRequest, Registration, prepare_register, validate_alias,
-    validate_label, validate_models, validate_name, validate_weight,
+    RegisterRequest, Registration, prepare_register, validate_alias, validate_label,
+    validate_models, validate_name, validate_weight,
 };
 
 /// Stream kind, never renamed: streams are `byok:<byok_id>`.
@@ -52,6 +53,8 @@ pub const DEFAULT_WEIGHT: u32 = 100;
 pub const MAX_MODELS: usize = 256;
 /// Longest model, capability or module name.
 pub const MAX_NAME_LEN: usize = 128;
+/// The secret version a credential is registered with; each rotation adds one.
+pub const FIRST_SECRET_VERSION: u32 = 1;
 /// Longest secret hint a command may carry: anything longer is a bug that could leak a secret.
 pub const MAX_HINT_LEN: usize = 4;
 
@@ -79,28 +82,21 @@ pub struct Binding {
     pub model: Option<String>,
 }
 
-/// The state of one credential.
+/// The non-secret description of a credential: which provider, how it is called, what it
+/// serves and where its traffic is processed. One definition for every place that holds it:
+/// the `Register` command carries it, and `byok.registered` and the aggregate embed it with
+/// `#[serde(flatten)]`, so its fields sit at the top level of their JSON, in this order.
+/// Validated by [`CredentialProfile::validated`], which also derives `residency`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Credential {
-    pub byok_id: CredentialId,
-    pub account_id: AccountId,
+pub struct CredentialProfile {
     pub provider: String,
     pub alias: String,
     pub label: Option<String>,
-    pub state: CredentialState,
-    /// The secret's version: 1 at registration, +1 on each rotation.
-    pub version: u32,
-    /// Last four characters of the identifying secret (may be empty; see
-    /// [`providers::secret_hint`]).
-    pub secret_hint: String,
-    /// The sealed secret fields (base64 ciphertext); opaque here.
-    pub sealed_secret: String,
-    /// The provider's non-secret credential fields (azure `endpoint`, bedrock `region`…).
-    pub settings: BTreeMap<String, String>,
-    /// What resolve's `residency` filter matches: `declared_region`, else the provider's.
-    pub residency: String,
-    pub declared_region: Option<String>,
     pub base_url: Option<String>,
+    pub declared_region: Option<String>,
+    /// What resolve's `residency` filter matches: `declared_region`, else the provider's.
+    /// Derived on validation, never taken from a command.
+    pub residency: String,
     /// Allow-list, sorted; empty means every model.
     pub models: Vec<String>,
     /// Deny-list, sorted; wins over `models`.
@@ -108,6 +104,27 @@ pub struct Credential {
     pub weight: u32,
     /// Sorted and without duplicates; empty means "matches every request at the lowest rank".
     pub bindings: Vec<Binding>,
+    /// The provider's non-secret credential fields (azure `endpoint`, bedrock `region`…); a
+    /// secret field here is refused.
+    pub settings: BTreeMap<String, String>,
+}
+
+/// The state of one credential.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credential {
+    pub byok_id: CredentialId,
+    pub account_id: AccountId,
+    #[serde(flatten)]
+    pub profile: CredentialProfile,
+    pub state: CredentialState,
+    /// The secret's version: 1 at registration, +1 on each rotation. Bound into the sealed
+    /// secret's associated data; not the stream version (the revision).
+    pub secret_version: u32,
+    /// Last four characters of the identifying secret (may be empty; see
+    /// [`providers::secret_hint`]).
+    pub secret_hint: String,
+    /// The sealed secret fields (base64 ciphertext); opaque here.
+    pub sealed_secret: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -115,6 +132,15 @@ pub struct Credential {
 impl Credential {
     pub fn is_revoked(&self) -> bool {
         self.state == CredentialState::Revoked
+    }
+
+    /// Moves to `state` at `at`. Revocation is final, even against a log that says otherwise.
+    fn moved_to(mut self, state: CredentialState, at: DateTime<Utc>) -> Self {
+        if !self.is_revoked() {
+            self.state = state;
+        }
+        self.updated_at = at;
+        self
     }
 }
 
@@ -127,21 +153,11 @@ impl Aggregate for Credential {
             (_, CredentialEvent::Registered(r)) => Credential {
                 byok_id: r.byok_id.clone(),
                 account_id: r.account_id.clone(),
-                provider: r.provider.clone(),
-                alias: r.alias.clone(),
-                label: r.label.clone(),
+                profile: r.profile.clone(),
                 state: CredentialState::Active,
-                version: 1,
+                secret_version: FIRST_SECRET_VERSION,
                 secret_hint: r.secret_hint.clone(),
                 sealed_secret: r.sealed_secret.clone(),
-                settings: r.settings.clone(),
-                residency: r.residency.clone(),
-                declared_region: r.declared_region.clone(),
-                base_url: r.base_url.clone(),
-                models: r.models.clone(),
-                blacklisted_models: r.blacklisted_models.clone(),
-                weight: r.weight,
-                bindings: r.bindings.clone(),
                 created_at: r.created_at,
                 updated_at: r.created_at,
             },
@@ -150,58 +166,18 @@ impl Aggregate for Credential {
             // which nothing can serve, rather than losing the events that follow.
             (None, event) => Self::apply(Some(shell()), event),
             (Some(mut c), CredentialEvent::Updated(u)) => {
-                if let Some(alias) = &u.alias {
-                    c.alias = alias.clone();
-                }
-                if let Some(label) = &u.label {
-                    c.label = label.clone();
-                }
-                if let Some(base_url) = &u.base_url {
-                    c.base_url = base_url.clone();
-                }
-                if let Some(region) = &u.declared_region {
-                    c.declared_region = region.clone();
-                }
-                if let Some(residency) = &u.residency {
-                    c.residency = residency.clone();
-                }
-                if let Some(models) = &u.models {
-                    c.models = models.clone();
-                }
-                if let Some(models) = &u.blacklisted_models {
-                    c.blacklisted_models = models.clone();
-                }
-                if let Some(weight) = u.weight {
-                    c.weight = weight;
-                }
-                for (name, value) in &u.settings {
-                    match value {
-                        Some(value) => c.settings.insert(name.clone(), value.clone()),
-                        None => c.settings.remove(name),
-                    };
-                }
+                u.apply_to(&mut c.profile);
                 c.updated_at = u.updated_at;
                 c
             }
-            (Some(mut c), CredentialEvent::Enabled { enabled_at, .. }) => {
-                // Revocation is final, even against a log that says otherwise.
-                if !c.is_revoked() {
-                    c.state = CredentialState::Active;
-                }
-                c.updated_at = *enabled_at;
-                c
+            (Some(c), CredentialEvent::Enabled { enabled_at, .. }) => {
+                c.moved_to(CredentialState::Active, *enabled_at)
             }
-            (Some(mut c), CredentialEvent::Disabled { disabled_at, .. }) => {
-                if !c.is_revoked() {
-                    c.state = CredentialState::Disabled;
-                }
-                c.updated_at = *disabled_at;
-                c
+            (Some(c), CredentialEvent::Disabled { disabled_at, .. }) => {
+                c.moved_to(CredentialState::Disabled, *disabled_at)
             }
-            (Some(mut c), CredentialEvent::Revoked { revoked_at, .. }) => {
-                c.state = CredentialState::Revoked;
-                c.updated_at = *revoked_at;
-                c
+            (Some(c), CredentialEvent::Revoked { revoked_at, .. }) => {
+                c.moved_to(CredentialState::Revoked, *revoked_at)
             }
         }
     }
@@ -211,21 +187,23 @@ fn shell() -> Credential {
     Credential {
         byok_id: CredentialId::unnamed(),
         account_id: AccountId::unnamed(),
-        provider: String::new(),
-        alias: String::new(),
-        label: None,
+        profile: CredentialProfile {
+            provider: String::new(),
+            alias: String::new(),
+            label: None,
+            base_url: None,
+            declared_region: None,
+            residency: providers::GLOBAL.to_owned(),
+            models: vec![],
+            blacklisted_models: vec![],
+            weight: DEFAULT_WEIGHT,
+            bindings: vec![],
+            settings: BTreeMap::new(),
+        },
         state: CredentialState::Revoked,
-        version: 1,
+        secret_version: FIRST_SECRET_VERSION,
         secret_hint: String::new(),
         sealed_secret: String::new(),
-        settings: BTreeMap::new(),
-        residency: providers::GLOBAL.to_owned(),
-        declared_region: None,
-        base_url: None,
-        models: vec![],
-        blacklisted_models: vec![],
-        weight: DEFAULT_WEIGHT,
-        bindings: vec![],
         created_at: DateTime::<Utc>::UNIX_EPOCH,
         updated_at: DateTime::<Utc>::UNIX_EPOCH,
     }

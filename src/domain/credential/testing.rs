@@ -1,6 +1,8 @@
 //! Given-when-then helpers for the credential's unit tests: a history of events, a register
 //! request, a patch.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, TimeZone, Utc};
 
 use super::{
@@ -40,6 +42,14 @@ pub(super) fn request(provider: &str) -> RegisterRequest {
     }
 }
 
+/// Credential fields from `(name, value)` pairs.
+pub(super) fn fields(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
 pub(super) fn param_of<T: std::fmt::Debug>(result: Result<T, CredentialError>) -> String {
     match result {
         Err(CredentialError::Invalid { param, .. }) => param,
@@ -51,7 +61,7 @@ pub(super) fn register_command(registration: Registration) -> CredentialCommand 
     CredentialCommand::Register(Box::new(NewCredential {
         byok_id: byok(),
         account_id: account(),
-        spec: registration.spec,
+        profile: registration.profile,
         sealed_secret: "c2VhbGVk".into(),
         secret_hint: registration.credentials.hint,
         at: t(0),

@@ -1,7 +1,7 @@
-//! Validation of what a client asks for: the register request, the validated `CredentialSpec`
-//! a `Register` command carries, and the checks of alias, label, weight, model lists and
-//! bindings that `decide` reuses on updates. Everything that depends on a provider is checked
-//! by `domain::providers`.
+//! Validation of what a client asks for: the register request, the validation of the
+//! `CredentialProfile` a `Register` command carries, and the checks of alias, label, weight,
+//! model lists and bindings that `decide` reuses on updates. Everything that depends on a
+//! provider is checked by `domain::providers`.
 //!
 //! [`RegisterRequest`] holds plaintext secrets: its `Debug` shows field names only, and
 //! [`prepare_register`] hands them back for sealing only. Must not import crypto, storage or HTTP.
@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 
 use super::error::CredentialError;
 use super::{
-    Binding, DEFAULT_WEIGHT, MAX_ALIAS_LEN, MAX_LABEL_LEN, MAX_MODELS, MAX_NAME_LEN, MAX_WEIGHT,
-    MIN_WEIGHT,
+    Binding, CredentialProfile, DEFAULT_WEIGHT, MAX_ALIAS_LEN, MAX_LABEL_LEN, MAX_MODELS,
+    MAX_NAME_LEN, MAX_WEIGHT, MIN_WEIGHT,
 };
 use crate::domain::providers::{self, ProviderCredentials};
 
@@ -79,26 +79,11 @@ impl std::fmt::Debug for RegisterRequest {
     }
 }
 
-/// Everything about a credential except its secret, validated and normalised.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CredentialSpec {
-    pub provider: String,
-    pub alias: String,
-    pub label: Option<String>,
-    pub base_url: Option<String>,
-    pub declared_region: Option<String>,
-    pub models: Vec<String>,
-    pub blacklisted_models: Vec<String>,
-    pub weight: u32,
-    pub bindings: Vec<Binding>,
-    /// Non-secret credential fields only; a secret field here is refused.
-    pub settings: BTreeMap<String, String>,
-}
-
-impl CredentialSpec {
-    /// Validates and normalises every field, reporting the first fault in a stable order:
+impl CredentialProfile {
+    /// Validates and normalises every field and derives `residency` from `declared_region`
+    /// and the provider, whatever residency it held. Reports the first fault in a stable order:
     /// provider, alias, credentials, base_url, declared_region, label, weight, models,
-    /// blacklisted_models, binding. Idempotent: a validated spec validates to itself.
+    /// blacklisted_models, binding. Idempotent: a validated profile validates to itself.
     pub fn validated(self) -> Result<Self, CredentialError> {
         let provider = providers::provider(&self.provider)?;
         let alias = validate_alias(&self.alias)?;
@@ -116,11 +101,12 @@ impl CredentialSpec {
             .collect::<Result<Vec<_>, _>>()?;
         bindings.sort();
         bindings.dedup();
-        Ok(CredentialSpec {
+        Ok(CredentialProfile {
             provider: provider.id.to_owned(),
             alias,
             label,
             base_url,
+            residency: provider.residency_for(declared_region.as_deref()),
             declared_region,
             models,
             blacklisted_models,
@@ -131,11 +117,11 @@ impl CredentialSpec {
     }
 }
 
-/// A validated register request: the spec goes into the command, the credentials' `secrets`
+/// A validated register request: the profile goes into the command, the credentials' `secrets`
 /// get sealed and their `hint` becomes `secret_hint`.
 #[derive(Clone, Debug)]
 pub struct Registration {
-    pub spec: CredentialSpec,
+    pub profile: CredentialProfile,
     pub credentials: ProviderCredentials,
 }
 
@@ -166,12 +152,14 @@ pub fn prepare_register(request: RegisterRequest) -> Result<Registration, Creden
             model,
         }],
     };
-    let spec = CredentialSpec {
+    let profile = CredentialProfile {
         provider: provider.id.to_owned(),
         alias,
         label: request.label,
         base_url: request.base_url,
         declared_region: request.declared_region,
+        // Derived by `validated`, below.
+        residency: String::new(),
         models: request.models,
         blacklisted_models: request.blacklisted_models,
         weight: request.weight.unwrap_or(DEFAULT_WEIGHT),
@@ -179,7 +167,10 @@ pub fn prepare_register(request: RegisterRequest) -> Result<Registration, Creden
         settings: credentials.settings.clone(),
     }
     .validated()?;
-    Ok(Registration { spec, credentials })
+    Ok(Registration {
+        profile,
+        credentials,
+    })
 }
 
 /// Checks an alias: 1 to 64 characters of `a-z`, `0-9`, `_` and `-`, starting with a letter or
@@ -288,23 +279,30 @@ mod tests {
     fn prepare_register_hands_back_the_secret_for_sealing_only() {
         let registration = prepare_register(request("anthropic")).unwrap();
         assert_eq!(registration.credentials.secrets["api_key"], SECRET);
-        assert!(registration.spec.settings.is_empty());
+        assert!(registration.profile.settings.is_empty());
         assert!(!format!("{registration:?}").contains("0123456789abcdef"));
         assert!(!format!("{:?}", request("anthropic")).contains("0123456789abcdef"));
     }
 
     #[test]
-    fn validated_spec_validates_to_itself() {
-        let Registration { spec, .. } = prepare_register(RegisterRequest {
+    fn a_validated_profile_validates_to_itself() {
+        let Registration { profile, .. } = prepare_register(RegisterRequest {
             label: Some("  padded  ".into()),
             models: vec!["b".into(), "a".into(), "b".into()],
             base_url: Some("https://EU.api.openai.com/v1/".into()),
             ..request("openai")
         })
         .unwrap();
-        assert_eq!(spec.label.as_deref(), Some("padded"));
-        assert_eq!(spec.models, ["a", "b"]);
-        assert_eq!(spec.clone().validated().unwrap(), spec);
+        assert_eq!(profile.label.as_deref(), Some("padded"));
+        assert_eq!(profile.models, ["a", "b"]);
+        assert_eq!(profile.residency, "global");
+        assert_eq!(profile.clone().validated().unwrap(), profile);
+        // Residency is derived, never taken from the command.
+        let claimed = CredentialProfile {
+            residency: "eu".into(),
+            ..profile.clone()
+        };
+        assert_eq!(claimed.validated().unwrap(), profile);
     }
 
     #[test]
@@ -505,8 +503,8 @@ mod tests {
             ..request("openrouter")
         })
         .unwrap();
-        assert_eq!(edge.spec.weight, MAX_WEIGHT);
-        assert_eq!(edge.spec.models.len(), MAX_MODELS);
+        assert_eq!(edge.profile.weight, MAX_WEIGHT);
+        assert_eq!(edge.profile.models.len(), MAX_MODELS);
         assert_eq!(
             prepare_register(RegisterRequest {
                 weight: Some(MIN_WEIGHT),
@@ -514,7 +512,7 @@ mod tests {
                 ..request("openai")
             })
             .unwrap()
-            .spec
+            .profile
             .label,
             None
         );

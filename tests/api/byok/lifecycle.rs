@@ -58,7 +58,7 @@ async fn update_changes_the_fields_given_and_null_clears() {
     );
     assert_eq!(updated["revision"], 2);
     // What update does not touch stays.
-    assert_eq!(updated["version"], 1);
+    assert_eq!(updated["secret_version"], 1);
     assert_eq!(updated["secret_hint"], "WXYZ");
     assert_eq!(updated["bindings"], json!([{"capability": "chat"}]));
     assert_eq!(updated["created_at"], key["created_at"]);
@@ -212,7 +212,10 @@ async fn no_secret_can_change_through_update() {
         assert!(!error["message"].as_str().unwrap().contains(replacement));
     }
     let (config, tag) = get_config(&app, &ada.token, &id).await;
-    assert_eq!((tag.as_str(), &config["version"]), ("\"1\"", &json!(1)));
+    assert_eq!(
+        (tag.as_str(), &config["secret_version"]),
+        ("\"1\"", &json!(1))
+    );
     assert_eq!(config["secret_hint"], "WXYZ");
     assert_eq!(
         open_secrets(&app, &ada.account_id, &id),

@@ -158,12 +158,13 @@ fn random_hex<const N: usize>() -> String {
 const KEY: &str = "sk-proj-0123456789abcdefWXYZ";
 
 /// Every field `ByokConfig` shows; anything else (such as the sealed secret) must not be there.
-const CONFIG_FIELDS: [&str; 18] = [
+const CONFIG_FIELDS: [&str; 19] = [
     "byok_id",
     "provider",
     "alias",
     "label",
     "state",
+    "secret_version",
     "version",
     "revision",
     "secret_hint",

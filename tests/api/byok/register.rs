@@ -184,6 +184,7 @@ async fn get_shows_the_whole_configuration_and_never_the_secret() {
             "alias": "prod-eu",
             "label": "Production, EU traffic",
             "state": "active",
+            "secret_version": 1,
             "version": 1,
             "revision": 1,
             "secret_hint": "WXYZ",
