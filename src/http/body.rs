@@ -1,13 +1,15 @@
-//! The request body as the client sent it: read with a size bound, kept on the request for the
-//! idempotency fingerprint, and stripped of the top-level `idempotency_key` field that no route's
-//! own type declares. Both body extractors (`json.rs`) and idempotency (`idempotency.rs`) build on
-//! this module; it imports neither of them.
+//! The request body as the client sent it: read with a size bound (the one way both body
+//! extractors read it), kept on the request for the idempotency fingerprint, and stripped of the
+//! top-level `idempotency_key` field that no route's own type declares. Both body extractors
+//! (`json.rs`, and `KeyOnlyBody` in `idempotency.rs`) build on this module; it imports neither of
+//! them.
 
 use std::borrow::Cow;
 
 use actix_web::dev::Payload;
 use actix_web::{HttpMessage, HttpRequest};
 use futures_util::StreamExt;
+use futures_util::future::LocalBoxFuture;
 use serde_json::Value;
 
 use super::error::{ApiError, ErrorCode};
@@ -41,6 +43,21 @@ pub async fn read(payload: &mut Payload) -> Result<Vec<u8>, ApiError> {
         ));
     }
     Ok(body)
+}
+
+/// A body extractor's future: reads the body (see [`read`]), then hands it with the request to
+/// `decode`, the extractor's own part.
+pub fn extract<T: 'static>(
+    req: &HttpRequest,
+    payload: &mut Payload,
+    decode: fn(&HttpRequest, Vec<u8>) -> Result<T, ApiError>,
+) -> LocalBoxFuture<'static, Result<T, ApiError>> {
+    let req = req.clone();
+    let mut payload = payload.take();
+    Box::pin(async move {
+        let body = read(&mut payload).await?;
+        decode(&req, body)
+    })
 }
 
 /// The body as the client sent it, kept on the request by the body extractors.

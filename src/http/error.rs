@@ -251,70 +251,78 @@ impl From<ServiceError> for ApiError {
 ))]
 pub struct ErrorsApi;
 
-// Reusable responses referenced by every operation in the OpenAPI document.
-
-/// The request is malformed: invalid JSON or query parameters.
-#[derive(ToResponse)]
-pub struct BadRequest(#[allow(dead_code)] ErrorEnvelope);
-
-/// Missing, unknown or revoked bearer token.
-#[derive(ToResponse)]
-pub struct Unauthorized(#[allow(dead_code)] ErrorEnvelope);
-
-/// The token lacks the scope this operation needs.
-#[derive(ToResponse)]
-pub struct Forbidden(#[allow(dead_code)] ErrorEnvelope);
-
-/// No such resource in this account.
-#[derive(ToResponse)]
-pub struct NotFound(#[allow(dead_code)] ErrorEnvelope);
-
-/// Conflicts with the current state, or a request with the same idempotency key is still being
-/// processed.
-#[derive(ToResponse)]
-pub struct Conflict(#[allow(dead_code)] ErrorEnvelope);
-
-/// The body is larger than the server accepts (64 KiB).
-#[derive(ToResponse)]
-pub struct PayloadTooLarge(#[allow(dead_code)] ErrorEnvelope);
-
-/// The body is not `application/json`.
-#[derive(ToResponse)]
-pub struct UnsupportedMediaType(#[allow(dead_code)] ErrorEnvelope);
-
-/// The body is well-formed JSON but a field is missing, unknown, of the wrong type or invalid;
-/// `param` names it. Also a malformed idempotency key (`param` names the header or the field),
-/// and an idempotency key already used for another request (`idempotency_error`).
-#[derive(ToResponse)]
-pub struct Unprocessable(#[allow(dead_code)] ErrorEnvelope);
-
-/// An unexpected server failure; the message is generic and the request id finds the cause in
-/// the server log.
-#[derive(ToResponse)]
-pub struct InternalError(#[allow(dead_code)] ErrorEnvelope);
-
-/// The failures every authenticated operation can answer: 401, 403, 500.
-#[derive(utoipa::IntoResponses)]
-#[allow(dead_code)]
-pub enum AuthErrors {
-    #[response(status = 401)]
-    Unauthorized(#[ref_response] Unauthorized),
-    #[response(status = 403)]
-    Forbidden(#[ref_response] Forbidden),
-    #[response(status = 500)]
-    InternalError(#[ref_response] InternalError),
+/// Declares reusable responses referenced by the operations in the OpenAPI document: each a
+/// `ToResponse` whose body is the envelope and whose doc comment is its description.
+macro_rules! error_responses {
+    ($($(#[doc = $doc:literal])+ $name:ident;)+) => {
+        $(
+            $(#[doc = $doc])+
+            #[derive(ToResponse)]
+            pub struct $name(#[allow(dead_code)] ErrorEnvelope);
+        )+
+    };
 }
 
-/// The failures of an operation that reads a JSON body: 400, 413, 415, 422.
-#[derive(utoipa::IntoResponses)]
-#[allow(dead_code)]
-pub enum BodyErrors {
-    #[response(status = 400)]
-    BadRequest(#[ref_response] BadRequest),
-    #[response(status = 413)]
-    PayloadTooLarge(#[ref_response] PayloadTooLarge),
-    #[response(status = 415)]
-    UnsupportedMediaType(#[ref_response] UnsupportedMediaType),
-    #[response(status = 422)]
-    Unprocessable(#[ref_response] Unprocessable),
+error_responses! {
+    /// The request is malformed: invalid JSON or query parameters.
+    BadRequest;
+
+    /// Missing, unknown or revoked bearer token.
+    Unauthorized;
+
+    /// The token lacks the scope this operation needs.
+    Forbidden;
+
+    /// No such resource in this account.
+    NotFound;
+
+    /// Conflicts with the current state, or a request with the same idempotency key is still being
+    /// processed.
+    Conflict;
+
+    /// The body is larger than the server accepts (64 KiB).
+    PayloadTooLarge;
+
+    /// The body is not `application/json`.
+    UnsupportedMediaType;
+
+    /// The body is well-formed JSON but a field is missing, unknown, of the wrong type or invalid;
+    /// `param` names it. Also a malformed idempotency key (`param` names the header or the field),
+    /// and an idempotency key already used for another request (`idempotency_error`).
+    Unprocessable;
+
+    /// An unexpected server failure; the message is generic and the request id finds the cause in
+    /// the server log.
+    InternalError;
+}
+
+/// Declares a group of the responses above that operations list together, each variant answering
+/// its status with the response of its name.
+macro_rules! response_group {
+    ($(#[doc = $doc:literal])+ $group:ident { $($status:tt => $name:ident),+ $(,)? }) => {
+        $(#[doc = $doc])+
+        #[derive(utoipa::IntoResponses)]
+        #[allow(dead_code)]
+        pub enum $group {
+            $(
+                #[response(status = $status)]
+                $name(#[ref_response] $name),
+            )+
+        }
+    };
+}
+
+response_group! {
+    /// The failures every authenticated operation can answer: 401, 403, 500.
+    AuthErrors { 401 => Unauthorized, 403 => Forbidden, 500 => InternalError }
+}
+
+response_group! {
+    /// The failures of an operation that reads a JSON body: 400, 413, 415, 422.
+    BodyErrors {
+        400 => BadRequest,
+        413 => PayloadTooLarge,
+        415 => UnsupportedMediaType,
+        422 => Unprocessable,
+    }
 }

@@ -86,12 +86,9 @@ impl FromRequest for KeyOnlyBody {
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let req = req.clone();
-        let mut payload = payload.take();
-        Box::pin(async move {
-            let body = body::read(&mut payload).await?;
+        body::extract(req, payload, |req, body| {
             if !body.iter().all(u8::is_ascii_whitespace) {
-                json::decode::<NoFields>(&req, body)?;
+                json::decode::<NoFields>(req, body)?;
             }
             Ok(KeyOnlyBody)
         })

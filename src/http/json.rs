@@ -37,12 +37,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let req = req.clone();
-        let mut payload = payload.take();
-        Box::pin(async move {
-            let body = body::read(&mut payload).await?;
-            decode(&req, body).map(Json)
-        })
+        body::extract(req, payload, |req, body| decode(req, body).map(Json))
     }
 }
 

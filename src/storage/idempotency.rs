@@ -298,6 +298,13 @@ mod tests {
         }
     }
 
+    /// A new store in a temp dir that lives as long as the answer.
+    fn fresh() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), &MasterKey::generate());
+        (dir, store)
+    }
+
     fn claim(store: &Store, scope: &str, key: &str, body: &[u8], now: i64) -> IdempotencyClaim {
         let fingerprint = store.idempotency_fingerprint(&[b"POST", b"/v1/x", body]);
         store
@@ -319,10 +326,18 @@ mod tests {
         }
     }
 
+    /// Claims `key` for a request with `body`, which must execute, and records `response` for it.
+    async fn record(store: &Store, scope: &str, key: &str, body: &[u8], response: &[u8], now: i64) {
+        let ticket = execute(claim(store, scope, key, body, now));
+        store
+            .record_idempotent_response(&ticket, response, now)
+            .await
+            .unwrap();
+    }
+
     #[tokio::test]
     async fn a_recorded_response_is_replayed_to_the_same_request_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path(), &MasterKey::generate());
+        let (_dir, store) = fresh();
         let t0 = 1_000 * HOUR;
         let ticket = execute(claim(&store, "acct_1", "k", b"{}", t0));
         assert!(matches!(
@@ -354,8 +369,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_dropped_ticket_releases_the_key_without_a_record() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path(), &MasterKey::generate());
+        let (_dir, store) = fresh();
         drop(execute(claim(&store, "acct_1", "k", b"{}", 0)));
         // A different request may now use the key: nothing was recorded.
         drop(execute(claim(&store, "acct_1", "k", b"{\"x\":1}", 0)));
@@ -364,22 +378,11 @@ mod tests {
 
     #[tokio::test]
     async fn records_expire_after_the_retention_and_are_swept() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path(), &MasterKey::generate());
+        let (_dir, store) = fresh();
         let t0 = 1_000 * HOUR;
-        let old = execute(claim(&store, "acct_1", "old", b"{}", t0));
-        store
-            .record_idempotent_response(&old, b"old", t0)
-            .await
-            .unwrap();
-        drop(old);
+        record(&store, "acct_1", "old", b"{}", b"old", t0).await;
         let t1 = t0 + 24 * HOUR;
-        let new = execute(claim(&store, "acct_1", "new", b"{}", t1));
-        store
-            .record_idempotent_response(&new, b"new", t1)
-            .await
-            .unwrap();
-        drop(new);
+        record(&store, "acct_1", "new", b"{}", b"new", t1).await;
 
         // Honoured for at least 24 hours...
         assert_eq!(replayed(claim(&store, "acct_1", "old", b"{}", t1)), b"old");
@@ -406,12 +409,7 @@ mod tests {
             db.flush().unwrap();
         }
         let store = open(dir.path(), &master);
-        let ticket = execute(claim(&store, "operator", "k", b"{}", 0));
-        store
-            .record_idempotent_response(&ticket, b"kl_secret_token", 0)
-            .await
-            .unwrap();
-        drop(ticket);
+        record(&store, "operator", "k", b"{}", b"kl_secret_token", 0).await;
         store.shutdown();
         drop(store);
 
@@ -432,14 +430,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_record_moved_to_another_key_does_not_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path(), &MasterKey::generate());
-        let ticket = execute(claim(&store, "acct_1", "a", b"{}", 0));
-        store
-            .record_idempotent_response(&ticket, b"a", 0)
-            .await
-            .unwrap();
-        drop(ticket);
+        let (_dir, store) = fresh();
+        record(&store, "acct_1", "a", b"{}", b"a", 0).await;
         let ticket = execute(claim(&store, "acct_1", "b", b"{}", 0));
         let b_row = ticket.row.clone();
         drop(ticket);

@@ -1,7 +1,13 @@
+//! Accounts: creation with a first key shown once, unique emails (one winner in a race),
+//! validation, who may create accounts (the operator, or anyone with open sign-up), and reading
+//! the calling key's account.
+
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_TOKEN, assert_error, spawn_app, spawn_app_with};
+use crate::helpers::{
+    ADMIN_TOKEN, assert_error, assert_json, assert_one_winner, spawn_app, spawn_app_with,
+};
 
 #[tokio::test]
 async fn creating_an_account_answers_201_with_a_key_shown_once() {
@@ -18,9 +24,7 @@ async fn creating_an_account_answers_201_with_a_key_shown_once() {
     assert!(token.starts_with(body["key"]["prefix"].as_str().unwrap()));
     assert_eq!(body["key"]["revoked_at"], Value::Null);
 
-    let me = app.get("/v1/account", token).await;
-    assert_eq!(me.status(), 200);
-    let me: Value = me.json().await.unwrap();
+    let me = app.get_json("/v1/account", token).await;
     assert_eq!(me["account_id"], body["account_id"]);
     assert_eq!(me["email"], "ada@example.com");
 }
@@ -32,12 +36,9 @@ async fn every_account_gets_its_own_id_and_token() {
     let b = app.create_account("b@example.com").await;
     assert_ne!(a["account_id"], b["account_id"]);
     assert_ne!(a["api_key"], b["api_key"]);
-    let me: Value = app
-        .get("/v1/account", b["api_key"].as_str().unwrap())
-        .await
-        .json()
-        .await
-        .unwrap();
+    let me = app
+        .get_json("/v1/account", b["api_key"].as_str().unwrap())
+        .await;
     assert_eq!(me["email"], "b@example.com");
 }
 
@@ -46,13 +47,7 @@ async fn a_registered_email_is_a_conflict() {
     let app = spawn_app().await;
     app.create_account("ada@example.com").await;
     for again in ["ADA@example.com", "ada@EXAMPLE.COM", "  Ada@Example.Com  "] {
-        let response = app
-            .post(
-                "/v1/accounts",
-                Some(ADMIN_TOKEN),
-                &json!({ "email": again }),
-            )
-            .await;
+        let response = app.create_account_response(Some(ADMIN_TOKEN), again).await;
         let error = assert_error(response, 409, "conflict_error", "email_taken").await;
         assert_eq!(error["param"], "email", "{again:?}");
     }
@@ -62,34 +57,9 @@ async fn a_registered_email_is_a_conflict() {
 async fn concurrent_sign_ups_with_one_email_create_one_account() {
     let app = spawn_app().await;
     // Mixed case: the address is compared after lower-casing.
-    let bodies: Vec<Value> = (0..8)
-        .map(|i| {
-            let email = if i % 2 == 0 {
-                "race@example.com"
-            } else {
-                "RACE@example.com"
-            };
-            json!({ "email": email })
-        })
-        .collect();
-    let requests = bodies
-        .iter()
-        .map(|body| app.post("/v1/accounts", Some(ADMIN_TOKEN), body));
-    let statuses: Vec<u16> = futures_util::future::join_all(requests)
-        .await
-        .iter()
-        .map(|r| r.status().as_u16())
-        .collect();
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 201).count(),
-        1,
-        "{statuses:?}"
-    );
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 409).count(),
-        7,
-        "{statuses:?}"
-    );
+    let emails = (0..8).map(|i| ["race@example.com", "RACE@example.com"][i % 2]);
+    let requests = emails.map(|email| app.create_account_response(Some(ADMIN_TOKEN), email));
+    assert_one_winner(requests, 201, 409).await;
 }
 
 #[tokio::test]
@@ -109,9 +79,7 @@ async fn a_bad_email_is_invalid() {
         "a@example.com.",
         too_long.as_str(),
     ] {
-        let response = app
-            .post("/v1/accounts", Some(ADMIN_TOKEN), &json!({ "email": bad }))
-            .await;
+        let response = app.create_account_response(Some(ADMIN_TOKEN), bad).await;
         let error = assert_error(response, 422, "invalid_request_error", "invalid_parameter").await;
         assert_eq!(error["param"], "email", "{bad:?}");
     }
@@ -128,9 +96,7 @@ async fn an_email_of_the_wrong_type_is_invalid() {
         json!(["a@example.com"]),
         json!(true),
     ] {
-        let response = app
-            .post("/v1/accounts", Some(ADMIN_TOKEN), &json!({ "email": bad }))
-            .await;
+        let response = app.create_account_response(Some(ADMIN_TOKEN), &bad).await;
         let error = assert_error(response, 422, "invalid_request_error", "invalid_body").await;
         assert_eq!(error["param"], "email", "{bad}");
     }
@@ -139,21 +105,11 @@ async fn an_email_of_the_wrong_type_is_invalid() {
 #[tokio::test]
 async fn creating_an_account_needs_a_token() {
     let app = spawn_app().await;
-    let response = app
-        .post("/v1/accounts", None, &json!({"email": "ada@example.com"}))
-        .await;
-    assert_error(response, 401, "authentication_error", "missing_token").await;
-
     let unknown = "kl_admin_test_ffffffffffffffffffffffffffffffff";
-    let response = app
-        .post(
-            "/v1/accounts",
-            Some(unknown),
-            &json!({"email": "ada@example.com"}),
-        )
-        .await;
-    assert_error(response, 401, "authentication_error", "invalid_token").await;
-
+    for (token, code) in [(None, "missing_token"), (Some(unknown), "invalid_token")] {
+        let response = app.create_account_response(token, "ada@example.com").await;
+        assert_error(response, 401, "authentication_error", code).await;
+    }
     // Neither attempt took the address.
     app.create_account("ada@example.com").await;
 }
@@ -164,11 +120,7 @@ async fn an_account_api_key_cannot_create_accounts() {
     let ada = app.create_account("ada@example.com").await;
     let token = ada["api_key"].as_str().unwrap();
     let response = app
-        .post(
-            "/v1/accounts",
-            Some(token),
-            &json!({"email": "eve@example.com"}),
-        )
+        .create_account_response(Some(token), "eve@example.com")
         .await;
     assert_error(response, 403, "permission_error", "insufficient_scope").await;
     // The refused call created nothing.
@@ -179,59 +131,41 @@ async fn an_account_api_key_cannot_create_accounts() {
 async fn the_admin_token_is_not_an_account_key() {
     let app = spawn_app().await;
     app.create_account("ada@example.com").await;
-    let response = app.get("/v1/account", ADMIN_TOKEN).await;
-    assert_error(response, 403, "permission_error", "insufficient_scope").await;
-    let response = app.get("/v1/account/keys", ADMIN_TOKEN).await;
-    assert_error(response, 403, "permission_error", "insufficient_scope").await;
+    for path in ["/v1/account", "/v1/account/keys"] {
+        let response = app.get(path, ADMIN_TOKEN).await;
+        assert_error(response, 403, "permission_error", "insufficient_scope").await;
+    }
 }
 
 #[tokio::test]
 async fn getting_the_account_needs_a_valid_token() {
     let app = spawn_app().await;
-    let response = app
-        .request(Method::GET, "/v1/account", None)
-        .send()
-        .await
-        .unwrap();
-    assert_error(response, 401, "authentication_error", "missing_token").await;
-    let response = app
-        .get(
-            "/v1/account",
-            "kl_000000000000000000000000000000000000000000000000",
-        )
-        .await;
-    assert_error(response, 401, "authentication_error", "invalid_token").await;
+    let unknown = "kl_000000000000000000000000000000000000000000000000";
+    for (token, code) in [(None, "missing_token"), (Some(unknown), "invalid_token")] {
+        let response = app.fetch(Method::GET, "/v1/account", token).await;
+        assert_error(response, 401, "authentication_error", code).await;
+    }
 }
 
 #[tokio::test]
 async fn open_sign_up_lets_anyone_create_an_account() {
     let app = spawn_app_with(|s| s.open_signup = true).await;
-    let response = app
-        .post("/v1/accounts", None, &json!({"email": "Grace@Example.com"}))
-        .await;
-    assert_eq!(response.status(), 201);
-    let body: Value = response.json().await.unwrap();
+    let response = app.create_account_response(None, "Grace@Example.com").await;
+    let body = assert_json(response, 201).await;
     assert_eq!(body["email"], "grace@example.com");
     let token = body["api_key"].as_str().unwrap();
-    let me = app.get("/v1/account", token).await;
-    assert_eq!(me.status(), 200);
+    app.get_json("/v1/account", token).await;
 
     // Open sign-up does not relax the rest: the email is still unique and still validated.
-    let again = app
-        .post("/v1/accounts", None, &json!({"email": "grace@example.com"}))
-        .await;
+    let again = app.create_account_response(None, "grace@example.com").await;
     assert_error(again, 409, "conflict_error", "email_taken").await;
-    let bad = app
-        .post("/v1/accounts", None, &json!({"email": "not-an-email"}))
-        .await;
+    let bad = app.create_account_response(None, "not-an-email").await;
     assert_error(bad, 422, "invalid_request_error", "invalid_parameter").await;
 }
 
 #[tokio::test]
 async fn without_open_sign_up_an_anonymous_caller_is_refused() {
     let app = spawn_app_with(|s| s.open_signup = false).await;
-    let response = app
-        .post("/v1/accounts", None, &json!({"email": "grace@example.com"}))
-        .await;
+    let response = app.create_account_response(None, "grace@example.com").await;
     assert_error(response, 401, "authentication_error", "missing_token").await;
 }

@@ -4,20 +4,13 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use reqwest::Method;
 use serde_json::Value;
 
-use crate::helpers::{TestApp, assert_error, openai, register_id, spawn_app};
+use crate::helpers::{TestApp, assert_error, disable, openai, register_id, spawn_app};
 
 async fn register(app: &TestApp, token: &str, alias: &str) -> String {
     let key = format!("sk-feed-{alias}-0123456789");
     register_id(app, token, &openai(alias, &key)).await
-}
-
-async fn page(app: &TestApp, token: &str, path: &str) -> Value {
-    let response = app.get(path, token).await;
-    assert_eq!(response.status(), 200, "{path}");
-    response.json().await.unwrap()
 }
 
 /// Reads the whole feed from the start in pages of `limit`.
@@ -30,7 +23,7 @@ async fn read_all(app: &TestApp, token: &str, base: &str, limit: usize) -> Vec<V
             Some(c) => format!("{base}{sep}limit={limit}&cursor={c}"),
             None => format!("{base}{sep}limit={limit}"),
         };
-        let body = page(app, token, &path).await;
+        let body = app.get_json(&path, token).await;
         let batch = body["items"].as_array().unwrap().clone();
         assert!(batch.len() <= limit);
         items.extend(batch);
@@ -48,24 +41,20 @@ fn positions(items: &[Value]) -> Vec<u64> {
         .collect()
 }
 
+fn types(items: &[Value]) -> Vec<&str> {
+    items.iter().map(|e| e["type"].as_str().unwrap()).collect()
+}
+
 #[tokio::test]
 async fn the_account_feed_is_ordered_complete_and_shows_no_private_fields() {
     let app = spawn_app().await;
     let token = app.account_token("feed@example.com").await;
     let id = register(&app, &token, "one").await;
-    app.request(
-        Method::POST,
-        &format!("/v1/byok/disable/{id}"),
-        Some(&token),
-    )
-    .send()
-    .await
-    .unwrap();
+    disable(&app, &token, &id).await;
 
     let items = read_all(&app, &token, "/v1/events", 2).await;
-    let types: Vec<&str> = items.iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(
-        types,
+        types(&items),
         [
             "account.created",
             "account_key.created",
@@ -99,8 +88,7 @@ async fn the_account_feed_is_ordered_complete_and_shows_no_private_fields() {
         1,
     )
     .await;
-    let types: Vec<&str> = only.iter().map(|e| e["type"].as_str().unwrap()).collect();
-    assert_eq!(types, ["account.created", "byok.disabled"]);
+    assert_eq!(types(&only), ["account.created", "byok.disabled"]);
 
     let stream = read_all(&app, &token, &format!("/v1/byok/events/{id}"), 50).await;
     let versions: Vec<u64> = stream
@@ -153,22 +141,20 @@ async fn bad_paging_parameters_answer_400() {
 async fn a_cursor_resumes_later_with_only_what_is_new() {
     let app = spawn_app().await;
     let token = app.account_token("resume@example.com").await;
-    let first = page(&app, &token, "/v1/events").await;
+    let first = app.get_json("/v1/events", &token).await;
     assert_eq!(first["items"].as_array().unwrap().len(), 2);
     let cursor = first["next_cursor"].as_str().unwrap().to_owned();
-    let empty = page(&app, &token, &format!("/v1/events?cursor={cursor}")).await;
+    let after = format!("/v1/events?cursor={cursor}");
+    let empty = app.get_json(&after, &token).await;
     assert!(empty["items"].as_array().unwrap().is_empty());
     assert_eq!(empty["next_cursor"], cursor.as_str());
 
     register(&app, &token, "later").await;
-    let later = page(&app, &token, &format!("/v1/events?cursor={cursor}")).await;
-    let types: Vec<&str> = later["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["type"].as_str().unwrap())
-        .collect();
-    assert_eq!(types, ["byok.registered"]);
+    let later = app.get_json(&after, &token).await;
+    assert_eq!(
+        types(later["items"].as_array().unwrap()),
+        ["byok.registered"]
+    );
 }
 
 /// 1,000 events paged while another writer appends: the reader sees every event exactly once,
@@ -209,7 +195,7 @@ async fn paging_while_another_writer_appends_has_no_duplicates_and_no_gaps() {
             Some(c) => format!("/v1/events?limit=37&cursor={c}"),
             None => "/v1/events?limit=37".to_owned(),
         };
-        let body = page(&app, &token, &path).await;
+        let body = app.get_json(&path, &token).await;
         seen.extend(positions(body["items"].as_array().unwrap()));
         cursor = Some(body["next_cursor"].as_str().unwrap().to_owned());
         if body["items"].as_array().unwrap().is_empty() {
@@ -225,7 +211,7 @@ async fn paging_while_another_writer_appends_has_no_duplicates_and_no_gaps() {
 async fn a_long_poll_answers_when_the_next_event_arrives() {
     let app = spawn_app().await;
     let token = app.account_token("poll@example.com").await;
-    let cursor = page(&app, &token, "/v1/events").await["next_cursor"]
+    let cursor = app.get_json("/v1/events", &token).await["next_cursor"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -316,14 +302,7 @@ async fn server_sent_events_deliver_live_events_and_resume_from_last_event_id() 
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
     let id = register(&app, &token, "live").await;
-    app.request(
-        Method::POST,
-        &format!("/v1/byok/disable/{id}"),
-        Some(&token),
-    )
-    .send()
-    .await
-    .unwrap();
+    disable(&app, &token, &id).await;
     let live = reader.await.unwrap();
     let kinds: Vec<&str> = live.iter().map(|(_, k)| k.as_str()).collect();
     assert_eq!(
@@ -340,12 +319,10 @@ async fn server_sent_events_deliver_live_events_and_resume_from_last_event_id() 
     assert_eq!(resumed[0], (3, "byok.registered".to_owned()));
     assert_eq!(resumed[1].0, 4);
 
+    let last_event_id = ("Last-Event-ID", "nope");
     let bad = app
-        .request(Method::GET, "/v1/events/stream", Some(&token))
-        .header("Last-Event-ID", "nope")
-        .send()
-        .await
-        .unwrap();
+        .get_with("/v1/events/stream", Some(&token), last_event_id)
+        .await;
     assert_error(bad, 400, "invalid_request_error", "invalid_header").await;
 }
 
@@ -353,11 +330,7 @@ async fn server_sent_events_deliver_live_events_and_resume_from_last_event_id() 
 async fn shutting_down_closes_event_streams_and_long_polls() {
     let app = spawn_app().await;
     let token = app.account_token("closing@example.com").await;
-    let response = app
-        .request(Method::GET, "/v1/events/stream", Some(&token))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get("/v1/events/stream", &token).await;
     let mut stream = response.bytes_stream();
     let poll = {
         let (client, address, token) = (app.client.clone(), app.address.clone(), token.clone());

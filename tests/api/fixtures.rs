@@ -3,7 +3,7 @@
 
 use keyledger::domain::KeyId;
 use keyledger::domain::account::{Account, AccountEvent};
-use keyledger::domain::credential::{Credential, CredentialEvent, CredentialState};
+use keyledger::domain::credential::{Credential, CredentialState};
 use keyledger::es::{Aggregate, DomainEvent, Envelope};
 
 fn recorded(name: &str) -> Vec<Envelope> {
@@ -15,14 +15,18 @@ fn recorded(name: &str) -> Vec<Envelope> {
         .collect()
 }
 
+/// Decodes every recorded event of `name` and applies it in turn; answers the state they build.
+fn replay<A: Aggregate>(name: &str) -> A {
+    let state = recorded(name).iter().fold(None, |state, envelope| {
+        let event = A::Event::from_envelope(envelope).expect("decodes");
+        Some(A::apply(state, &event))
+    });
+    state.unwrap_or_else(|| panic!("{name} holds no event"))
+}
+
 #[test]
 fn account_events_of_schema_1_decode_and_apply() {
-    let envelopes = recorded("account-schema-1.ndjson");
-    let account = envelopes.iter().fold(None, |state, envelope| {
-        let event = AccountEvent::from_envelope(envelope).expect("decodes");
-        Some(Account::apply(state, &event))
-    });
-    let account = account.expect("an account");
+    let account: Account = replay("account-schema-1.ndjson");
     assert_eq!(account.email, "ada@example.com");
     assert_eq!(account.keys.len(), 2);
     let revoked = &account.keys[&KeyId::parse("key_01M83WT0000000000000000003").unwrap()];
@@ -31,12 +35,7 @@ fn account_events_of_schema_1_decode_and_apply() {
 
 #[test]
 fn credential_events_of_schema_1_decode_and_apply() {
-    let envelopes = recorded("byok-schema-1.ndjson");
-    let credential = envelopes.iter().fold(None, |state, envelope| {
-        let event = CredentialEvent::from_envelope(envelope).expect("decodes");
-        Some(Credential::apply(state, &event))
-    });
-    let credential = credential.expect("a credential");
+    let credential: Credential = replay("byok-schema-1.ndjson");
     assert_eq!(credential.profile.provider, "azure");
     assert_eq!(
         credential.profile.label, None,

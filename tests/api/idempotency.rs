@@ -50,36 +50,94 @@ async fn read(response: reqwest::Response) -> Answer {
     }
 }
 
-/// Sends a request with an optional idempotency key header and JSON body.
-async fn send(
-    app: &TestApp,
+/// A request as these tests send it, as often as a test needs: method, path, token, an optional
+/// `Idempotency-Key` header (and `If-Match`), an optional JSON body.
+struct Request {
     method: Method,
-    path: &str,
-    token: &str,
-    key: Option<&str>,
-    body: Option<&Value>,
-) -> reqwest::Response {
-    let headers = key.map(|key| ("Idempotency-Key", key));
-    helpers::send(app, method, path, Some(token), headers.as_slice(), body).await
+    path: String,
+    token: Option<String>,
+    key: Option<String>,
+    if_match: Option<String>,
+    body: Option<Value>,
 }
 
-async fn call(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    token: &str,
-    key: Option<&str>,
-    body: Option<&Value>,
-) -> Answer {
-    read(send(app, method, path, token, key, body).await).await
+fn request(method: Method, path: &str, token: &str) -> Request {
+    Request {
+        method,
+        path: path.to_owned(),
+        token: Some(token.to_owned()),
+        key: None,
+        if_match: None,
+        body: None,
+    }
 }
 
-async fn key_count(app: &TestApp, token: &str) -> usize {
-    let response = app.get("/v1/account/keys", token).await;
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.unwrap();
-    body["items"].as_array().unwrap().len()
+fn post(path: &str, token: &str, body: &Value) -> Request {
+    request(Method::POST, path, token).body(body)
 }
+
+impl Request {
+    fn key(self, key: &str) -> Self {
+        Self {
+            key: Some(key.to_owned()),
+            ..self
+        }
+    }
+
+    fn body(self, body: &Value) -> Self {
+        Self {
+            body: Some(body.clone()),
+            ..self
+        }
+    }
+
+    fn if_match(self, tag: &str) -> Self {
+        Self {
+            if_match: Some(tag.to_owned()),
+            ..self
+        }
+    }
+
+    async fn send(&self, app: &TestApp) -> reqwest::Response {
+        let headers: Vec<(&str, &str)> = [(HEADER, &self.key), ("If-Match", &self.if_match)]
+            .into_iter()
+            .filter_map(|(name, value)| Some((name, value.as_deref()?)))
+            .collect();
+        let (method, token) = (self.method.clone(), self.token.as_deref());
+        helpers::send(app, method, &self.path, token, &headers, self.body.as_ref()).await
+    }
+
+    async fn call(&self, app: &TestApp) -> Answer {
+        read(self.send(app).await).await
+    }
+
+    /// Sends the request once: it must execute (not replay) and answer `status`.
+    async fn executed(&self, app: &TestApp, status: u16) -> Answer {
+        let answer = self.call(app).await;
+        assert_eq!(answer.status, status, "{}", answer.text);
+        assert_eq!(
+            answer.replayed, None,
+            "a first request executes: {}",
+            answer.text
+        );
+        answer
+    }
+
+    /// Sends the request twice: the first must execute and answer `status`, the second replay
+    /// it. Answers (first, replay).
+    async fn replayed(&self, app: &TestApp, status: u16) -> (Answer, Answer) {
+        let first = self.executed(app, status).await;
+        let again = self.call(app).await;
+        again.assert_replays(&first);
+        (first, again)
+    }
+}
+
+/// The key routes' path, which most of these requests go to.
+const KEYS: &str = "/v1/account/keys";
+/// Where a key came from, as a refusal names it: the header, or the body field.
+const HEADER: &str = "Idempotency-Key";
+const FIELD: &str = "idempotency_key";
 
 fn mint_body(name: &str) -> Value {
     json!({"name": name, "scopes": ["read"]})
@@ -94,27 +152,8 @@ fn openai(alias: &str) -> Value {
 async fn account_creation_is_replayed_with_the_same_api_key() {
     let app = spawn_app().await;
     let body = json!({"email": "ada@example.com"});
-    let first = call(
-        &app,
-        Method::POST,
-        "/v1/accounts",
-        ADMIN_TOKEN,
-        Some("create-ada"),
-        Some(&body),
-    )
-    .await;
-    assert_eq!(first.status, 201, "{}", first.text);
-    assert_eq!(first.replayed, None);
-    let again = call(
-        &app,
-        Method::POST,
-        "/v1/accounts",
-        ADMIN_TOKEN,
-        Some("create-ada"),
-        Some(&body),
-    )
-    .await;
-    again.assert_replays(&first);
+    let create = post("/v1/accounts", ADMIN_TOKEN, &body).key("create-ada");
+    let (first, again) = create.replayed(&app, 201).await;
     let token = first.json()["api_key"].as_str().unwrap().to_owned();
     assert_eq!(again.json()["api_key"], token.as_str());
     assert_eq!(app.get("/v1/account", &token).await.status(), 200);
@@ -130,52 +169,17 @@ async fn key_minting_is_replayed_whether_the_key_is_in_the_body_or_the_header() 
     let admin = app.account_token("ada@example.com").await;
     let with_field =
         json!({"name": "ci", "scopes": ["read", "write"], "idempotency_key": "mint-1"});
-    let first = call(
-        &app,
-        Method::POST,
-        "/v1/account/keys",
-        &admin,
-        None,
-        Some(&with_field),
-    )
-    .await;
-    assert_eq!(first.status, 201, "{}", first.text);
-    let again = call(
-        &app,
-        Method::POST,
-        "/v1/account/keys",
-        &admin,
-        None,
-        Some(&with_field),
-    )
-    .await;
-    again.assert_replays(&first);
+    let (first, _) = post(KEYS, &admin, &with_field).replayed(&app, 201).await;
 
-    // The same request with the key in the header instead, fields in another order.
+    // The same request with the key in the header instead, fields in another order; and both,
+    // agreeing.
     let reordered = json!({"scopes": ["read", "write"], "name": "ci"});
-    let by_header = call(
-        &app,
-        Method::POST,
-        "/v1/account/keys",
-        &admin,
-        Some("mint-1"),
-        Some(&reordered),
-    )
-    .await;
-    by_header.assert_replays(&first);
-    // Both, agreeing.
-    let both = call(
-        &app,
-        Method::POST,
-        "/v1/account/keys",
-        &admin,
-        Some("mint-1"),
-        Some(&with_field),
-    )
-    .await;
-    both.assert_replays(&first);
+    for body in [&reordered, &with_field] {
+        let again = post(KEYS, &admin, body).key("mint-1").call(&app).await;
+        again.assert_replays(&first);
+    }
 
-    assert_eq!(key_count(&app, &admin).await, 2, "one key was minted");
+    assert_eq!(app.key_count(&admin).await, 2, "one key was minted");
     let minted = first.json()["api_key"].as_str().unwrap().to_owned();
     assert_eq!(app.get("/v1/account", &minted).await.status(), 200);
 }
@@ -185,168 +189,72 @@ async fn register_update_enable_disable_and_revoke_are_replayed() {
     let app = spawn_app().await;
     let admin = app.account_token("ada@example.com").await;
 
-    let registered = call(
-        &app,
-        Method::POST,
-        "/v1/byok/register",
-        &admin,
-        Some("reg"),
-        Some(&openai("prod")),
-    )
-    .await;
-    assert_eq!(registered.status, 201, "{}", registered.text);
+    let prod = openai("prod");
+    let register = post("/v1/byok/register", &admin, &prod).key("reg");
+    let (registered, _) = register.replayed(&app, 201).await;
     assert!(registered.etag.is_some());
-    let again = call(
-        &app,
-        Method::POST,
-        "/v1/byok/register",
-        &admin,
-        Some("reg"),
-        Some(&openai("prod")),
-    )
-    .await;
-    again.assert_replays(&registered);
-    let listed: Value = app.get("/v1/byok/list", &admin).await.json().await.unwrap();
+    let listed = app.get_json("/v1/byok/list", &admin).await;
     assert_eq!(listed["items"].as_array().unwrap().len(), 1);
     let id = registered.json()["byok_id"].as_str().unwrap().to_owned();
 
     // Update: the replay answers the first result and changes nothing more.
     let update = format!("/v1/byok/update/{id}");
     let patch = json!({"label": "Production", "weight": 200});
-    let updated = call(
-        &app,
-        Method::PATCH,
-        &update,
-        &admin,
-        Some("upd"),
-        Some(&patch),
-    )
-    .await;
-    assert_eq!(updated.status, 200, "{}", updated.text);
-    let again = call(
-        &app,
-        Method::PATCH,
-        &update,
-        &admin,
-        Some("upd"),
-        Some(&patch),
-    )
-    .await;
-    again.assert_replays(&updated);
+    let update = request(Method::PATCH, &update, &admin).body(&patch);
+    let (updated, _) = update.key("upd").replayed(&app, 200).await;
     let current = app.get(&format!("/v1/byok/get/{id}"), &admin).await;
     assert_eq!(header(&current, "etag"), updated.etag);
 
     // Disable with If-Match: the retry is answered the first result, not a stale-version conflict.
     let disable = format!("/v1/byok/disable/{id}");
-    let disabled = read(
-        app.request(Method::POST, &disable, Some(&admin))
-            .header("Idempotency-Key", "dis")
-            .header("If-Match", updated.etag.clone().unwrap())
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(disabled.status, 200, "{}", disabled.text);
+    let tag = updated.etag.clone().unwrap();
+    let disable = request(Method::POST, &disable, &admin).if_match(&tag);
+    let (disabled, _) = disable.key("dis").replayed(&app, 200).await;
     assert_eq!(disabled.json()["state"], "disabled");
-    let again = read(
-        app.request(Method::POST, &disable, Some(&admin))
-            .header("Idempotency-Key", "dis")
-            .header("If-Match", updated.etag.clone().unwrap())
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    again.assert_replays(&disabled);
 
     // Enable, with the key in a body on a route that takes none.
     let enable = format!("/v1/byok/enable/{id}");
     let key_body = json!({"idempotency_key": "ena"});
-    let enabled = call(&app, Method::POST, &enable, &admin, None, Some(&key_body)).await;
-    assert_eq!(enabled.status, 200, "{}", enabled.text);
-    let again = call(&app, Method::POST, &enable, &admin, Some("ena"), None).await;
-    again.assert_replays(&enabled);
+    let enabled = post(&enable, &admin, &key_body).executed(&app, 200).await;
+    let again = request(Method::POST, &enable, &admin).key("ena");
+    again.call(&app).await.assert_replays(&enabled);
 
     // Revoke.
     let revoke = format!("/v1/byok/revoke/{id}");
-    let revoked = call(&app, Method::DELETE, &revoke, &admin, Some("rev"), None).await;
-    assert_eq!(revoked.status, 200, "{}", revoked.text);
+    let revoke = request(Method::DELETE, &revoke, &admin).key("rev");
+    let (revoked, _) = revoke.replayed(&app, 200).await;
     assert_eq!(revoked.json()["state"], "revoked");
-    let again = call(&app, Method::DELETE, &revoke, &admin, Some("rev"), None).await;
-    again.assert_replays(&revoked);
 
     // Revoking an API key.
     let minted = app.mint_key(&admin, &["read"]).await;
     let path = format!("/v1/account/keys/{}", minted["id"].as_str().unwrap());
-    let revoked = call(&app, Method::DELETE, &path, &admin, Some("rev-key"), None).await;
-    assert_eq!(revoked.status, 200, "{}", revoked.text);
+    let revoke = request(Method::DELETE, &path, &admin).key("rev-key");
+    let (revoked, _) = revoke.replayed(&app, 200).await;
     assert!(revoked.json()["revoked_at"].is_string());
-    let again = call(&app, Method::DELETE, &path, &admin, Some("rev-key"), None).await;
-    again.assert_replays(&revoked);
 }
 
 #[tokio::test]
 async fn the_same_key_on_another_request_is_an_idempotency_error() {
     let app = spawn_app().await;
     let admin = app.account_token("ada@example.com").await;
-    let first = call(
-        &app,
-        Method::POST,
-        "/v1/account/keys",
-        &admin,
-        Some("k1"),
-        Some(&mint_body("one")),
-    )
-    .await;
-    assert_eq!(first.status, 201);
+    let one = mint_body("one");
+    let first = post(KEYS, &admin, &one).key("k1").executed(&app, 201).await;
 
-    let other_body = send(
-        &app,
-        Method::POST,
-        "/v1/account/keys",
-        &admin,
-        Some("k1"),
-        Some(&mint_body("two")),
-    )
-    .await;
-    assert_error(
-        other_body,
-        422,
-        "idempotency_error",
-        "idempotency_key_reused",
-    )
-    .await;
-    let other_route = send(
-        &app,
-        Method::POST,
-        "/v1/byok/register",
-        &admin,
-        Some("k1"),
-        Some(&openai("prod")),
-    )
-    .await;
-    assert_error(
-        other_route,
-        422,
-        "idempotency_error",
-        "idempotency_key_reused",
-    )
-    .await;
+    // Another body, or another route.
+    let (two, prod) = (mint_body("two"), openai("prod"));
+    for other in [
+        post(KEYS, &admin, &two),
+        post("/v1/byok/register", &admin, &prod),
+    ] {
+        let response = other.key("k1").send(&app).await;
+        assert_error(response, 422, "idempotency_error", "idempotency_key_reused").await;
+    }
 
     // The record is untouched: the first request still replays, and nothing else was created.
-    let again = call(
-        &app,
-        Method::POST,
-        "/v1/account/keys",
-        &admin,
-        Some("k1"),
-        Some(&mint_body("one")),
-    )
-    .await;
+    let again = post(KEYS, &admin, &one).key("k1").call(&app).await;
     again.assert_replays(&first);
-    assert_eq!(key_count(&app, &admin).await, 2);
-    let listed: Value = app.get("/v1/byok/list", &admin).await.json().await.unwrap();
+    assert_eq!(app.key_count(&admin).await, 2);
+    let listed = app.get_json("/v1/byok/list", &admin).await;
     assert!(listed["items"].as_array().unwrap().is_empty());
 }
 
@@ -354,69 +262,49 @@ async fn the_same_key_on_another_request_is_an_idempotency_error() {
 async fn malformed_keys_are_refused_naming_where_they_came_from() {
     let app = spawn_app().await;
     let admin = app.account_token("ada@example.com").await;
-    let path = "/v1/account/keys";
     let body = mint_body("ci");
-
-    let empty = send(&app, Method::POST, path, &admin, Some(""), Some(&body)).await;
-    let error = assert_error(empty, 422, "invalid_request_error", "invalid_parameter").await;
-    assert_eq!(error["param"], "Idempotency-Key");
+    let with_key = |key: Value| json!({"name": "ci", "scopes": ["read"], "idempotency_key": key});
 
     let long = "k".repeat(256);
-    let too_long = send(&app, Method::POST, path, &admin, Some(&long), Some(&body)).await;
-    let error = assert_error(too_long, 422, "invalid_request_error", "invalid_parameter").await;
-    assert_eq!(error["param"], "Idempotency-Key");
-    assert!(!error["message"].as_str().unwrap().contains(&long));
-
-    let long_field = json!({"name": "ci", "scopes": ["read"], "idempotency_key": "é".repeat(256)});
-    let too_long = send(&app, Method::POST, path, &admin, None, Some(&long_field)).await;
-    let error = assert_error(too_long, 422, "invalid_request_error", "invalid_parameter").await;
-    assert_eq!(error["param"], "idempotency_key");
-
-    let wrong_type = json!({"name": "ci", "scopes": ["read"], "idempotency_key": 7});
-    let wrong = send(&app, Method::POST, path, &admin, None, Some(&wrong_type)).await;
-    let error = assert_error(wrong, 422, "invalid_request_error", "invalid_body").await;
-    assert_eq!(error["param"], "idempotency_key");
-
-    let with_field = json!({"name": "ci", "scopes": ["read"], "idempotency_key": "a"});
-    let differ = send(
-        &app,
-        Method::POST,
-        path,
-        &admin,
-        Some("b"),
-        Some(&with_field),
-    )
-    .await;
-    let error = assert_error(differ, 422, "invalid_request_error", "invalid_parameter").await;
-    assert_eq!(error["param"], "idempotency_key");
+    let (too_long, wrong_type) = (with_key(json!("é".repeat(256))), with_key(json!(7)));
+    let with_field = with_key(json!("a"));
+    // (header, body, code, param)
+    let cases = [
+        (Some(""), &body, "invalid_parameter", HEADER),
+        (Some(long.as_str()), &body, "invalid_parameter", HEADER),
+        (None, &too_long, "invalid_parameter", FIELD),
+        (None, &wrong_type, "invalid_body", FIELD),
+        // Both, and they differ.
+        (Some("b"), &with_field, "invalid_parameter", FIELD),
+    ];
+    for (key, body, code, param) in cases {
+        let request = Request {
+            key: key.map(str::to_owned),
+            ..post(KEYS, &admin, body)
+        };
+        let response = request.send(&app).await;
+        let error = assert_error(response, 422, "invalid_request_error", code).await;
+        assert_eq!(error["param"], param, "{key:?} {body}");
+        assert!(!error["message"].as_str().unwrap().contains(&long));
+    }
 
     // Nothing above was executed; 255 characters (not bytes) is fine.
-    assert_eq!(key_count(&app, &admin).await, 1);
-    let longest = json!({"name": "ci", "scopes": ["read"], "idempotency_key": "é".repeat(255)});
-    let ok = call(&app, Method::POST, path, &admin, None, Some(&longest)).await;
-    assert_eq!(ok.status, 201, "{}", ok.text);
-    let ok = call(
-        &app,
-        Method::POST,
-        path,
-        &admin,
-        Some(&"k".repeat(255)),
-        Some(&body),
-    )
-    .await;
-    assert_eq!(ok.status, 201, "{}", ok.text);
+    assert_eq!(app.key_count(&admin).await, 1);
+    let longest = with_key(json!("é".repeat(255)));
+    post(KEYS, &admin, &longest).executed(&app, 201).await;
+    let longest = "k".repeat(255);
+    let ok = post(KEYS, &admin, &body)
+        .key(&longest)
+        .executed(&app, 201)
+        .await;
 
     // A route without a body takes only the key in one.
     let revoke = format!("/v1/account/keys/{}", ok.json()["id"].as_str().unwrap());
     let extra = json!({"idempotency_key": "r", "force": true});
-    let refused = send(&app, Method::DELETE, &revoke, &admin, None, Some(&extra)).await;
+    let refused = request(Method::DELETE, &revoke, &admin).body(&extra);
+    let refused = refused.send(&app).await;
     assert_error(refused, 422, "invalid_request_error", "invalid_body").await;
-    let listed: Value = app
-        .get("/v1/account/keys", &admin)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let listed = app.get_json(KEYS, &admin).await;
     let items = listed["items"].as_array().unwrap();
     assert!(
         items.iter().all(|k| k["revoked_at"].is_null()),
@@ -428,73 +316,29 @@ async fn malformed_keys_are_refused_naming_where_they_came_from() {
 async fn a_rejected_request_does_not_use_up_its_key() {
     let app = spawn_app().await;
     let admin = app.account_token("ada@example.com").await;
-    let path = "/v1/account/keys";
 
-    // Invalid value (the service rejects it), then the corrected request with the same key.
-    let invalid = send(
-        &app,
-        Method::POST,
-        path,
-        &admin,
-        Some("fix-me"),
-        Some(&json!({"name": "ci", "scopes": []})),
-    )
-    .await;
-    assert_error(invalid, 422, "invalid_request_error", "invalid_parameter").await;
-    // Invalid shape (the extractor rejects it).
-    let unknown = send(
-        &app,
-        Method::POST,
-        path,
-        &admin,
-        Some("fix-me"),
-        Some(&json!({"name": "ci", "scopes": ["read"], "colour": "red"})),
-    )
-    .await;
-    assert_error(unknown, 422, "invalid_request_error", "invalid_body").await;
-    let fixed = call(
-        &app,
-        Method::POST,
-        path,
-        &admin,
-        Some("fix-me"),
-        Some(&mint_body("ci")),
-    )
-    .await;
-    assert_eq!(fixed.status, 201, "{}", fixed.text);
-    let again = call(
-        &app,
-        Method::POST,
-        path,
-        &admin,
-        Some("fix-me"),
-        Some(&mint_body("ci")),
-    )
-    .await;
-    again.assert_replays(&fixed);
+    // Invalid value (the service rejects it), then invalid shape (the extractor rejects it),
+    // then the corrected request with the same key.
+    let invalid = json!({"name": "ci", "scopes": []});
+    let unknown = json!({"name": "ci", "scopes": ["read"], "colour": "red"});
+    for (body, code) in [(&invalid, "invalid_parameter"), (&unknown, "invalid_body")] {
+        let response = post(KEYS, &admin, body).key("fix-me").send(&app).await;
+        assert_error(response, 422, "invalid_request_error", code).await;
+    }
+    let fixed = mint_body("ci");
+    post(KEYS, &admin, &fixed)
+        .key("fix-me")
+        .replayed(&app, 201)
+        .await;
 
     // A conflict is not recorded either: the same key may then create another account.
-    let taken = send(
-        &app,
-        Method::POST,
-        "/v1/accounts",
-        ADMIN_TOKEN,
-        Some("signup-1"),
-        Some(&json!({"email": "ada@example.com"})),
-    )
-    .await;
+    let taken = json!({"email": "ada@example.com"});
+    let taken = post("/v1/accounts", ADMIN_TOKEN, &taken).key("signup-1");
+    let taken = taken.send(&app).await;
     assert_error(taken, 409, "conflict_error", "email_taken").await;
-    let created = call(
-        &app,
-        Method::POST,
-        "/v1/accounts",
-        ADMIN_TOKEN,
-        Some("signup-1"),
-        Some(&json!({"email": "grace@example.com"})),
-    )
-    .await;
-    assert_eq!(created.status, 201, "{}", created.text);
-    assert_eq!(created.replayed, None);
+    let grace = json!({"email": "grace@example.com"});
+    let create = post("/v1/accounts", ADMIN_TOKEN, &grace).key("signup-1");
+    create.executed(&app, 201).await;
 }
 
 #[tokio::test]
@@ -502,87 +346,44 @@ async fn keys_are_scoped_to_the_account() {
     let app = spawn_app().await;
     let ada = app.account_token("ada@example.com").await;
     let grace = app.account_token("grace@example.com").await;
+    let ci = mint_body("ci");
     let mut tokens = Vec::new();
     for token in [&ada, &grace] {
-        let minted = call(
-            &app,
-            Method::POST,
-            "/v1/account/keys",
-            token,
-            Some("shared-key"),
-            Some(&mint_body("ci")),
-        )
-        .await;
-        assert_eq!(minted.status, 201, "{}", minted.text);
-        assert_eq!(
-            minted.replayed, None,
-            "each account executes its own request"
-        );
+        // Each account executes its own request.
+        let minted = post(KEYS, token, &ci)
+            .key("shared-key")
+            .executed(&app, 201)
+            .await;
         tokens.push(minted.json()["api_key"].as_str().unwrap().to_owned());
     }
     assert_ne!(tokens[0], tokens[1]);
-    assert_eq!(key_count(&app, &ada).await, 2);
-    assert_eq!(key_count(&app, &grace).await, 2);
+    assert_eq!(app.key_count(&ada).await, 2);
+    assert_eq!(app.key_count(&grace).await, 2);
     // Each account replays its own.
-    let again = call(
-        &app,
-        Method::POST,
-        "/v1/account/keys",
-        &grace,
-        Some("shared-key"),
-        Some(&mint_body("ci")),
-    )
-    .await;
+    let again = post(KEYS, &grace, &ci).key("shared-key").call(&app).await;
     assert!(again.is_replay());
     assert_eq!(again.json()["api_key"], tokens[1].as_str());
 
     // The operator's account creations are a scope of their own too.
-    let created = call(
-        &app,
-        Method::POST,
-        "/v1/accounts",
-        ADMIN_TOKEN,
-        Some("shared-key"),
-        Some(&json!({"email": "linus@example.com"})),
-    )
-    .await;
-    assert_eq!(created.status, 201, "{}", created.text);
-    assert_eq!(created.replayed, None);
+    let linus = json!({"email": "linus@example.com"});
+    let create = post("/v1/accounts", ADMIN_TOKEN, &linus).key("shared-key");
+    create.executed(&app, 201).await;
 }
 
 #[tokio::test]
 async fn open_sign_up_replays_account_creation() {
     let app = spawn_app_with(|s| s.open_signup = true).await;
     let body = json!({"email": "ada@example.com"});
-    let send_signup = || {
-        app.request(Method::POST, "/v1/accounts", None)
-            .header("Idempotency-Key", "signup-ada")
-            .json(&body)
-            .send()
+    let signup = Request {
+        token: None,
+        ..post("/v1/accounts", ADMIN_TOKEN, &body).key("signup-ada")
     };
-    let first = read(send_signup().await.unwrap()).await;
-    assert_eq!(first.status, 201, "{}", first.text);
-    let again = read(send_signup().await.unwrap()).await;
-    again.assert_replays(&first);
+    signup.replayed(&app, 201).await;
 }
 
 /// Fires `n` copies of one request at once; answers every response.
-async fn race(
-    app: &TestApp,
-    path: &str,
-    token: &str,
-    key: &str,
-    body: &Value,
-    n: usize,
-) -> Vec<Answer> {
-    let requests = (0..n).map(|_| {
-        let request = app
-            .request(Method::POST, path, Some(token))
-            .header("Idempotency-Key", key)
-            .json(body);
-        async move { read(request.send().await.expect("request")).await }
-    });
-    futures_util::future::join_all(requests).await
+async fn race(app: &TestApp, request: &Request, n: usize) -> Vec<Answer> {
+    futures_util::future::join_all((0..n).map(|_| request.call(app))).await
 }
 
 /// Checks a race's answers: exactly one executed, every other one is a replay of it or a 409.
@@ -618,6 +419,7 @@ fn one_executed(answers: &[Answer]) -> usize {
 async fn concurrent_requests_with_one_key_execute_once() {
     let app = spawn_app_with(|s| s.workers = Some(4)).await;
     let admin = app.account_token("ada@example.com").await;
+    let racer = mint_body("racer");
     let mut conflicts = 0;
     let mut rounds = 0;
     // Each round races 16 copies of one request; a round whose first request finished before
@@ -625,77 +427,44 @@ async fn concurrent_requests_with_one_key_execute_once() {
     while rounds < 3 || (conflicts == 0 && rounds < 20) {
         rounds += 1;
         let key = format!("race-{rounds}");
-        let answers = race(
-            &app,
-            "/v1/account/keys",
-            &admin,
-            &key,
-            &mint_body("racer"),
-            16,
-        )
-        .await;
-        conflicts += one_executed(&answers);
-
         let email = json!({"email": format!("racer{rounds}@example.com")});
-        let answers = race(&app, "/v1/accounts", ADMIN_TOKEN, &key, &email, 16).await;
-        conflicts += one_executed(&answers);
+        for request in [
+            post(KEYS, &admin, &racer),
+            post("/v1/accounts", ADMIN_TOKEN, &email),
+        ] {
+            conflicts += one_executed(&race(&app, &request.key(&key), 16).await);
+        }
     }
     assert!(conflicts > 0, "no request ever met another one in flight");
     assert_eq!(
-        key_count(&app, &admin).await,
+        app.key_count(&admin).await,
         1 + rounds,
         "one key minted per round"
     );
 }
 
+/// Creates an account for `email` under the idempotency key `keys[0]`, then mints a key on it
+/// under `keys[1]`; both must execute and answer 201. Answers each request with its answer.
+async fn create_and_mint(app: &TestApp, email: &str, keys: [&str; 2]) -> [(Request, Answer); 2] {
+    let create = post("/v1/accounts", ADMIN_TOKEN, &json!({"email": email})).key(keys[0]);
+    let created = create.executed(app, 201).await;
+    let admin = created.json()["api_key"].as_str().unwrap().to_owned();
+    let mint = post(KEYS, &admin, &mint_body("ci")).key(keys[1]);
+    let minted = mint.executed(app, 201).await;
+    [(create, created), (mint, minted)]
+}
+
 #[tokio::test]
 async fn a_replay_survives_a_restart() {
     let app = spawn_app().await;
-    let body = json!({"email": "ada@example.com"});
-    let first = call(
-        &app,
-        Method::POST,
-        "/v1/accounts",
-        ADMIN_TOKEN,
-        Some("before-restart"),
-        Some(&body),
-    )
-    .await;
-    assert_eq!(first.status, 201);
+    let keys = ["before-restart", "mint-before-restart"];
+    let [(create, first), (mint, minted)] = create_and_mint(&app, "ada@example.com", keys).await;
     let admin = first.json()["api_key"].as_str().unwrap().to_owned();
-    let minted = call(
-        &app,
-        Method::POST,
-        "/v1/account/keys",
-        &admin,
-        Some("mint-before-restart"),
-        Some(&mint_body("ci")),
-    )
-    .await;
-    assert_eq!(minted.status, 201);
 
     let app = app.restart().await;
-    let again = call(
-        &app,
-        Method::POST,
-        "/v1/accounts",
-        ADMIN_TOKEN,
-        Some("before-restart"),
-        Some(&body),
-    )
-    .await;
-    again.assert_replays(&first);
-    let again = call(
-        &app,
-        Method::POST,
-        "/v1/account/keys",
-        &admin,
-        Some("mint-before-restart"),
-        Some(&mint_body("ci")),
-    )
-    .await;
-    again.assert_replays(&minted);
-    assert_eq!(key_count(&app, &admin).await, 2);
+    create.call(&app).await.assert_replays(&first);
+    mint.call(&app).await.assert_replays(&minted);
+    assert_eq!(app.key_count(&admin).await, 2);
     // Records are neither log nor projection: the store still verifies.
     let report = app.store.verify().unwrap();
     assert!(report.is_sound(), "{:?}", report.mismatches);
@@ -704,27 +473,10 @@ async fn a_replay_survives_a_restart() {
 #[tokio::test]
 async fn recorded_responses_keep_no_token_in_plaintext_on_disk() {
     let app = spawn_app().await;
-    let created = call(
-        &app,
-        Method::POST,
-        "/v1/accounts",
-        ADMIN_TOKEN,
-        Some("sealed-1"),
-        Some(&json!({"email": "canary-ada@example.com"})),
-    )
-    .await;
-    assert_eq!(created.status, 201);
+    let email = "canary-ada@example.com";
+    let [(_, created), (mint, minted)] =
+        create_and_mint(&app, email, ["sealed-1", "sealed-2"]).await;
     let admin = created.json()["api_key"].as_str().unwrap().to_owned();
-    let minted = call(
-        &app,
-        Method::POST,
-        "/v1/account/keys",
-        &admin,
-        Some("sealed-2"),
-        Some(&mint_body("canary key")),
-    )
-    .await;
-    assert_eq!(minted.status, 201);
     let token = minted.json()["api_key"].as_str().unwrap().to_owned();
 
     let (settings, dir) = app.stop_and_release().await;
@@ -741,14 +493,5 @@ async fn recorded_responses_keep_no_token_in_plaintext_on_disk() {
 
     // The records are there: after a restart both replay.
     let app = crate::helpers::start(settings, dir).await;
-    let again = call(
-        &app,
-        Method::POST,
-        "/v1/account/keys",
-        &admin,
-        Some("sealed-2"),
-        Some(&mint_body("canary key")),
-    )
-    .await;
-    again.assert_replays(&minted);
+    mint.call(&app).await.assert_replays(&minted);
 }

@@ -4,12 +4,21 @@ use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Tenant, TestApp, assert_error, set, spawn_app};
+use crate::helpers::{TestApp, assert_error, assert_json, keys_of, set, spawn_app};
+
+/// Every field a listed key shows; the token and its hash are not among them.
+const KEY_FIELDS: [&str; 7] = [
+    "id",
+    "name",
+    "prefix",
+    "scopes",
+    "created_at",
+    "last_used_at",
+    "revoked_at",
+];
 
 async fn list(app: &TestApp, token: &str) -> Value {
-    let response = app.get("/v1/account/keys", token).await;
-    assert_eq!(response.status(), 200);
-    response.json().await.unwrap()
+    app.get_json("/v1/account/keys", token).await
 }
 
 fn scopes(value: &Value) -> BTreeSet<String> {
@@ -30,20 +39,19 @@ fn find<'a>(list: &'a Value, id: &Value) -> &'a Value {
         .unwrap_or_else(|| panic!("key {id} is not in {list}"))
 }
 
+/// The path that revokes the key in `key` (a key object, or a 201 body of minting).
+fn revoke_path(key: &Value) -> String {
+    format!("/v1/account/keys/{}", key["id"].as_str().unwrap())
+}
+
 #[tokio::test]
 async fn a_minted_key_has_the_requested_scopes_and_its_token_is_shown_once() {
     let app = spawn_app().await;
     let admin = app.account_token("ada@example.com").await;
-    let response = app
-        .post(
-            "/v1/account/keys",
-            Some(&admin),
-            &json!({"name": "ci deploys", "scopes": ["read", "write"]}),
-        )
-        .await;
-    assert_eq!(response.status(), 201);
+    let body = json!({"name": "ci deploys", "scopes": ["read", "write"]});
+    let response = app.post("/v1/account/keys", Some(&admin), &body).await;
     assert!(response.headers().contains_key("x-request-id"));
-    let minted: Value = response.json().await.unwrap();
+    let minted = assert_json(response, 201).await;
     assert_eq!(minted["name"], "ci deploys");
     assert_eq!(scopes(&minted["scopes"]), set(&["read", "write"]));
     assert_eq!(minted["shown_once"], true);
@@ -56,8 +64,7 @@ async fn a_minted_key_has_the_requested_scopes_and_its_token_is_shown_once() {
     assert!(token.starts_with(prefix) && prefix.len() < token.len() / 2);
 
     // The new token works, with its own scopes.
-    let me = app.get("/v1/account", token).await;
-    assert_eq!(me.status(), 200);
+    assert_eq!(app.get("/v1/account", token).await.status(), 200);
 
     // The list shows the key by prefix, name and scopes, never the token or its hash.
     let listed = list(&app, &admin).await;
@@ -73,25 +80,9 @@ async fn a_minted_key_has_the_requested_scopes_and_its_token_is_shown_once() {
     assert!(!text.contains(&admin), "the list shows a token: {text}");
     assert!(!text.contains(&token[prefix.len()..]));
     for item in items {
-        let fields: BTreeSet<&str> = item
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
         assert_eq!(
-            fields,
-            [
-                "id",
-                "name",
-                "prefix",
-                "scopes",
-                "created_at",
-                "last_used_at",
-                "revoked_at"
-            ]
-            .into_iter()
-            .collect(),
+            keys_of(item),
+            set(&KEY_FIELDS),
             "unexpected fields in {item}"
         );
         assert_no_hash_looking_value(item);
@@ -127,71 +118,48 @@ async fn scopes_are_deduplicated() {
 #[tokio::test]
 async fn a_read_key_cannot_mint_keys_but_can_read_the_account() {
     let app = spawn_app().await;
-    let Tenant {
-        body: ada,
-        token: admin,
-        ..
-    } = app.tenant("ada@example.com").await;
-    let read = app.mint_key(&admin, &["read"]).await;
-    let read = read["api_key"].as_str().unwrap();
+    let ada = app.tenant("ada@example.com").await;
+    let read = app.mint_token(&ada.token, &["read"]).await;
 
-    let response = app
-        .post(
-            "/v1/account/keys",
-            Some(read),
-            &json!({"name": "escalate", "scopes": ["admin"]}),
-        )
-        .await;
+    let escalate = json!({"name": "escalate", "scopes": ["admin"]});
+    let response = app.post("/v1/account/keys", Some(&read), &escalate).await;
     let error = assert_error(response, 403, "permission_error", "insufficient_scope").await;
     assert!(error["message"].as_str().unwrap().contains("admin"));
 
-    let me = app.get("/v1/account", read).await;
-    assert_eq!(me.status(), 200);
-    let me: Value = me.json().await.unwrap();
-    assert_eq!(me["account_id"], ada["account_id"]);
+    let me = app.get_json("/v1/account", &read).await;
+    assert_eq!(me["account_id"], ada.body["account_id"]);
 
     // Listing and revoking keys are admin operations too.
-    let response = app.get("/v1/account/keys", read).await;
+    let response = app.get("/v1/account/keys", &read).await;
     assert_error(response, 403, "permission_error", "insufficient_scope").await;
-    let path = format!("/v1/account/keys/{}", ada["key"]["id"].as_str().unwrap());
-    let response = app.delete(&path, read).await;
+    let response = app.delete(&revoke_path(&ada.body["key"]), &read).await;
     assert_error(response, 403, "permission_error", "insufficient_scope").await;
     // The refused revocation did nothing.
-    assert_eq!(app.get("/v1/account", &admin).await.status(), 200);
-    assert_eq!(
-        list(&app, &admin).await["items"].as_array().unwrap().len(),
-        2
-    );
+    assert_eq!(app.get("/v1/account", &ada.token).await.status(), 200);
+    assert_eq!(app.key_count(&ada.token).await, 2);
 }
 
 #[tokio::test]
 async fn a_write_key_cannot_mint_keys() {
     let app = spawn_app().await;
     let admin = app.account_token("ada@example.com").await;
-    let write = app.mint_key(&admin, &["write"]).await;
-    let write = write["api_key"].as_str().unwrap();
-    let response = app
-        .post(
-            "/v1/account/keys",
-            Some(write),
-            &json!({"name": "escalate", "scopes": ["read"]}),
-        )
-        .await;
+    let write = app.mint_token(&admin, &["write"]).await;
+    let escalate = json!({"name": "escalate", "scopes": ["read"]});
+    let response = app.post("/v1/account/keys", Some(&write), &escalate).await;
     assert_error(response, 403, "permission_error", "insufficient_scope").await;
     // `write` covers `read`.
-    assert_eq!(app.get("/v1/account", write).await.status(), 200);
+    assert_eq!(app.get("/v1/account", &write).await.status(), 200);
 }
 
 #[tokio::test]
 async fn a_resolve_only_key_cannot_read_the_account() {
     let app = spawn_app().await;
     let admin = app.account_token("ada@example.com").await;
-    let resolve = app.mint_key(&admin, &["resolve"]).await;
-    let resolve = resolve["api_key"].as_str().unwrap();
-    let response = app.get("/v1/account", resolve).await;
-    assert_error(response, 403, "permission_error", "insufficient_scope").await;
-    let response = app.get("/v1/account/keys", resolve).await;
-    assert_error(response, 403, "permission_error", "insufficient_scope").await;
+    let resolve = app.mint_token(&admin, &["resolve"]).await;
+    for path in ["/v1/account", "/v1/account/keys"] {
+        let response = app.get(path, &resolve).await;
+        assert_error(response, 403, "permission_error", "insufficient_scope").await;
+    }
 }
 
 #[tokio::test]
@@ -209,10 +177,7 @@ async fn a_revoked_key_is_refused_at_once() {
     let token = minted["api_key"].as_str().unwrap();
     assert_eq!(app.get("/v1/account", token).await.status(), 200);
 
-    let path = format!("/v1/account/keys/{}", minted["id"].as_str().unwrap());
-    let revoked = app.delete(&path, &admin).await;
-    assert_eq!(revoked.status(), 200);
-    let revoked: Value = revoked.json().await.unwrap();
+    let revoked = assert_json(app.delete(&revoke_path(&minted), &admin).await, 200).await;
     assert_eq!(revoked["id"], minted["id"]);
     assert!(revoked["revoked_at"].is_string());
 
@@ -222,27 +187,24 @@ async fn a_revoked_key_is_refused_at_once() {
 
     // The list still shows it, as revoked; the other key is untouched.
     let listed = list(&app, &admin).await;
-    assert_eq!(
-        find(&listed, &minted["id"])["revoked_at"],
-        revoked["revoked_at"]
-    );
+    let shown = &find(&listed, &minted["id"])["revoked_at"];
+    assert_eq!(*shown, revoked["revoked_at"]);
     assert_eq!(app.get("/v1/account", &admin).await.status(), 200);
 }
 
 #[tokio::test]
 async fn a_key_can_revoke_itself() {
     let app = spawn_app().await;
-    let Tenant {
-        body: ada,
-        token: admin,
-        ..
-    } = app.tenant("ada@example.com").await;
-    let path = format!("/v1/account/keys/{}", ada["key"]["id"].as_str().unwrap());
-    assert_eq!(app.delete(&path, &admin).await.status(), 200);
-    let response = app.get("/v1/account", &admin).await;
-    assert_error(response, 401, "authentication_error", "invalid_token").await;
-    let response = app.delete(&path, &admin).await;
-    assert_error(response, 401, "authentication_error", "invalid_token").await;
+    let ada = app.tenant("ada@example.com").await;
+    let path = revoke_path(&ada.body["key"]);
+    assert_eq!(app.delete(&path, &ada.token).await.status(), 200);
+    // Neither reading nor revoking again: the key is gone.
+    for response in [
+        app.get("/v1/account", &ada.token).await,
+        app.delete(&path, &ada.token).await,
+    ] {
+        assert_error(response, 401, "authentication_error", "invalid_token").await;
+    }
 }
 
 #[tokio::test]
@@ -250,15 +212,11 @@ async fn revoking_twice_answers_the_first_revocation() {
     let app = spawn_app().await;
     let admin = app.account_token("ada@example.com").await;
     let minted = app.mint_key(&admin, &["read"]).await;
-    let path = format!("/v1/account/keys/{}", minted["id"].as_str().unwrap());
+    let path = revoke_path(&minted);
 
-    let first = app.delete(&path, &admin).await;
-    assert_eq!(first.status(), 200);
-    let first: Value = first.json().await.unwrap();
+    let first = assert_json(app.delete(&path, &admin).await, 200).await;
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    let second = app.delete(&path, &admin).await;
-    assert_eq!(second.status(), 200);
-    let second: Value = second.json().await.unwrap();
+    let second = assert_json(app.delete(&path, &admin).await, 200).await;
     assert!(first["revoked_at"].is_string());
     assert_eq!(first["revoked_at"], second["revoked_at"]);
     assert_eq!(first["id"], second["id"]);
@@ -281,10 +239,7 @@ async fn revoking_an_unknown_key_is_not_found() {
         let response = app.delete(&format!("/v1/account/keys/{id}"), &admin).await;
         assert_error(response, 404, "not_found_error", "resource_missing").await;
     }
-    assert_eq!(
-        list(&app, &admin).await["items"].as_array().unwrap().len(),
-        1
-    );
+    assert_eq!(app.key_count(&admin).await, 1);
 }
 
 #[tokio::test]
@@ -312,136 +267,90 @@ async fn last_used_at_is_set_once_the_key_is_used() {
 async fn key_names_and_scopes_are_validated() {
     let app = spawn_app().await;
     let admin = app.account_token("ada@example.com").await;
-    let cases = [
+    // (code, [(body, param)])
+    for (code, cases) in [
         (
-            json!({"name": "ci", "scopes": []}),
             "invalid_parameter",
-            "scopes",
+            [
+                (json!({"name": "ci", "scopes": []}), "scopes"),
+                (json!({"name": "", "scopes": ["read"]}), "name"),
+                (json!({"name": "   ", "scopes": ["read"]}), "name"),
+                (json!({"name": "n".repeat(129), "scopes": ["read"]}), "name"),
+            ],
         ),
         (
-            json!({"name": "", "scopes": ["read"]}),
-            "invalid_parameter",
-            "name",
-        ),
-        (
-            json!({"name": "   ", "scopes": ["read"]}),
-            "invalid_parameter",
-            "name",
-        ),
-        (
-            json!({"name": "n".repeat(129), "scopes": ["read"]}),
-            "invalid_parameter",
-            "name",
-        ),
-        (
-            json!({"name": "ci", "scopes": ["root"]}),
             "invalid_body",
-            "scopes[0]",
+            [
+                (json!({"name": "ci", "scopes": ["root"]}), "scopes[0]"),
+                (
+                    json!({"name": "ci", "scopes": ["read", "Admin"]}),
+                    "scopes[1]",
+                ),
+                (json!({"name": "ci", "scopes": "read"}), "scopes"),
+                (json!({"name": 7, "scopes": ["read"]}), "name"),
+            ],
         ),
-        (
-            json!({"name": "ci", "scopes": ["read", "Admin"]}),
-            "invalid_body",
-            "scopes[1]",
-        ),
-        (
-            json!({"name": "ci", "scopes": "read"}),
-            "invalid_body",
-            "scopes",
-        ),
-        (
-            json!({"name": 7, "scopes": ["read"]}),
-            "invalid_body",
-            "name",
-        ),
-    ];
-    for (body, code, param) in cases {
-        let response = app.post("/v1/account/keys", Some(&admin), &body).await;
-        let error = assert_error(response, 422, "invalid_request_error", code).await;
-        assert_eq!(error["param"], param, "{body}");
+    ] {
+        for (body, param) in cases {
+            let response = app.post("/v1/account/keys", Some(&admin), &body).await;
+            let error = assert_error(response, 422, "invalid_request_error", code).await;
+            assert_eq!(error["param"], param, "{body}");
+        }
     }
     // None of them minted anything.
-    assert_eq!(
-        list(&app, &admin).await["items"].as_array().unwrap().len(),
-        1
-    );
+    assert_eq!(app.key_count(&admin).await, 1);
 
     // 128 characters is still a valid name.
-    let response = app
-        .post(
-            "/v1/account/keys",
-            Some(&admin),
-            &json!({"name": "n".repeat(128), "scopes": ["read"]}),
-        )
-        .await;
+    let longest = json!({"name": "n".repeat(128), "scopes": ["read"]});
+    let response = app.post("/v1/account/keys", Some(&admin), &longest).await;
     assert_eq!(response.status(), 201);
 }
 
 #[tokio::test]
 async fn another_accounts_key_is_not_found_exactly_like_a_missing_one() {
     let app = spawn_app().await;
-    let Tenant {
-        body: ada,
-        token: ada_token,
-        ..
-    } = app.tenant("ada@example.com").await;
+    let ada = app.tenant("ada@example.com").await;
     let eve_token = app.account_token("eve@example.com").await;
-    let ada_key = ada["key"]["id"].as_str().unwrap();
 
-    let foreign = app
-        .delete(&format!("/v1/account/keys/{ada_key}"), &eve_token)
-        .await;
+    let foreign = app.delete(&revoke_path(&ada.body["key"]), &eve_token).await;
     let foreign = assert_error(foreign, 404, "not_found_error", "resource_missing").await;
-    let missing = app
-        .delete(
-            "/v1/account/keys/key_01JD5Q3M8X2Y4Z6A7B8C9D0E1G",
-            &eve_token,
-        )
-        .await;
+    let missing_path = "/v1/account/keys/key_01JD5Q3M8X2Y4Z6A7B8C9D0E1G";
+    let missing = app.delete(missing_path, &eve_token).await;
     let missing = assert_error(missing, 404, "not_found_error", "resource_missing").await;
     assert_eq!(foreign["message"], missing["message"]);
     assert_eq!(foreign.get("param"), missing.get("param"));
 
     // Ada's key still works and is not revoked.
-    assert_eq!(app.get("/v1/account", &ada_token).await.status(), 200);
-    let listed = list(&app, &ada_token).await;
-    assert_eq!(find(&listed, &ada["key"]["id"])["revoked_at"], Value::Null);
+    assert_eq!(app.get("/v1/account", &ada.token).await.status(), 200);
+    let listed = list(&app, &ada.token).await;
+    assert_eq!(
+        find(&listed, &ada.body["key"]["id"])["revoked_at"],
+        Value::Null
+    );
 }
 
 #[tokio::test]
 async fn listing_never_shows_another_accounts_keys() {
     let app = spawn_app().await;
-    let Tenant {
-        body: ada,
-        token: ada_token,
-        ..
-    } = app.tenant("ada@example.com").await;
-    let ada_extra = app.mint_key(&ada_token, &["read"]).await;
-    let Tenant {
-        body: eve,
-        token: eve_token,
-        ..
-    } = app.tenant("eve@example.com").await;
+    let ada = app.tenant("ada@example.com").await;
+    let ada_extra = app.mint_key(&ada.token, &["read"]).await;
+    let eve = app.tenant("eve@example.com").await;
 
-    let listed = list(&app, &eve_token).await;
+    let listed = list(&app, &eve.token).await;
     let ids: Vec<&Value> = listed["items"]
         .as_array()
         .unwrap()
         .iter()
         .map(|k| &k["id"])
         .collect();
-    assert_eq!(ids, vec![&eve["key"]["id"]]);
+    assert_eq!(ids, vec![&eve.body["key"]["id"]]);
     let text = listed.to_string();
-    for foreign in [&ada["key"], &ada_extra] {
+    for foreign in [&ada.body["key"], &ada_extra] {
         assert!(!text.contains(foreign["id"].as_str().unwrap()));
         assert!(!text.contains(foreign["prefix"].as_str().unwrap()));
     }
     // And Eve's account is Eve's.
-    let me: Value = app
-        .get("/v1/account", &eve_token)
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(me["account_id"], eve["account_id"]);
-    assert_ne!(me["account_id"], ada["account_id"]);
+    let me = app.get_json("/v1/account", &eve.token).await;
+    assert_eq!(me["account_id"], eve.body["account_id"]);
+    assert_ne!(me["account_id"], ada.body["account_id"]);
 }

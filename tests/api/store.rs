@@ -33,34 +33,23 @@ fn account_stream(account: &Value) -> StreamId {
 async fn some_history(app: &TestApp) -> (Vec<Value>, Vec<String>, String) {
     let ada = app.create_account("ada@example.com").await;
     let eve = app.create_account("eve@example.com").await;
-    let ada_read = app.mint_key(&api_key(&ada), &["read"]).await;
-    let eve_resolve = app.mint_key(&api_key(&eve), &["resolve"]).await;
-    let doomed = app.mint_key(&api_key(&ada), &["admin"]).await;
+    let (ada_token, eve_token) = (api_key(&ada), api_key(&eve));
+    let ada_read = app.mint_token(&ada_token, &["read"]).await;
+    let eve_resolve = app.mint_token(&eve_token, &["resolve"]).await;
+    let doomed = app.mint_key(&ada_token, &["admin"]).await;
     let path = format!("/v1/account/keys/{}", doomed["id"].as_str().unwrap());
-    assert_eq!(app.delete(&path, &api_key(&ada)).await.status(), 200);
+    assert_eq!(app.delete(&path, &ada_token).await.status(), 200);
     // A refused duplicate and a refused validation leave no trace in the log.
     let dup = app
-        .post(
-            "/v1/accounts",
-            Some(ADMIN_TOKEN),
-            &json!({"email": "ADA@example.com"}),
-        )
+        .create_account_response(Some(ADMIN_TOKEN), "ADA@example.com")
         .await;
     assert_eq!(dup.status(), 409);
+    let nameless = json!({"name": "", "scopes": ["read"]});
     let bad = app
-        .post(
-            "/v1/account/keys",
-            Some(&api_key(&ada)),
-            &json!({"name": "", "scopes": ["read"]}),
-        )
+        .post("/v1/account/keys", Some(&ada_token), &nameless)
         .await;
     assert_eq!(bad.status(), 422);
-    let live = vec![
-        api_key(&ada),
-        api_key(&eve),
-        api_key(&ada_read),
-        api_key(&eve_resolve),
-    ];
+    let live = vec![ada_token, eve_token, ada_read, eve_resolve];
     (vec![ada, eve], live, api_key(&doomed))
 }
 
@@ -68,12 +57,7 @@ async fn some_history(app: &TestApp) -> (Vec<Value>, Vec<String>, String) {
 async fn data_survives_a_restart() {
     let app = spawn_app().await;
     let (accounts, live, revoked) = some_history(&app).await;
-    let keys_before: Value = app
-        .get("/v1/account/keys", &live[0])
-        .await
-        .json()
-        .await
-        .unwrap();
+    let keys_before = app.get_json("/v1/account/keys", &live[0]).await;
     let last_before = app.store.last_position().unwrap();
 
     let app = app.restart().await;
@@ -81,7 +65,7 @@ async fn data_survives_a_restart() {
         let response = app.get("/v1/account", token).await;
         assert_eq!(response.status(), 200, "a live key stopped working");
     }
-    let me: Value = app.get("/v1/account", &live[0]).await.json().await.unwrap();
+    let me = app.get_json("/v1/account", &live[0]).await;
     assert_eq!(me["account_id"], accounts[0]["account_id"]);
     assert_eq!(me["email"], "ada@example.com");
     let response = app.get("/v1/account", &live[3]).await;
@@ -90,12 +74,7 @@ async fn data_survives_a_restart() {
     assert_error(response, 401, "authentication_error", "invalid_token").await;
 
     // The key list is the same (last-use stamps aside).
-    let keys_after: Value = app
-        .get("/v1/account/keys", &live[0])
-        .await
-        .json()
-        .await
-        .unwrap();
+    let keys_after = app.get_json("/v1/account/keys", &live[0]).await;
     let strip = |list: &Value| -> Vec<Value> {
         let mut items = list["items"].as_array().unwrap().clone();
         for item in &mut items {
@@ -107,11 +86,7 @@ async fn data_survives_a_restart() {
 
     // The email index survived, and the log continues where it stopped.
     let dup = app
-        .post(
-            "/v1/accounts",
-            Some(ADMIN_TOKEN),
-            &json!({"email": "eve@example.com"}),
-        )
+        .create_account_response(Some(ADMIN_TOKEN), "eve@example.com")
         .await;
     assert_error(dup, 409, "conflict_error", "email_taken").await;
     app.create_account("grace@example.com").await;
@@ -246,16 +221,14 @@ fn a_stale_expected_version_is_a_conflict_and_writes_nothing() {
         created_at: Utc::now(),
     };
     append(&store, &stream, ExpectedVersion::NoStream, created()).unwrap();
-    let again = append(&store, &stream, ExpectedVersion::NoStream, created());
-    assert!(matches!(
-        again,
-        Err(AppendError::Conflict { actual: 1, .. })
-    ));
-    let stale = append(&store, &stream, ExpectedVersion::Exact(7), created());
-    assert!(matches!(
-        stale,
-        Err(AppendError::Conflict { actual: 1, .. })
-    ));
+    // Creating it again, or writing on top of a version it never had.
+    for expected in [ExpectedVersion::NoStream, ExpectedVersion::Exact(7)] {
+        let refused = append(&store, &stream, expected, created());
+        assert!(
+            matches!(refused, Err(AppendError::Conflict { actual: 1, .. })),
+            "{refused:?}"
+        );
+    }
     assert_eq!(store.last_position().unwrap(), 1);
     assert!(store.verify().unwrap().is_sound());
     store.shutdown();
@@ -418,6 +391,14 @@ fn text(output: &Output) -> String {
     )
 }
 
+/// Asserts the command failed and said `words` (on stdout or stderr); answers what it said.
+fn assert_refused(output: &Output, words: &str) -> String {
+    let said = text(output);
+    assert!(!output.status.success(), "{said}");
+    assert!(said.contains(words), "{said}");
+    said
+}
+
 fn with_store<T>(data_dir: &Path, key: &MasterKey, work: impl FnOnce(&Store) -> T) -> T {
     let store = Store::open(data_dir, key, Durability::Sync).unwrap();
     let out = work(&store);
@@ -449,9 +430,7 @@ async fn verify_and_rebuild_commands_work_on_a_stopped_store() {
         s.drop_aggregate_row(&ada).unwrap()
     });
     let verified = keyledger("verify", &data, &key_file);
-    assert!(!verified.status.success(), "{}", text(&verified));
-    let out = text(&verified);
-    assert!(out.contains("rebuild"), "{out}");
+    let out = assert_refused(&verified, "rebuild");
     assert!(out.contains(ada.as_str()), "{out}");
 
     let rebuilt = keyledger("rebuild", &data, &key_file);
@@ -476,9 +455,7 @@ async fn verify_and_rebuild_commands_work_on_a_stopped_store() {
             .unwrap()
     });
     let verified = keyledger("verify", &settings.data_dir, &key_file);
-    assert!(!verified.status.success());
-    let out = text(&verified);
-    assert!(out.contains("hash chain is broken at position 2"), "{out}");
+    assert_refused(&verified, "hash chain is broken at position 2");
     drop(dir);
 }
 
@@ -490,23 +467,12 @@ async fn the_commands_refuse_a_wrong_key_or_a_missing_store_clearly() {
     let wrong = dir.path().join("wrong");
     std::fs::create_dir_all(&wrong).unwrap();
     let wrong_key = write_key_file(&wrong, &MasterKey::generate());
-    let verified = keyledger("verify", &settings.data_dir, &wrong_key);
-    assert!(!verified.status.success());
-    assert!(
-        text(&verified).contains("master key"),
-        "{}",
-        text(&verified)
-    );
-
     let garbage = dir.path().join("garbage.key");
     std::fs::write(&garbage, "not a key").unwrap();
-    let verified = keyledger("verify", &settings.data_dir, &garbage);
-    assert!(!verified.status.success());
-    assert!(
-        text(&verified).contains("master key"),
-        "{}",
-        text(&verified)
-    );
+    for key_file in [wrong_key, garbage] {
+        let verified = keyledger("verify", &settings.data_dir, &key_file);
+        assert_refused(&verified, "master key");
+    }
 }
 
 #[tokio::test]
@@ -536,12 +502,7 @@ async fn a_store_of_an_unknown_schema_version_is_refused() {
     }
     let key_file = write_key_file(dir.path(), &settings.master_key);
     let verified = keyledger("verify", &data, &key_file);
-    assert!(!verified.status.success());
-    assert!(
-        text(&verified).contains("schema version 99"),
-        "{}",
-        text(&verified)
-    );
+    assert_refused(&verified, "schema version 99");
 
     // The refusal changed nothing: put the version back and everything is there.
     force_schema_version(&data, STORE_SCHEMA_VERSION).unwrap();
@@ -576,11 +537,7 @@ async fn a_corrupt_admin_token_row_refuses_the_start_instead_of_minting_a_new_to
     };
     let app = start(settings, dir).await;
     let created = app
-        .post(
-            "/v1/accounts",
-            Some(ADMIN_TOKEN),
-            &json!({"email": "ada@example.com"}),
-        )
+        .create_account_response(Some(ADMIN_TOKEN), "ada@example.com")
         .await;
     assert_eq!(created.status(), 201);
 }
@@ -616,12 +573,7 @@ async fn a_running_store_cannot_be_opened_twice() {
     );
     let key_file = write_key_file(app.dir.path(), &app.settings.master_key);
     let verified = keyledger("verify", &app.settings.data_dir, &key_file);
-    assert!(!verified.status.success());
-    assert!(
-        text(&verified).contains("stop the server"),
-        "{}",
-        text(&verified)
-    );
+    assert_refused(&verified, "stop the server");
 }
 
 #[tokio::test]

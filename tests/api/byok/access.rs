@@ -4,58 +4,49 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::{KEY, call, get_config, list_ids, missing_id, not_found, open_secrets, secrets};
-use crate::helpers::{ADMIN_TOKEN, assert_error, openai, register_id, spawn_app};
+use super::{
+    KEY, ada_with_credential, call, get_config, list_ids, missing_id, not_found, open_secrets,
+    secrets,
+};
+use crate::helpers::{ADMIN_TOKEN, TestApp, assert_error, disable, openai, register_id, spawn_app};
 
-#[tokio::test]
-async fn a_read_key_reads_but_cannot_change_anything() {
-    let app = spawn_app().await;
-    let ada = app.tenant("ada@example.com").await;
-    let id = register_id(&app, &ada.token, &openai("prod", KEY)).await;
-    let read = app.mint_key(&ada.token, &["read"]).await;
-    let read = read["api_key"].as_str().unwrap();
-    let (config, _) = get_config(&app, read, &id).await;
-    assert_eq!(config["byok_id"], id.as_str());
-    assert_eq!(list_ids(&app, read, "").await, [id.as_str()]);
-
-    let register_body = openai("other", KEY);
-    let update_body = json!({"label": "x"});
-    let mutations = [
+/// Every change to credentials, as (method, path, body), the ones on an id made to `id`.
+fn mutations(id: &str) -> Vec<(Method, String, Option<Value>)> {
+    vec![
         (
             Method::POST,
             "/v1/byok/register".to_owned(),
-            Some(&register_body),
+            Some(openai("other", KEY)),
         ),
         (
             Method::PATCH,
             format!("/v1/byok/update/{id}"),
-            Some(&update_body),
+            Some(json!({"label": "x"})),
         ),
         (Method::POST, format!("/v1/byok/enable/{id}"), None),
         (Method::POST, format!("/v1/byok/disable/{id}"), None),
         (Method::DELETE, format!("/v1/byok/revoke/{id}"), None),
-    ];
-    for (method, path, body) in &mutations {
-        let response = call(&app, method.clone(), path, Some(read), None, *body).await;
+    ]
+}
+
+#[tokio::test]
+async fn a_read_key_reads_but_cannot_change_anything() {
+    let (app, ada, id) = ada_with_credential().await;
+    let read = app.mint_token(&ada.token, &["read"]).await;
+    let (config, _) = get_config(&app, &read, &id).await;
+    assert_eq!(config["byok_id"], id.as_str());
+    assert_eq!(list_ids(&app, &read, "").await, [id.as_str()]);
+
+    for (method, path, body) in mutations(&id) {
+        let response = call(&app, method, &path, Some(&read), None, body.as_ref()).await;
         assert_error(response, 403, "permission_error", "insufficient_scope").await;
     }
     // A write key may; a resolve key may not even read.
-    let write = app.mint_key(&ada.token, &["write"]).await;
-    let write = write["api_key"].as_str().unwrap();
-    let response = call(
-        &app,
-        Method::POST,
-        &format!("/v1/byok/disable/{id}"),
-        Some(write),
-        None,
-        None,
-    )
-    .await;
-    assert_eq!(response.status(), 200);
-    let resolve = app.mint_key(&ada.token, &["resolve"]).await;
-    let resolve = resolve["api_key"].as_str().unwrap();
+    let write = app.mint_token(&ada.token, &["write"]).await;
+    disable(&app, &write, &id).await;
+    let resolve = app.mint_token(&ada.token, &["resolve"]).await;
     for path in [format!("/v1/byok/get/{id}"), "/v1/byok/list".to_owned()] {
-        let response = app.get(&path, resolve).await;
+        let response = app.get(&path, &resolve).await;
         assert_error(response, 403, "permission_error", "insufficient_scope").await;
     }
     // Only the write key's change happened.
@@ -70,37 +61,29 @@ async fn a_read_key_reads_but_cannot_change_anything() {
 
 #[tokio::test]
 async fn every_credential_endpoint_needs_a_token() {
-    let app = spawn_app().await;
-    let ada = app.tenant("ada@example.com").await;
-    let id = register_id(&app, &ada.token, &openai("prod", KEY)).await;
-    let register_body = openai("other", KEY);
-    let update_body = json!({"label": "x"});
-    let endpoints = [
-        (
-            Method::POST,
-            "/v1/byok/register".to_owned(),
-            Some(&register_body),
-        ),
+    let (app, ada, id) = ada_with_credential().await;
+    let reads = [
         (Method::GET, "/v1/byok/list".to_owned(), None),
         (Method::GET, format!("/v1/byok/get/{id}"), None),
+    ];
+    let endpoints: Vec<_> = mutations(&id).into_iter().chain(reads).collect();
+    let unknown = "kl_000000000000000000000000000000000000000000000000";
+    // (token, status, type, code); the operator's token is not an account key.
+    let refusals = [
+        (None, 401, "authentication_error", "missing_token"),
+        (Some(unknown), 401, "authentication_error", "invalid_token"),
         (
-            Method::PATCH,
-            format!("/v1/byok/update/{id}"),
-            Some(&update_body),
+            Some(ADMIN_TOKEN),
+            403,
+            "permission_error",
+            "insufficient_scope",
         ),
-        (Method::POST, format!("/v1/byok/enable/{id}"), None),
-        (Method::POST, format!("/v1/byok/disable/{id}"), None),
-        (Method::DELETE, format!("/v1/byok/revoke/{id}"), None),
     ];
     for (method, path, body) in &endpoints {
-        let response = call(&app, method.clone(), path, None, None, *body).await;
-        assert_error(response, 401, "authentication_error", "missing_token").await;
-        let unknown = "kl_000000000000000000000000000000000000000000000000";
-        let response = call(&app, method.clone(), path, Some(unknown), None, *body).await;
-        assert_error(response, 401, "authentication_error", "invalid_token").await;
-        // The operator's token is not an account key.
-        let response = call(&app, method.clone(), path, Some(ADMIN_TOKEN), None, *body).await;
-        assert_error(response, 403, "permission_error", "insufficient_scope").await;
+        for (token, status, error_type, code) in refusals {
+            let response = call(&app, method.clone(), path, token, None, body.as_ref()).await;
+            assert_error(response, status, error_type, code).await;
+        }
     }
     let (config, tag) = get_config(&app, &ada.token, &id).await;
     assert_eq!(
@@ -110,8 +93,11 @@ async fn every_credential_endpoint_needs_a_token() {
     assert_eq!(list_ids(&app, &ada.token, "").await.len(), 1);
 }
 
+/// One of the endpoints that take a credential id: method, name, request body where it needs one.
+type IdEndpoint = (Method, &'static str, Option<Value>);
+
 /// The endpoints that take a credential id, with a request body where they need one.
-fn id_endpoints() -> Vec<(Method, &'static str, Option<Value>)> {
+fn id_endpoints() -> Vec<IdEndpoint> {
     vec![
         (Method::GET, "get", None),
         (Method::PATCH, "update", Some(json!({"label": "hijacked"}))),
@@ -122,6 +108,35 @@ fn id_endpoints() -> Vec<(Method, &'static str, Option<Value>)> {
     ]
 }
 
+/// Sends `endpoint` with `token` for `id`, then for an id nobody owns: both must be a 404, the
+/// same in every field but the request id.
+async fn assert_like_missing(
+    app: &TestApp,
+    token: &str,
+    (method, endpoint, body): &IdEndpoint,
+    id: &str,
+    if_match: Option<&str>,
+) {
+    let mut answers = Vec::new();
+    for target in [id, &missing_id()] {
+        let path = format!("/v1/byok/{endpoint}/{target}");
+        let response = call(
+            app,
+            method.clone(),
+            &path,
+            Some(token),
+            if_match,
+            body.as_ref(),
+        )
+        .await;
+        answers.push(not_found(response).await);
+    }
+    assert_eq!(
+        answers[0], answers[1],
+        "{endpoint} (If-Match {if_match:?}): another account's id differs from a missing one"
+    );
+}
+
 #[tokio::test]
 async fn another_accounts_credential_is_answered_like_a_missing_one() {
     let app = spawn_app().await;
@@ -129,47 +144,16 @@ async fn another_accounts_credential_is_answered_like_a_missing_one() {
     let eve = app.tenant("eve@example.com").await;
     let active = register_id(&app, &ada.token, &openai("prod", KEY)).await;
     let disabled = register_id(&app, &ada.token, &openai("spare", KEY)).await;
-    let response = app
-        .post(
-            &format!("/v1/byok/disable/{disabled}"),
-            Some(&ada.token),
-            &json!({}),
-        )
-        .await;
-    assert_eq!(response.status(), 200);
+    disable(&app, &ada.token, &disabled).await;
     let eve_own = register_id(&app, &eve.token, &openai("eve", KEY)).await;
 
     let before: Vec<(Value, String)> = vec![
         get_config(&app, &ada.token, &active).await,
         get_config(&app, &ada.token, &disabled).await,
     ];
-    let missing = missing_id();
-    for (method, endpoint, body) in id_endpoints() {
+    for endpoint in id_endpoints() {
         for target in [&active, &disabled] {
-            let theirs = call(
-                &app,
-                method.clone(),
-                &format!("/v1/byok/{endpoint}/{target}"),
-                Some(&eve.token),
-                None,
-                body.as_ref(),
-            )
-            .await;
-            let theirs = not_found(theirs).await;
-            let nobody = call(
-                &app,
-                method.clone(),
-                &format!("/v1/byok/{endpoint}/{missing}"),
-                Some(&eve.token),
-                None,
-                body.as_ref(),
-            )
-            .await;
-            let nobody = not_found(nobody).await;
-            assert_eq!(
-                theirs, nobody,
-                "{endpoint}: another account's id differs from a missing one"
-            );
+            assert_like_missing(&app, &eve.token, &endpoint, target, None).await;
         }
     }
     // Ada's credentials are untouched: same revision, state and secret.
@@ -209,37 +193,11 @@ async fn another_accounts_credential_is_answered_like_a_missing_one() {
 
 #[tokio::test]
 async fn another_accounts_credential_is_answered_like_a_missing_one_with_if_match_too() {
-    let app = spawn_app().await;
-    let ada = app.tenant("ada@example.com").await;
+    let (app, ada, id) = ada_with_credential().await;
     let eve = app.tenant("eve@example.com").await;
-    let id = register_id(&app, &ada.token, &openai("prod", KEY)).await;
-    let missing = missing_id();
-    for (method, endpoint, body) in id_endpoints() {
-        if endpoint == "get" {
-            continue;
-        }
+    for endpoint in id_endpoints().iter().filter(|(_, name, _)| *name != "get") {
         for if_match in ["\"1\"", "\"7\""] {
-            let theirs = call(
-                &app,
-                method.clone(),
-                &format!("/v1/byok/{endpoint}/{id}"),
-                Some(&eve.token),
-                Some(if_match),
-                body.as_ref(),
-            )
-            .await;
-            let theirs = not_found(theirs).await;
-            let nobody = call(
-                &app,
-                method.clone(),
-                &format!("/v1/byok/{endpoint}/{missing}"),
-                Some(&eve.token),
-                Some(if_match),
-                body.as_ref(),
-            )
-            .await;
-            let nobody = not_found(nobody).await;
-            assert_eq!(theirs, nobody, "{endpoint} with If-Match {if_match}");
+            assert_like_missing(&app, &eve.token, endpoint, &id, Some(if_match)).await;
         }
     }
     let (_, tag) = get_config(&app, &ada.token, &id).await;

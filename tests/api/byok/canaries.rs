@@ -13,10 +13,10 @@ use reqwest::header::CONTENT_TYPE;
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
 
-use super::{KEY, azure, bedrock, call, open_secrets, random_hex, self_hosted};
+use super::{KEY, azure, bedrock, call, open_secrets, random_hex, self_hosted, update};
 use crate::helpers::{
-    ADMIN_TOKEN, Binary, api_key, files, openai, register_id, register_response, serve_command,
-    spawn_app, whole_log,
+    ADMIN_TOKEN, Binary, api_key, assert_json, files, openai, register_id, register_response,
+    serve_command, spawn_app, whole_log,
 };
 
 /// Canary secrets and every form in which one could leak: as is, without its `sk-` prefix, in
@@ -167,29 +167,24 @@ async fn canary_secrets_never_leave_the_seal() {
     }
     // Updates, including refused attempts to slip a secret in.
     for (i, id) in ids.iter().enumerate().filter(|(i, _)| i % 4 == 0) {
-        let response = call(
-            &app,
-            Method::PATCH,
-            &format!("/v1/byok/update/{id}"),
-            Some(&ada.token),
-            None,
-            Some(&json!({"label": format!("updated {i}"), "weight": 10 + i})),
-        )
-        .await;
-        let (status, _) = record(&mut bodies, response, format!("update {i}")).await;
-        assert_eq!(status, 200);
         let sneaky = canaries.mint(1000 + i);
-        let response = call(
-            &app,
-            Method::PATCH,
-            &format!("/v1/byok/update/{id}"),
-            Some(&ada.token),
-            None,
-            Some(&json!({"credentials": {"api_key": &sneaky, "access_key": &sneaky}})),
-        )
-        .await;
-        let (status, _) = record(&mut bodies, response, format!("sneaky update {i}")).await;
-        assert_eq!(status, 422);
+        let patches = [
+            (
+                "update",
+                json!({"label": format!("updated {i}"), "weight": 10 + i}),
+                200,
+            ),
+            (
+                "sneaky update",
+                json!({"credentials": {"api_key": &sneaky, "access_key": &sneaky}}),
+                422,
+            ),
+        ];
+        for (what, patch, expected) in patches {
+            let response = update(&app, &ada.token, id, &patch).await;
+            let (status, _) = record(&mut bodies, response, format!("{what} {i}")).await;
+            assert_eq!(status, expected, "{what} {i}");
+        }
     }
     for (i, id) in ids.iter().enumerate().filter(|(i, _)| i % 3 == 0) {
         let response = app
@@ -274,31 +269,60 @@ async fn an_unknown_field_name_is_never_echoed() {
     }
 }
 
-/// Starts the real binary at debug level and creates an account; answers the server, its
-/// address, a client and the account's API key.
-async fn start_with_account(dir: &Path) -> (Binary, String, reqwest::Client, String) {
-    let master_key = MasterKey::generate().to_base64();
-    let server = Binary::spawn(
-        serve_command(&dir.join("data"), master_key.expose()).env("RUST_LOG", "debug"),
-        dir,
-    );
-    let address = server.address.clone();
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
-    let created: Value = client
-        .post(format!("{address}/v1/accounts"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"email": "ada@example.com"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = api_key(&created);
-    (server, address, client, token)
+/// The real binary at debug level, a client for it, and an account's API key.
+struct Debugged {
+    server: Binary,
+    client: reqwest::Client,
+    token: String,
+}
+
+impl Debugged {
+    /// Starts the binary over `dir` and creates an account.
+    async fn start(dir: &Path) -> Self {
+        let master_key = MasterKey::generate().to_base64();
+        let server = Binary::spawn(
+            serve_command(&dir.join("data"), master_key.expose()).env("RUST_LOG", "debug"),
+            dir,
+        );
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let mut binary = Self {
+            server,
+            client,
+            token: ADMIN_TOKEN.to_owned(),
+        };
+        let ada = json!({"email": "ada@example.com"});
+        let created = binary.send(Method::POST, "/v1/accounts", Some(&ada)).await;
+        binary.token = api_key(&assert_json(created, 201).await);
+        binary
+    }
+
+    /// A request to the binary with `token`.
+    fn request(&self, method: Method, path: &str, token: &str) -> reqwest::RequestBuilder {
+        let url = format!("{}{path}", self.server.address);
+        self.client.request(method, url).bearer_auth(token)
+    }
+
+    /// Sends a request with the account's token and an optional JSON body.
+    async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Response {
+        let mut request = self.request(method, path, &self.token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// Gives the last log lines a moment, stops the binary and answers its stdout and stderr.
+    /// Colour codes could split a value; the answer is the text a person would read.
+    async fn stop(self) -> (Vec<u8>, Vec<u8>) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (stdout, stderr) = (self.server.stdout.clone(), self.server.stderr.clone());
+        drop(self.server);
+        let read = |path| strip_ansi(&std::fs::read(path).unwrap());
+        (read(stdout), read(stderr))
+    }
 }
 
 /// The bytes without ANSI escape sequences (`ESC [ ... letter`).
@@ -323,7 +347,7 @@ fn strip_ansi(bytes: &[u8]) -> Vec<u8> {
 #[tokio::test]
 async fn canary_secrets_never_reach_the_server_log() {
     let dir = tempfile::tempdir().unwrap();
-    let (server, address, client, token) = start_with_account(dir.path()).await;
+    let binary = Debugged::start(dir.path()).await;
 
     let mut canaries = Canaries::new();
     let mut bedrock_body = bedrock("bed", &canaries.mint(1), &canaries.mint(2));
@@ -349,27 +373,15 @@ async fn canary_secrets_never_reach_the_server_log() {
         // a canary that fails validation as a secret
         json!({"provider": "openai", "alias": "a", "api_key": format!("{} x", canaries.mint(20))}),
     ];
+    let register = "/v1/byok/register";
     let mut ids = Vec::new();
     for body in &accepted {
-        let response = client
-            .post(format!("{address}/v1/byok/register"))
-            .bearer_auth(&token)
-            .json(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 201);
-        let key: Value = response.json().await.unwrap();
+        let response = binary.send(Method::POST, register, Some(body)).await;
+        let key = assert_json(response, 201).await;
         ids.push(key["byok_id"].as_str().unwrap().to_owned());
     }
     for body in &refused {
-        let response = client
-            .post(format!("{address}/v1/byok/register"))
-            .bearer_auth(&token)
-            .json(body)
-            .send()
-            .await
-            .unwrap();
+        let response = binary.send(Method::POST, register, Some(body)).await;
         let status = response.status().as_u16();
         assert!((400..500).contains(&status), "{status} for {body}");
     }
@@ -378,46 +390,29 @@ async fn canary_secrets_never_reach_the_server_log() {
         "{{\"provider\": \"openai\", \"api_key\": \"{}",
         canaries.mint(30)
     );
-    let response = client
-        .post(format!("{address}/v1/byok/register"))
-        .bearer_auth(&token)
+    let response = binary
+        .request(Method::POST, register, &binary.token)
         .header(CONTENT_TYPE, "application/json")
         .body(broken)
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 400);
-    let response = client
-        .get(format!("{address}/v1/byok/list"))
-        .bearer_auth(canaries.mint(31))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 401);
-    let response = client
-        .patch(format!("{address}/v1/byok/update/{}", ids[0]))
-        .bearer_auth(&token)
-        .json(&json!({"credentials": {"api_key": canaries.mint(32)}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 422);
-    let response = client
-        .delete(format!("{address}/v1/byok/revoke/{}", ids[1]))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    let as_token = canaries.mint(31);
+    let response = binary.request(Method::GET, "/v1/byok/list", &as_token);
+    assert_eq!(response.send().await.unwrap().status(), 401);
+    let sneaky = json!({"credentials": {"api_key": canaries.mint(32)}});
+    let update = format!("/v1/byok/update/{}", ids[0]);
+    let revoke = format!("/v1/byok/revoke/{}", ids[1]);
+    for (method, path, body, status) in [
+        (Method::PATCH, &update, Some(&sneaky), 422),
+        (Method::DELETE, &revoke, None, 200),
+    ] {
+        let response = binary.send(method, path, body).await;
+        assert_eq!(response.status(), status, "{path}");
+    }
 
-    // Give the last log lines a moment, then stop the server.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let stdout_path = server.stdout.clone();
-    let stderr_path = server.stderr.clone();
-    drop(server);
-    // Colour codes could split a value; the scan reads the text a person would.
-    let stdout = strip_ansi(&std::fs::read(&stdout_path).unwrap());
-    let stderr = strip_ansi(&std::fs::read(&stderr_path).unwrap());
+    let (stdout, stderr) = binary.stop().await;
     let text = String::from_utf8_lossy(&stderr);
     // The log did record the requests, at debug level: the scan looked at something.
     assert!(
@@ -432,19 +427,12 @@ async fn canary_secrets_never_reach_the_server_log() {
 #[tokio::test]
 async fn a_secret_pasted_as_an_id_never_reaches_the_server_log() {
     let dir = tempfile::tempdir().unwrap();
-    let (server, address, client, token) = start_with_account(dir.path()).await;
+    let binary = Debugged::start(dir.path()).await;
     let mut canaries = Canaries::new();
-    let response = client
-        .get(format!("{address}/v1/byok/get/{}", canaries.mint(0)))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let path = format!("/v1/byok/get/{}", canaries.mint(0));
+    let response = binary.send(Method::GET, &path, None).await;
     assert_eq!(response.status(), 404);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let stderr_path = server.stderr.clone();
-    drop(server);
-    let stderr = strip_ansi(&std::fs::read(&stderr_path).unwrap());
+    let (_, stderr) = binary.stop().await;
     assert!(String::from_utf8_lossy(&stderr).contains("request finished"));
     canaries.assert_absent("the server's stderr", &stderr);
 }

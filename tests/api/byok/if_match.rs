@@ -6,8 +6,8 @@ use keyledger::es::StreamId;
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
 
-use super::{KEY, call, get_config, open_secrets};
-use crate::helpers::{TestApp, assert_error, etag, json_of, openai, register_id, spawn_app};
+use super::{ada_with_credential, call, get_config, open_secrets};
+use crate::helpers::{TestApp, assert_error, assert_one_winner, etag, json_of};
 
 /// Sends a mutation of `id` with an `If-Match` header.
 async fn mutate(app: &TestApp, token: &str, endpoint: &str, id: &str, if_match: &str) -> Response {
@@ -29,9 +29,7 @@ async fn mutate(app: &TestApp, token: &str, endpoint: &str, id: &str, if_match: 
 
 #[tokio::test]
 async fn if_match_with_the_current_revision_succeeds_and_bumps_the_etag() {
-    let app = spawn_app().await;
-    let ada = app.tenant("ada@example.com").await;
-    let id = register_id(&app, &ada.token, &openai("prod", KEY)).await;
+    let (app, ada, id) = ada_with_credential().await;
     // (endpoint, If-Match, state after, ETag after)
     let steps = [
         ("disable", "\"1\"", "disabled", "\"2\""),
@@ -56,9 +54,7 @@ async fn if_match_with_the_current_revision_succeeds_and_bumps_the_etag() {
 
 #[tokio::test]
 async fn a_stale_if_match_is_a_409_and_changes_nothing() {
-    let app = spawn_app().await;
-    let ada = app.tenant("ada@example.com").await;
-    let id = register_id(&app, &ada.token, &openai("prod", KEY)).await;
+    let (app, ada, id) = ada_with_credential().await;
     // Move the credential to revision 2 (disabled), then come with what was seen before.
     let response = mutate(&app, &ada.token, "disable", &id, "\"1\"").await;
     assert_eq!(response.status(), 200);
@@ -90,9 +86,7 @@ async fn a_stale_if_match_is_a_409_and_changes_nothing() {
 
 #[tokio::test]
 async fn a_malformed_if_match_is_a_400() {
-    let app = spawn_app().await;
-    let ada = app.tenant("ada@example.com").await;
-    let id = register_id(&app, &ada.token, &openai("prod", KEY)).await;
+    let (app, ada, id) = ada_with_credential().await;
     for endpoint in ["update", "enable", "disable", "revoke"] {
         for bad in [
             "abc",
@@ -118,36 +112,14 @@ async fn a_malformed_if_match_is_a_400() {
 
 #[tokio::test]
 async fn concurrent_mutations_with_one_if_match_have_one_winner() {
-    let app = spawn_app().await;
-    let ada = app.tenant("ada@example.com").await;
-    let id = register_id(&app, &ada.token, &openai("prod", KEY)).await;
+    let (app, ada, id) = ada_with_credential().await;
     let bodies: Vec<Value> = (1..=8).map(|w| json!({"weight": w * 10})).collect();
     let path = format!("/v1/byok/update/{id}");
-    let requests = bodies.iter().map(|body| {
-        call(
-            &app,
-            Method::PATCH,
-            &path,
-            Some(&ada.token),
-            Some("\"1\""),
-            Some(body),
-        )
-    });
-    let statuses: Vec<u16> = futures_util::future::join_all(requests)
-        .await
+    let (token, pinned) = (Some(ada.token.as_str()), Some("\"1\""));
+    let requests = bodies
         .iter()
-        .map(|r| r.status().as_u16())
-        .collect();
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 200).count(),
-        1,
-        "{statuses:?}"
-    );
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 409).count(),
-        7,
-        "{statuses:?}"
-    );
+        .map(|body| call(&app, Method::PATCH, &path, token, pinned, Some(body)));
+    assert_one_winner(requests, 200, 409).await;
     let (_, tag) = get_config(&app, &ada.token, &id).await;
     assert_eq!(tag, "\"2\"");
 }

@@ -5,23 +5,18 @@ use keyledger::es::StreamId;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::{KEY, azure, bedrock, call, get_config, list_ids, open_secrets, secrets, time};
-use crate::helpers::{assert_error, etag, json_of, openai, register, register_id, spawn_app};
+use super::{
+    KEY, ada_with, ada_with_credential, azure, bedrock, call, get_config, list_ids, open_secrets,
+    secrets, time, update,
+};
+use crate::helpers::{assert_error, etag, json_of, register_id};
 
 #[tokio::test]
 async fn update_changes_the_fields_given_and_null_clears() {
-    let app = spawn_app().await;
-    let ada = app.tenant("ada@example.com").await;
-    let (key, _) = register(
-        &app,
-        &ada.token,
-        &json!({"provider": "openai", "alias": "prod", "api_key": KEY, "label": "Old",
-            "models": ["gpt-4o"], "credentials": {"organization": "org-1"},
-            "capability": "chat"}),
-    )
-    .await;
+    let body = json!({"provider": "openai", "alias": "prod", "api_key": KEY, "label": "Old",
+        "models": ["gpt-4o"], "credentials": {"organization": "org-1"}, "capability": "chat"});
+    let (app, ada, key) = ada_with(&body).await;
     let id = key["byok_id"].as_str().unwrap();
-    let path = format!("/v1/byok/update/{id}");
     let patch = json!({
         "alias": "prod-renamed",
         "label": "  New label  ",
@@ -32,15 +27,7 @@ async fn update_changes_the_fields_given_and_null_clears() {
         "declared_region": "eu",
         "credentials": {"organization": "org-9", "project": "proj_2"},
     });
-    let response = call(
-        &app,
-        Method::PATCH,
-        &path,
-        Some(&ada.token),
-        None,
-        Some(&patch),
-    )
-    .await;
+    let response = update(&app, &ada.token, id, &patch).await;
     assert_eq!(response.status(), 200);
     assert_eq!(etag(&response), "\"2\"");
     let updated = json_of(response).await;
@@ -69,18 +56,9 @@ async fn update_changes_the_fields_given_and_null_clears() {
     assert_eq!(config, updated);
 
     // null clears; an empty optional setting removes it.
-    let response = call(
-        &app,
-        Method::PATCH,
-        &path,
-        Some(&ada.token),
-        None,
-        Some(
-            &json!({"label": null, "base_url": null, "declared_region": null,
-            "credentials": {"project": ""}}),
-        ),
-    )
-    .await;
+    let clear = json!({"label": null, "base_url": null, "declared_region": null,
+        "credentials": {"project": ""}});
+    let response = update(&app, &ada.token, id, &clear).await;
     assert_eq!(response.status(), 200);
     assert_eq!(etag(&response), "\"3\"");
     let cleared = json_of(response).await;
@@ -94,15 +72,7 @@ async fn update_changes_the_fields_given_and_null_clears() {
 
     // A patch that changes nothing is no new revision.
     for nothing in [json!({}), json!({"weight": 300, "label": null})] {
-        let response = call(
-            &app,
-            Method::PATCH,
-            &path,
-            Some(&ada.token),
-            None,
-            Some(&nothing),
-        )
-        .await;
+        let response = update(&app, &ada.token, id, &nothing).await;
         assert_eq!(response.status(), 200);
         assert_eq!(etag(&response), "\"3\"", "{nothing}");
         let same = json_of(response).await;
@@ -112,9 +82,7 @@ async fn update_changes_the_fields_given_and_null_clears() {
 
 #[tokio::test]
 async fn update_validates_what_it_changes() {
-    let app = spawn_app().await;
-    let ada = app.tenant("ada@example.com").await;
-    let id = register_id(&app, &ada.token, &openai("prod", KEY)).await;
+    let (app, ada, id) = ada_with_credential().await;
     let az = register_id(&app, &ada.token, &azure("az", KEY)).await;
     let cases = [
         (&id, json!({"alias": "Bad Alias"}), "alias"),
@@ -131,15 +99,7 @@ async fn update_validates_what_it_changes() {
         ),
     ];
     for (target, patch, param) in cases {
-        let response = call(
-            &app,
-            Method::PATCH,
-            &format!("/v1/byok/update/{target}"),
-            Some(&ada.token),
-            None,
-            Some(&patch),
-        )
-        .await;
+        let response = update(&app, &ada.token, target, &patch).await;
         let error = assert_error(response, 422, "invalid_request_error", "invalid_parameter").await;
         assert_eq!(error["param"], param, "{patch}");
     }
@@ -151,19 +111,12 @@ async fn update_validates_what_it_changes() {
 
 #[tokio::test]
 async fn no_secret_can_change_through_update() {
-    let app = spawn_app().await;
-    let ada = app.tenant("ada@example.com").await;
-    let id = register_id(&app, &ada.token, &openai("prod", KEY)).await;
-    let bed = register_id(
-        &app,
-        &ada.token,
-        &bedrock(
-            "bed",
-            "AKIAIOSFODNN7EXAMPLE",
-            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-        ),
-    )
-    .await;
+    let (app, ada, id) = ada_with_credential().await;
+    let (access_key, secret_key) = (
+        "AKIAIOSFODNN7EXAMPLE",
+        "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    );
+    let bed = register_id(&app, &ada.token, &bedrock("bed", access_key, secret_key)).await;
     let replacement = "sk-proj-replacement-key-0000";
     let cases = [
         (
@@ -198,15 +151,7 @@ async fn no_secret_can_change_through_update() {
         ),
     ];
     for (target, patch, code, param) in cases {
-        let response = call(
-            &app,
-            Method::PATCH,
-            &format!("/v1/byok/update/{target}"),
-            Some(&ada.token),
-            None,
-            Some(&patch),
-        )
-        .await;
+        let response = update(&app, &ada.token, target, &patch).await;
         let error = assert_error(response, 422, "invalid_request_error", code).await;
         assert_eq!(error["param"], param, "{patch}");
         assert!(!error["message"].as_str().unwrap().contains(replacement));
@@ -224,17 +169,15 @@ async fn no_secret_can_change_through_update() {
     assert_eq!(
         open_secrets(&app, &ada.account_id, &bed),
         Some(secrets(&[
-            ("access_key", "AKIAIOSFODNN7EXAMPLE"),
-            ("secret_key", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+            ("access_key", access_key),
+            ("secret_key", secret_key)
         ]))
     );
 }
 
 #[tokio::test]
 async fn disable_and_enable_change_the_state_and_repeats_are_no_ops() {
-    let app = spawn_app().await;
-    let ada = app.tenant("ada@example.com").await;
-    let id = register_id(&app, &ada.token, &openai("prod", KEY)).await;
+    let (app, ada, id) = ada_with_credential().await;
     // (endpoint, state after, revision after)
     let steps = [
         ("enable", "active", 1),
@@ -245,15 +188,8 @@ async fn disable_and_enable_change_the_state_and_repeats_are_no_ops() {
         ("disable", "disabled", 4),
     ];
     for (endpoint, state, revision) in steps {
-        let response = call(
-            &app,
-            Method::POST,
-            &format!("/v1/byok/{endpoint}/{id}"),
-            Some(&ada.token),
-            None,
-            None,
-        )
-        .await;
+        let path = format!("/v1/byok/{endpoint}/{id}");
+        let response = app.fetch(Method::POST, &path, Some(&ada.token)).await;
         assert_eq!(response.status(), 200, "{endpoint}");
         assert_eq!(etag(&response), format!("\"{revision}\""), "{endpoint}");
         let config = json_of(response).await;
@@ -284,19 +220,18 @@ async fn disable_and_enable_change_the_state_and_repeats_are_no_ops() {
 
 #[tokio::test]
 async fn revoke_is_idempotent_and_final() {
-    let app = spawn_app().await;
-    let ada = app.tenant("ada@example.com").await;
-    let id = register_id(&app, &ada.token, &openai("prod", KEY)).await;
+    let (app, ada, id) = ada_with_credential().await;
     let path = format!("/v1/byok/revoke/{id}");
-    let first = app.delete(&path, &ada.token).await;
-    assert_eq!(first.status(), 200);
-    assert_eq!(etag(&first), "\"2\"");
-    let first = json_of(first).await;
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let response = app.delete(&path, &ada.token).await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(etag(&response), "\"2\"");
+        answers.push(json_of(response).await);
+    }
+    let first = &answers[0];
     assert_eq!(first["state"], "revoked");
-    let second = app.delete(&path, &ada.token).await;
-    assert_eq!(second.status(), 200);
-    assert_eq!(etag(&second), "\"2\"");
-    assert_eq!(json_of(second).await, first);
+    assert_eq!(answers[1], *first);
 
     for (method, endpoint, body) in [
         (Method::PATCH, "update", Some(json!({"label": "back"}))),
@@ -304,20 +239,13 @@ async fn revoke_is_idempotent_and_final() {
         (Method::POST, "enable", None),
         (Method::POST, "disable", None),
     ] {
-        let response = call(
-            &app,
-            method,
-            &format!("/v1/byok/{endpoint}/{id}"),
-            Some(&ada.token),
-            None,
-            body.as_ref(),
-        )
-        .await;
+        let path = format!("/v1/byok/{endpoint}/{id}");
+        let response = call(&app, method, &path, Some(&ada.token), None, body.as_ref()).await;
         assert_error(response, 409, "conflict_error", "credential_revoked").await;
     }
     let (config, tag) = get_config(&app, &ada.token, &id).await;
     assert_eq!(tag, "\"2\"");
-    assert_eq!(config, first);
+    assert_eq!(config, *first);
     assert_eq!(
         list_ids(&app, &ada.token, "state=revoked").await,
         [id.as_str()]

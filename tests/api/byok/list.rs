@@ -8,9 +8,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use super::{CONFIG_FIELDS, KEY, keys_of, list_all, list_ids, time};
+use super::{CONFIG_FIELDS, KEY, byok_ids, list_all, list_ids, time};
 use crate::helpers::{
-    assert_error, json_of, openai, register_id, register_response, set, spawn_app,
+    assert_error, disable, keys_of, openai, register_id, register_response, revoke, set, spawn_app,
 };
 
 #[tokio::test]
@@ -31,50 +31,26 @@ async fn list_filters_by_provider_and_by_state() {
         &json!({"provider": "mistral", "alias": "m", "api_key": KEY}),
     )
     .await;
-    let disable = app
-        .post(
-            &format!("/v1/byok/disable/{o2}"),
-            Some(&ada.token),
-            &json!({}),
-        )
-        .await;
-    assert_eq!(disable.status(), 200);
-    let revoke = app
-        .delete(&format!("/v1/byok/revoke/{an}"), &ada.token)
-        .await;
-    assert_eq!(revoke.status(), 200);
+    disable(&app, &ada.token, &o2).await;
+    revoke(&app, &ada.token, &an).await;
 
-    let as_set = |ids: Vec<String>| ids.into_iter().collect::<BTreeSet<_>>();
-    let ids = |items: &[&String]| items.iter().map(|s| (*s).clone()).collect::<BTreeSet<_>>();
-    assert_eq!(
-        as_set(list_ids(&app, &ada.token, "").await),
-        ids(&[&o1, &o2, &an, &mi])
-    );
-    assert_eq!(
-        as_set(list_ids(&app, &ada.token, "provider=openai").await),
-        ids(&[&o1, &o2])
-    );
-    assert_eq!(
-        as_set(list_ids(&app, &ada.token, "provider=anthropic").await),
-        ids(&[&an])
-    );
-    assert_eq!(
-        as_set(list_ids(&app, &ada.token, "state=active").await),
-        ids(&[&o1, &mi])
-    );
-    assert_eq!(
-        as_set(list_ids(&app, &ada.token, "state=disabled").await),
-        ids(&[&o2])
-    );
-    assert_eq!(
-        as_set(list_ids(&app, &ada.token, "state=revoked").await),
-        ids(&[&an])
-    );
-    assert_eq!(
-        as_set(list_ids(&app, &ada.token, "provider=openai&state=active").await),
-        ids(&[&o1])
-    );
-    assert!(list_ids(&app, &ada.token, "provider=groq").await.is_empty());
+    for (query, expected) in [
+        ("", vec![&o1, &o2, &an, &mi]),
+        ("provider=openai", vec![&o1, &o2]),
+        ("provider=anthropic", vec![&an]),
+        ("state=active", vec![&o1, &mi]),
+        ("state=disabled", vec![&o2]),
+        ("state=revoked", vec![&an]),
+        ("provider=openai&state=active", vec![&o1]),
+        ("provider=groq", vec![]),
+    ] {
+        let listed: BTreeSet<String> = list_ids(&app, &ada.token, query)
+            .await
+            .into_iter()
+            .collect();
+        let expected: BTreeSet<String> = expected.into_iter().cloned().collect();
+        assert_eq!(listed, expected, "{query}");
+    }
 
     // Items are whole configurations, with their revision.
     let items = list_all(&app, &ada.token, "provider=openai&state=disabled").await;
@@ -103,16 +79,10 @@ async fn list_pages_with_limit_and_cursor() {
             Some(c) => format!("/v1/byok/list?limit=3&cursor={c}"),
             None => "/v1/byok/list?limit=3".to_owned(),
         };
-        let response = app.get(&path, &ada.token).await;
-        assert_eq!(response.status(), 200);
-        let page = json_of(response).await;
+        let page = app.get_json(&path, &ada.token).await;
         let items = page["items"].as_array().unwrap();
         sizes.push(items.len());
-        seen.extend(
-            items
-                .iter()
-                .map(|c| c["byok_id"].as_str().unwrap().to_owned()),
-        );
+        seen.extend(byok_ids(items));
         match page.get("next_cursor") {
             Some(next) => cursor = Some(next.as_str().expect("a string cursor").to_owned()),
             None => break,
@@ -128,23 +98,11 @@ async fn list_pages_with_limit_and_cursor() {
         registered.iter().collect::<BTreeSet<_>>()
     );
     // A cursor can be used again later, with the same answer.
-    let first = json_of(app.get("/v1/byok/list?limit=3", &ada.token).await).await;
+    let first = app.get_json("/v1/byok/list?limit=3", &ada.token).await;
     let next = first["next_cursor"].as_str().unwrap();
-    let again = json_of(
-        app.get(&format!("/v1/byok/list?limit=3&cursor={next}"), &ada.token)
-            .await,
-    )
-    .await;
-    let again: Vec<&str> = again["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["byok_id"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        again,
-        seen[3..6].iter().map(String::as_str).collect::<Vec<_>>()
-    );
+    let again = format!("/v1/byok/list?limit=3&cursor={next}");
+    let again = app.get_json(&again, &ada.token).await;
+    assert_eq!(byok_ids(again["items"].as_array().unwrap()), seen[3..6]);
 }
 
 #[tokio::test]

@@ -3,8 +3,9 @@
 //! revoke, and canary secrets that must never surface in a response, an event, a file of the
 //! data dir or a log line.
 //!
-//! One file per concern; this one holds what they share: request shortcuts, register bodies, the
-//! fields a configuration shows, and opening secrets through the service.
+//! One file per concern; this one holds what they share: an account with a credential, request
+//! shortcuts, register bodies, the fields a configuration shows, and opening secrets through the
+//! service.
 
 mod access;
 mod canaries;
@@ -15,7 +16,7 @@ mod register;
 mod shredding;
 mod validation;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -26,7 +27,25 @@ use keyledger::service::ids::Ids;
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_error, etag, json_of, send};
+use crate::helpers::{
+    Tenant, TestApp, assert_error, etag, json_of, openai, register, send, spawn_app,
+};
+
+/// A server with Ada's account and the credential `body` registers; answers the 201 body too.
+async fn ada_with(body: &Value) -> (TestApp, Tenant, Value) {
+    let app = spawn_app().await;
+    let ada = app.tenant("ada@example.com").await;
+    let (key, _) = register(&app, &ada.token, body).await;
+    (app, ada, key)
+}
+
+/// A server with Ada's account and her OpenAI credential `prod` (secret [`KEY`]); answers the
+/// credential's id too.
+async fn ada_with_credential() -> (TestApp, Tenant, String) {
+    let (app, ada, key) = ada_with(&openai("prod", KEY)).await;
+    let id = key["byok_id"].as_str().unwrap().to_owned();
+    (app, ada, id)
+}
 
 /// Sends one request; `if_match` is sent verbatim as the `If-Match` header.
 async fn call(
@@ -41,6 +60,12 @@ async fn call(
     send(app, method, path, token, headers.as_slice(), body).await
 }
 
+/// `PATCH /v1/byok/update/{id}` with `patch`; answers the response, whatever it is.
+async fn update(app: &TestApp, token: &str, id: &str, patch: &Value) -> Response {
+    let path = format!("/v1/byok/update/{id}");
+    call(app, Method::PATCH, &path, Some(token), None, Some(patch)).await
+}
+
 /// `GET /v1/byok/get/{id}`, answering (config, ETag).
 async fn get_config(app: &TestApp, token: &str, id: &str) -> (Value, String) {
     let response = app.get(&format!("/v1/byok/get/{id}"), token).await;
@@ -51,8 +76,12 @@ async fn get_config(app: &TestApp, token: &str, id: &str) -> (Value, String) {
 
 /// The ids of every page of `GET /v1/byok/list?{query}` (following `next_cursor`).
 async fn list_ids(app: &TestApp, token: &str, query: &str) -> Vec<String> {
-    list_all(app, token, query)
-        .await
+    byok_ids(&list_all(app, token, query).await)
+}
+
+/// The ids of listed configurations, in list order.
+fn byok_ids(items: &[Value]) -> Vec<String> {
+    items
         .iter()
         .map(|c| c["byok_id"].as_str().unwrap().to_owned())
         .collect()
@@ -104,10 +133,6 @@ fn missing_id() -> String {
 fn without_request_id(mut error: Value) -> Value {
     error.as_object_mut().unwrap().remove("request_id");
     error
-}
-
-fn keys_of(value: &Value) -> BTreeSet<String> {
-    value.as_object().unwrap().keys().cloned().collect()
 }
 
 fn time(value: &Value) -> DateTime<Utc> {

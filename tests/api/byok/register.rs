@@ -9,11 +9,12 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::{
-    CONFIG_FIELDS, KEY, get_config, keys_of, list_ids, missing_id, open_secrets, secrets,
+    CONFIG_FIELDS, KEY, ada_with, get_config, list_ids, missing_id, open_secrets, secrets,
     self_hosted, time,
 };
 use crate::helpers::{
-    assert_error, etag, json_of, openai, register, register_id, register_response, set, spawn_app,
+    assert_error, assert_json, etag, keys_of, openai, register_id, register_response, set,
+    spawn_app,
 };
 
 #[tokio::test]
@@ -146,27 +147,21 @@ async fn register_records_the_initial_binding() {
 
 #[tokio::test]
 async fn get_shows_the_whole_configuration_and_never_the_secret() {
-    let app = spawn_app().await;
-    let ada = app.tenant("ada@example.com").await;
-    let (key, _) = register(
-        &app,
-        &ada.token,
-        &json!({
-            "provider": "openai",
-            "alias": "prod-eu",
-            "api_key": KEY,
-            "credentials": {"organization": "org-123"},
-            "label": "Production, EU traffic",
-            "base_url": "https://eu.api.openai.com/v1/",
-            "declared_region": "eu",
-            "models": ["gpt-4o-mini", "gpt-4o"],
-            "blacklisted_models": ["o1-preview"],
-            "weight": 250,
-            "capability": "chat",
-            "module": "support",
-            "model": "gpt-4o",
-        }),
-    )
+    let (app, ada, key) = ada_with(&json!({
+        "provider": "openai",
+        "alias": "prod-eu",
+        "api_key": KEY,
+        "credentials": {"organization": "org-123"},
+        "label": "Production, EU traffic",
+        "base_url": "https://eu.api.openai.com/v1/",
+        "declared_region": "eu",
+        "models": ["gpt-4o-mini", "gpt-4o"],
+        "blacklisted_models": ["o1-preview"],
+        "weight": 250,
+        "capability": "chat",
+        "module": "support",
+        "model": "gpt-4o",
+    }))
     .await;
     let id = key["byok_id"].as_str().unwrap();
     let response = app.get(&format!("/v1/byok/get/{id}"), &ada.token).await;
@@ -277,38 +272,29 @@ async fn an_unknown_id_is_404() {
 #[tokio::test]
 async fn the_provider_catalog_is_public_and_lists_every_provider() {
     let app = spawn_app().await;
-    let response = app
-        .request(Method::GET, "/v1/byok/providers", None)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let body = json_of(response).await;
+    let response = app.fetch(Method::GET, "/v1/byok/providers", None).await;
+    let body = assert_json(response, 200).await;
     let items = body["items"].as_array().unwrap();
     let by_id: BTreeMap<&str, &Value> = items
         .iter()
         .map(|p| (p["id"].as_str().unwrap(), p))
         .collect();
     assert_eq!(by_id.len(), items.len(), "duplicate provider ids");
+    // The providers that take nothing but an API key (and an optional base URL).
+    let hosted = [
+        "anthropic",
+        "together",
+        "groq",
+        "mistral",
+        "deepseek",
+        "cohere",
+        "openrouter",
+        "sarvam",
+    ];
+    let others = ["openai", "azure", "bedrock", "vertex", "self_hosted"];
     assert_eq!(
         by_id.keys().copied().collect::<BTreeSet<_>>(),
-        [
-            "openai",
-            "anthropic",
-            "together",
-            "groq",
-            "mistral",
-            "deepseek",
-            "cohere",
-            "openrouter",
-            "sarvam",
-            "azure",
-            "bedrock",
-            "vertex",
-            "self_hosted"
-        ]
-        .into_iter()
-        .collect()
+        hosted.into_iter().chain(others).collect()
     );
     let fields = |id: &str, which: &str| -> Vec<String> {
         by_id[id][which]
@@ -318,16 +304,7 @@ async fn the_provider_catalog_is_public_and_lists_every_provider() {
             .map(|f| f.as_str().unwrap().to_owned())
             .collect()
     };
-    for hosted in [
-        "anthropic",
-        "together",
-        "groq",
-        "mistral",
-        "deepseek",
-        "cohere",
-        "openrouter",
-        "sarvam",
-    ] {
+    for hosted in hosted {
         assert_eq!(fields(hosted, "required_fields"), ["api_key"], "{hosted}");
         assert_eq!(by_id[hosted]["takes_base_url"], true, "{hosted}");
     }

@@ -7,14 +7,21 @@ use keyledger::domain::{AccountId, CredentialId};
 use keyledger::es::StreamId;
 
 use super::{KEY, credentials, get_config, open_secrets, random_hex, secrets};
-use crate::helpers::{TestApp, files, openai, register_id, spawn_app};
+use crate::helpers::{Tenant, TestApp, files, openai, register_id, revoke, spawn_app};
 
-#[tokio::test]
-async fn revoke_shreds_the_data_key_and_the_log_keeps_only_ciphertext() {
+/// A server with Ada's account and one credential holding a fresh random secret; answers the
+/// secret and the credential's id too.
+async fn a_fresh_secret() -> (TestApp, Tenant, String, String) {
     let app = spawn_app().await;
     let ada = app.tenant("ada@example.com").await;
     let secret = format!("sk-shred-{}", random_hex::<16>());
     let id = register_id(&app, &ada.token, &openai("prod", &secret)).await;
+    (app, ada, secret, id)
+}
+
+#[tokio::test]
+async fn revoke_shreds_the_data_key_and_the_log_keeps_only_ciphertext() {
+    let (app, ada, secret, id) = a_fresh_secret().await;
     let stream = StreamId::new("byok", &id);
 
     let wrapped = app
@@ -46,10 +53,7 @@ async fn revoke_shreds_the_data_key_and_the_log_keeps_only_ciphertext() {
         .expect("the DEK opens the secret");
     assert!(String::from_utf8(plaintext).unwrap().contains(&secret));
 
-    let response = app
-        .delete(&format!("/v1/byok/revoke/{id}"), &ada.token)
-        .await;
-    assert_eq!(response.status(), 200);
+    revoke(&app, &ada.token, &id).await;
 
     let check = |app: &TestApp| {
         let events = app.store.stream_events(&stream).unwrap();
@@ -84,15 +88,9 @@ async fn revoke_shreds_the_data_key_and_the_log_keeps_only_ciphertext() {
 
 #[tokio::test]
 async fn a_revoked_data_key_is_gone_from_the_disk() {
-    let app = spawn_app().await;
-    let ada = app.tenant("ada@example.com").await;
-    let secret = format!("sk-shred-{}", random_hex::<16>());
-    let id = register_id(&app, &ada.token, &openai("prod", &secret)).await;
+    let (app, ada, _, id) = a_fresh_secret().await;
     let wrapped = app.store.data_key(&id).unwrap().expect("a data key");
-    let response = app
-        .delete(&format!("/v1/byok/revoke/{id}"), &ada.token)
-        .await;
-    assert_eq!(response.status(), 200);
+    revoke(&app, &ada.token, &id).await;
     // Some more writes and a restart, as a running server would see.
     let app = app.restart().await;
     for i in 0..20 {

@@ -1,10 +1,11 @@
-//! Registering provider credentials, for the tests that need one to exist.
+//! Registering provider credentials and changing their state, for the tests that need one to
+//! exist (or to be disabled or revoked).
 
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
 
 use super::TestApp;
-use super::requests::{etag, json_of, send};
+use super::requests::{assert_json, etag, json_of, send};
 
 /// An OpenAI credential's register body.
 pub fn openai(alias: &str, key: &str) -> Value {
@@ -45,4 +46,16 @@ pub async fn register_id(app: &TestApp, token: &str, body: &Value) -> String {
         .as_str()
         .unwrap()
         .to_owned()
+}
+
+/// `POST /v1/byok/disable/{id}` (no body), which must answer 200; answers the configuration.
+pub async fn disable(app: &TestApp, token: &str, id: &str) -> Value {
+    let path = format!("/v1/byok/disable/{id}");
+    assert_json(app.fetch(Method::POST, &path, Some(token)).await, 200).await
+}
+
+/// `DELETE /v1/byok/revoke/{id}`, which must answer 200; answers the configuration.
+pub async fn revoke(app: &TestApp, token: &str, id: &str) -> Value {
+    let path = format!("/v1/byok/revoke/{id}");
+    assert_json(app.delete(&path, token).await, 200).await
 }

@@ -1,7 +1,7 @@
 //! What the integration tests share: the server in-process on port 0 with a fresh sled store in
-//! a temp dir (`TestApp`), accounts and their tokens, the error-envelope check, and (in the
-//! submodules) the real binary as a process, requests with extra headers or raw bodies,
-//! credential registration and scans of the data directory.
+//! a temp dir (`TestApp`), accounts and their tokens, the status and error-envelope checks, and
+//! (in the submodules) the real binary as a process, requests with extra headers or raw bodies,
+//! credential registration and state changes, and scans of the data directory.
 
 mod binary;
 mod credentials;
@@ -18,14 +18,15 @@ use keyledger::crypto::MasterKey;
 use keyledger::es::Envelope;
 use keyledger::startup::{Application, Shutdown};
 use keyledger::storage::{Durability, Store, StoreError};
-use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use reqwest::{Method, RequestBuilder, Response};
+use serde::Serialize;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
 pub use binary::{Binary, serve_command};
-pub use credentials::{openai, register, register_id, register_response};
+pub use credentials::{disable, openai, register, register_id, register_response, revoke};
 pub use files::{contains, files, files_containing};
-pub use requests::{etag, header, json_of, send, send_raw};
+pub use requests::{assert_json, etag, header, json_of, send, send_raw};
 
 pub const ADMIN_TOKEN: &str = "kl_admin_test_0123456789abcdef0123456789abcdef";
 
@@ -145,11 +146,31 @@ impl TestApp {
         }
     }
 
-    pub async fn get(&self, path: &str, token: &str) -> Response {
-        self.request(Method::GET, path, Some(token))
+    /// Sends a request without a body; answers the response, whatever it is.
+    pub async fn fetch(&self, method: Method, path: &str, token: Option<&str>) -> Response {
+        self.request(method, path, token)
             .send()
             .await
             .expect("request")
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Response {
+        self.fetch(Method::GET, path, Some(token)).await
+    }
+
+    /// `GET` that must answer 200; answers the JSON body.
+    pub async fn get_json(&self, path: &str, token: &str) -> Value {
+        assert_json(self.get(path, token).await, 200).await
+    }
+
+    /// `GET` with one more header (sent verbatim) and an optional token.
+    pub async fn get_with(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        header: (&str, &str),
+    ) -> Response {
+        send(self, Method::GET, path, token, &[header], None).await
     }
 
     pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> Response {
@@ -161,23 +182,24 @@ impl TestApp {
     }
 
     pub async fn delete(&self, path: &str, token: &str) -> Response {
-        self.request(Method::DELETE, path, Some(token))
-            .send()
+        self.fetch(Method::DELETE, path, Some(token)).await
+    }
+
+    /// Sends `POST /v1/accounts` for `email` (any JSON value, so that wrong types can be sent)
+    /// with `token`; answers the response, whatever it is.
+    pub async fn create_account_response(
+        &self,
+        token: Option<&str>,
+        email: impl Serialize,
+    ) -> Response {
+        self.post("/v1/accounts", token, &json!({ "email": email }))
             .await
-            .expect("request")
     }
 
     /// Creates an account with the admin token and answers the 201 body.
     pub async fn create_account(&self, email: &str) -> Value {
-        let response = self
-            .post(
-                "/v1/accounts",
-                Some(ADMIN_TOKEN),
-                &json!({ "email": email }),
-            )
-            .await;
-        assert_eq!(response.status(), StatusCode::CREATED);
-        response.json().await.expect("json body")
+        let response = self.create_account_response(Some(ADMIN_TOKEN), email).await;
+        assert_json(response, 201).await
     }
 
     /// Creates an account; answers it with its first (admin) token.
@@ -197,15 +219,19 @@ impl TestApp {
 
     /// Mints a key with the given scopes on the account of `token`; answers the 201 body.
     pub async fn mint_key(&self, token: &str, scopes: &[&str]) -> Value {
-        let response = self
-            .post(
-                "/v1/account/keys",
-                Some(token),
-                &json!({ "name": "test key", "scopes": scopes }),
-            )
-            .await;
-        assert_eq!(response.status(), StatusCode::CREATED);
-        response.json().await.expect("json body")
+        let body = json!({ "name": "test key", "scopes": scopes });
+        assert_json(self.post("/v1/account/keys", Some(token), &body).await, 201).await
+    }
+
+    /// Mints a key with the given scopes on the account of `token`; answers its token.
+    pub async fn mint_token(&self, token: &str, scopes: &[&str]) -> String {
+        api_key(&self.mint_key(token, scopes).await)
+    }
+
+    /// How many keys, revoked ones included, the account of the admin `token` lists.
+    pub async fn key_count(&self, token: &str) -> usize {
+        let listed = self.get_json("/v1/account/keys", token).await;
+        listed["items"].as_array().unwrap().len()
     }
 }
 
@@ -242,6 +268,27 @@ pub fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
 }
 
+/// The field names of a JSON object.
+pub fn keys_of(value: &Value) -> BTreeSet<String> {
+    value.as_object().unwrap().keys().cloned().collect()
+}
+
+/// Sends the requests at once; asserts that exactly one answered `winner` and every other one
+/// `loser`.
+pub async fn assert_one_winner<F>(requests: impl IntoIterator<Item = F>, winner: u16, loser: u16)
+where
+    F: std::future::Future<Output = Response>,
+{
+    let statuses: Vec<u16> = futures_util::future::join_all(requests)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    let count = |status: u16| statuses.iter().filter(|s| **s == status).count();
+    assert_eq!(count(winner), 1, "{statuses:?}");
+    assert_eq!(count(loser), statuses.len() - 1, "{statuses:?}");
+}
+
 /// Asserts a response is an error with the envelope, the status, type and code given, and that
 /// the body's request id matches the `X-Request-ID` header. Answers the `error` object.
 pub async fn assert_error(response: Response, status: u16, error_type: &str, code: &str) -> Value {
@@ -265,6 +312,17 @@ pub async fn assert_error(response: Response, status: u16, error_type: &str, cod
     assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()));
     assert_eq!(error["request_id"], header.as_str());
     error
+}
+
+/// Asserts a 415 `unsupported_media_type` with the envelope: a body not sent as JSON.
+pub async fn assert_not_json(response: Response) -> Value {
+    assert_error(
+        response,
+        415,
+        "invalid_request_error",
+        "unsupported_media_type",
+    )
+    .await
 }
 
 /// The opaque cursor the server issues for "after position `n`".

@@ -1,5 +1,5 @@
 //! Requests the `TestApp` methods do not cover: extra headers, raw bodies with any content
-//! type, and reading the headers and bodies of the answers.
+//! type, and reading the statuses, headers and bodies of the answers.
 
 use reqwest::header::CONTENT_TYPE;
 use reqwest::{Method, Response};
@@ -64,4 +64,14 @@ pub fn etag(response: &Response) -> String {
 
 pub async fn json_of(response: Response) -> Value {
     response.json().await.expect("json body")
+}
+
+/// Asserts the status of a response (naming the request and the body when it is another one)
+/// and answers its JSON body.
+pub async fn assert_json(response: Response, status: u16) -> Value {
+    let path = response.url().path().to_owned();
+    let actual = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    assert_eq!(actual, status, "{path}: {text}");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {text}"))
 }
