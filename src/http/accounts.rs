@@ -13,8 +13,8 @@ use super::json::Json;
 use super::keys::ApiKeyObject;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(super::resource("/v1/accounts").route(web::post().to(create_account)))
-        .service(super::resource("/v1/account").route(web::get().to(get_account)));
+    cfg.service(super::resource("/v1/accounts").post(create_account))
+        .service(super::resource("/v1/account").get(get_account));
 }
 
 /// The accounts operations and the schemas they use.

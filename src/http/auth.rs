@@ -47,19 +47,27 @@ fn state(req: &HttpRequest) -> Result<&web::Data<AppState>, ApiError> {
         .ok_or_else(ApiError::internal)
 }
 
-/// The presented bearer token, if any.
+/// The presented bearer token, if any. Exactly one `Authorization` header counts: with several,
+/// no one of them is more the caller's than another, so the request authenticates as nobody.
+/// The scheme is matched case-insensitively (RFC 9110 §11.1), and one or more spaces separate it
+/// from the token.
 fn bearer(req: &HttpRequest) -> Result<Option<String>, ApiError> {
-    let Some(value) = req.headers().get(AUTHORIZATION) else {
+    let mut values = req.headers().get_all(AUTHORIZATION);
+    let Some(value) = values.next() else {
         return Ok(None);
     };
+    if values.next().is_some() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidToken,
+            "send one Authorization header; this request has several",
+        ));
+    }
     let token = value
         .to_str()
         .ok()
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
         .filter(|t| !t.is_empty())
         .ok_or_else(|| {
             ApiError::new(

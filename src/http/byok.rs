@@ -23,14 +23,14 @@ use crate::service::credentials::{ListFilter, Versioned};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     use super::resource;
-    cfg.service(resource("/v1/byok/providers").route(web::get().to(list_providers)))
-        .service(resource("/v1/byok/register").route(web::post().to(register)))
-        .service(resource("/v1/byok/list").route(web::get().to(list)))
-        .service(resource("/v1/byok/get/{id}").route(web::get().to(get)))
-        .service(resource("/v1/byok/update/{id}").route(web::patch().to(update)))
-        .service(resource("/v1/byok/enable/{id}").route(web::post().to(enable)))
-        .service(resource("/v1/byok/disable/{id}").route(web::post().to(disable)))
-        .service(resource("/v1/byok/revoke/{id}").route(web::delete().to(revoke)));
+    cfg.service(resource("/v1/byok/providers").get(list_providers))
+        .service(resource("/v1/byok/register").post(register))
+        .service(resource("/v1/byok/list").get(list))
+        .service(resource("/v1/byok/get/{id}").get(get))
+        .service(resource("/v1/byok/update/{id}").patch(update))
+        .service(resource("/v1/byok/enable/{id}").post(enable))
+        .service(resource("/v1/byok/disable/{id}").post(disable))
+        .service(resource("/v1/byok/revoke/{id}").delete(revoke));
 }
 
 /// The credential operations and the schemas they use.

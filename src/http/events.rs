@@ -27,9 +27,9 @@ const SSE_BATCH: usize = 100;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     use super::resource;
-    cfg.service(resource("/v1/byok/events/{id}").route(web::get().to(credential_events)))
-        .service(resource("/v1/events").route(web::get().to(account_events)))
-        .service(resource("/v1/events/stream").route(web::get().to(stream_events)));
+    cfg.service(resource("/v1/byok/events/{id}").get(credential_events))
+        .service(resource("/v1/events").get(account_events))
+        .service(resource("/v1/events/stream").get(stream_events));
 }
 
 /// The feed operations and the schemas they use.

@@ -8,8 +8,8 @@ use utoipa::{OpenApi, ToSchema};
 use super::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(super::resource("/healthz").route(web::get().to(healthz)))
-        .service(super::resource("/readyz").route(web::get().to(readyz)));
+    cfg.service(super::resource("/healthz").get(healthz))
+        .service(super::resource("/readyz").get(readyz));
 }
 
 /// The health operations and the schema they use.

@@ -17,10 +17,10 @@ use crate::service::accounts::KeyView;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         super::resource("/v1/account/keys")
-            .route(web::post().to(create_key))
-            .route(web::get().to(list_keys)),
+            .post(create_key)
+            .get(list_keys),
     )
-    .service(super::resource("/v1/account/keys/{id}").route(web::delete().to(revoke_key)));
+    .service(super::resource("/v1/account/keys/{id}").delete(revoke_key));
 }
 
 /// The key operations and the schemas they use.

@@ -1,6 +1,7 @@
 //! The only module that knows actix-web and utoipa: one file per resource, each with its
-//! `configure` and its part of the OpenAPI document; the auth extractors; the request body and
-//! the JSON extractor; typed ids from paths (`path`); the error envelope; request ids; the API's
+//! `configure` and its part of the OpenAPI document; what every route shares, 404, 405 with
+//! `Allow` and `HEAD` (`routing`); the auth extractors; the request body and the JSON extractor;
+//! typed ids from paths (`path`); the error envelope; request ids; the API's
 //! views of domain and event types (`views`); the root OpenAPI document. Reaches the store only
 //! through `service`, and takes ids and times from it: it reads no clock and mints nothing.
 
@@ -18,9 +19,10 @@ pub mod keys;
 pub mod openapi;
 mod path;
 pub mod request_id;
+mod routing;
 pub mod views;
 
-use actix_web::{HttpResponse, web};
+use actix_web::web;
 
 use actix_web::web::QueryConfig;
 
@@ -30,6 +32,7 @@ use crate::service::events::Events;
 use crate::service::idempotency::Idempotency;
 use crate::service::ids::Ids;
 use error::{ApiError, ErrorCode};
+pub use routing::{resource, route_not_found};
 
 /// Shared by every worker.
 pub struct AppState {
@@ -40,11 +43,6 @@ pub struct AppState {
     /// Mints the ids of requests that bring none.
     pub ids: std::sync::Arc<Ids>,
     pub open_signup: bool,
-}
-
-/// A resource whose undeclared methods answer 405 with the envelope (actix would say 404).
-pub fn resource(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(method_not_allowed))
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -58,15 +56,4 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(events::configure)
     .configure(health::configure)
     .configure(openapi::configure);
-}
-
-pub async fn route_not_found() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::new(ErrorCode::RouteNotFound, "no such route"))
-}
-
-async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::new(
-        ErrorCode::MethodNotAllowed,
-        "this route does not answer that method",
-    ))
 }

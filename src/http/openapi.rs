@@ -1,17 +1,21 @@
-//! The OpenAPI 3.1 document, generated from the handlers and their types. `openapi/openapi.json`
-//! is this document, committed; a test fails when they drift apart.
+//! The OpenAPI 3.1 document, generated from the handlers and their types, served at
+//! `/openapi.json`, and Swagger UI's files under `/docs/`. `openapi/openapi.json` is this
+//! document, committed; a test fails when they drift apart.
 //!
 //! Each resource module declares its own part (`AccountsApi`, `KeysApi`, …: its operations, the
 //! schemas they use, its tag); this module only builds the root (info, license, version,
 //! security scheme, webhooks) and merges the parts into it, so an endpoint is added in its own
 //! file.
 
+use std::sync::Arc;
+
+use actix_web::http::header::CONTENT_ENCODING;
 use actix_web::{HttpResponse, web};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{LicenseBuilder, Paths};
 use utoipa::{Modify, OpenApi};
-use utoipa_swagger_ui::SwaggerUi;
 
+use super::error::{ApiError, ErrorCode};
 use super::{accounts, byok, error, events, health, keys};
 
 #[derive(OpenApi)]
@@ -84,24 +88,54 @@ pub fn spec_json() -> String {
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     let json = spec_json();
-    cfg.service(
-        super::resource("/openapi.json").route(web::get().to(move || {
-            let json = json.clone();
-            async move {
-                HttpResponse::Ok()
-                    .content_type("application/json")
-                    .body(json)
-            }
-        })),
-    )
-    .service(super::resource("/docs").route(web::get().to(|| async {
+    let ui = Arc::new(utoipa_swagger_ui::Config::from("/openapi.json"));
+    cfg.service(super::resource("/openapi.json").get(move || {
+        let json = json.clone();
+        async move {
+            HttpResponse::Ok()
+                .content_type("application/json")
+                .body(json)
+        }
+    }))
+    .service(super::resource("/docs").get(|| async {
         HttpResponse::PermanentRedirect()
             .insert_header(("location", "/docs/"))
             .finish()
-    })))
+    }))
     .service(
-        SwaggerUi::new("/docs/{_:.*}").config(utoipa_swagger_ui::Config::from("/openapi.json")),
+        super::resource("/docs/{file:.*}").get(move |file: web::Path<String>| {
+            let ui = ui.clone();
+            async move { docs_file(&file, ui) }
+        }),
     );
+}
+
+/// A file of Swagger UI, served from the copy built into the binary. Served here rather than by
+/// `SwaggerUi`'s own service, which answers a missing file with an empty 404 and no method but
+/// `GET`.
+fn docs_file(
+    file: &str,
+    ui: Arc<utoipa_swagger_ui::Config<'static>>,
+) -> Result<HttpResponse, ApiError> {
+    match utoipa_swagger_ui::serve(file, ui) {
+        Ok(Some(found)) => {
+            let mut response = HttpResponse::Ok();
+            if found.gzpipped {
+                response.insert_header((CONTENT_ENCODING, "gzip"));
+            }
+            Ok(response
+                .content_type(found.content_type)
+                .body(found.bytes.into_owned()))
+        }
+        Ok(None) => Err(ApiError::new(
+            ErrorCode::RouteNotFound,
+            "no such file under /docs/",
+        )),
+        Err(error) => {
+            tracing::error!(%error, "cannot serve a Swagger UI file");
+            Err(ApiError::internal())
+        }
+    }
 }
 
 #[cfg(test)]

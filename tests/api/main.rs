@@ -16,4 +16,5 @@ mod fixtures;
 mod idempotency;
 mod keys;
 mod openapi;
+mod protocol;
 mod store;
