@@ -45,6 +45,8 @@ pub enum ErrorCode {
     InvalidHeader,
     IdempotencyKeyReused,
     IdempotencyInProgress,
+    RequestTimeout,
+    ShuttingDown,
     InternalError,
 }
 
@@ -117,6 +119,12 @@ impl ErrorCode {
                 ConflictError,
                 StatusCode::CONFLICT,
             ),
+            Self::RequestTimeout => (
+                "request_timeout",
+                InvalidRequestError,
+                StatusCode::REQUEST_TIMEOUT,
+            ),
+            Self::ShuttingDown => ("shutting_down", ApiError, StatusCode::SERVICE_UNAVAILABLE),
             Self::InternalError => (
                 "internal_error",
                 ApiError,
@@ -246,6 +254,8 @@ impl From<ServiceError> for ApiError {
         PayloadTooLarge,
         UnsupportedMediaType,
         Unprocessable,
+        RequestTimeout,
+        ShuttingDown,
         InternalError,
     ),
 ))]
@@ -288,6 +298,16 @@ pub struct UnsupportedMediaType(#[allow(dead_code)] ErrorEnvelope);
 #[derive(ToResponse)]
 pub struct Unprocessable(#[allow(dead_code)] ErrorEnvelope);
 
+/// The body did not arrive within the server's body timeout (`request_timeout`); the
+/// connection is closed.
+#[derive(ToResponse)]
+pub struct RequestTimeout(#[allow(dead_code)] ErrorEnvelope);
+
+/// The server began to shut down while the body was still arriving (`shutting_down`); nothing
+/// was done, and the request can be sent again.
+#[derive(ToResponse)]
+pub struct ShuttingDown(#[allow(dead_code)] ErrorEnvelope);
+
 /// An unexpected server failure; the message is generic and the request id finds the cause in
 /// the server log.
 #[derive(ToResponse)]
@@ -305,16 +325,20 @@ pub enum AuthErrors {
     InternalError(#[ref_response] InternalError),
 }
 
-/// The failures of an operation that reads a JSON body: 400, 413, 415, 422.
+/// The failures of an operation that reads a JSON body: 400, 408, 413, 415, 422, 503.
 #[derive(utoipa::IntoResponses)]
 #[allow(dead_code)]
 pub enum BodyErrors {
     #[response(status = 400)]
     BadRequest(#[ref_response] BadRequest),
+    #[response(status = 408)]
+    RequestTimeout(#[ref_response] RequestTimeout),
     #[response(status = 413)]
     PayloadTooLarge(#[ref_response] PayloadTooLarge),
     #[response(status = 415)]
     UnsupportedMediaType(#[ref_response] UnsupportedMediaType),
     #[response(status = 422)]
     Unprocessable(#[ref_response] Unprocessable),
+    #[response(status = 503)]
+    ShuttingDown(#[ref_response] ShuttingDown),
 }

@@ -1,8 +1,9 @@
 //! The only module that knows actix-web and utoipa: one file per resource, each with its
-//! `configure` and its part of the OpenAPI document; the auth extractors; the request body and
-//! the JSON extractor; typed ids from paths (`path`); the error envelope; request ids; the API's
-//! views of domain and event types (`views`); the root OpenAPI document. Reaches the store only
-//! through `service`, and takes ids and times from it: it reads no clock and mints nothing.
+//! `configure` and its part of the OpenAPI document; the auth extractors; the request body, how
+//! long it may take to arrive (`receive`) and the JSON extractor; typed ids from paths (`path`);
+//! the error envelope; request ids; the API's views of domain and event types (`views`); the
+//! root OpenAPI document. Reaches the store only through `service`, and takes ids and times from
+//! it: it reads no clock and mints nothing.
 
 pub mod accounts;
 pub mod auth;
@@ -17,6 +18,7 @@ pub mod json;
 pub mod keys;
 pub mod openapi;
 mod path;
+pub mod receive;
 pub mod request_id;
 pub mod views;
 
@@ -40,6 +42,8 @@ pub struct AppState {
     /// Mints the ids of requests that bring none.
     pub ids: std::sync::Arc<Ids>,
     pub open_signup: bool,
+    /// How long request bodies may take to arrive.
+    pub receiving: receive::Limits,
 }
 
 /// A resource whose undeclared methods answer 405 with the envelope (actix would say 404).

@@ -16,4 +16,6 @@ mod fixtures;
 mod idempotency;
 mod keys;
 mod openapi;
+mod revoked_streams;
+mod slow_clients;
 mod store;
