@@ -47,7 +47,7 @@ use keyledger::domain::credential::{CredentialEvent, CredentialProfile, Register
 use keyledger::domain::{AccountId, CredentialId};
 use keyledger::es::{DomainEvent, Envelope, EventMeta, ExpectedVersion, NewEvent, StreamId};
 use keyledger::service::clock::SystemClock;
-use keyledger::service::events::{Events, FeedQuery};
+use keyledger::service::events::{Events, FeedQuery, Reader};
 use keyledger::service::ids::Ids;
 use keyledger::storage::{AppendRequest, Durability, Feed, Store};
 
@@ -318,19 +318,30 @@ impl Case<'_> {
 }
 
 /// One page of `case`, timed; checks that it is the expected page.
-fn read_page(case: &Case<'_>, store: &Store, events: &Events, rt: &tokio::runtime::Runtime) -> u64 {
+fn read_page(
+    case: &Case<'_>,
+    store: &Store,
+    events: &Events,
+    reader: &Reader,
+    rt: &tokio::runtime::Runtime,
+) -> u64 {
     let started = Instant::now();
     let page = match case.via {
-        Via::Store => store.read_feed(&case.feed, case.after, PAGE, |_| true),
-        Via::Events => rt.block_on(events.page(
-            &case.feed,
-            &FeedQuery {
-                after: case.after,
-                limit: PAGE,
-                types: vec![],
-                wait: Duration::ZERO,
-            },
-        )),
+        Via::Store => store
+            .read_feed(&case.feed, case.after, PAGE, |_| true)
+            .map_err(|e| e.to_string()),
+        Via::Events => rt
+            .block_on(events.page(
+                reader,
+                &case.feed,
+                &FeedQuery {
+                    after: case.after,
+                    limit: PAGE,
+                    types: vec![],
+                    wait: Duration::ZERO,
+                },
+            ))
+            .map_err(|e| e.to_string()),
     }
     .expect("read a page");
     let took = started.elapsed().as_nanos() as u64;
@@ -506,6 +517,15 @@ fn main() {
     let (stream, stream_len) = streams[0].clone();
     let (_closing, never) = tokio::sync::watch::channel(false);
     let events = Events::new(store.clone(), never);
+    // `Events::page` confirms the key it is read with after every read, as the API's feeds do.
+    let account = store
+        .load::<Account>(&StreamId::new("account", account_id.as_str()))
+        .expect("load the account")
+        .expect("the account exists");
+    let reader = Reader {
+        account_id: account_id.clone(),
+        key_id: account.state.keys.keys().next().expect("a key").clone(),
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
@@ -538,14 +558,14 @@ fn main() {
         }
     }
     for case in &mut cases {
-        case.first = Duration::from_nanos(read_page(case, &store, &events, &rt));
+        case.first = Duration::from_nanos(read_page(case, &store, &events, &reader, &rt));
     }
     let warmup = reps / 10;
     let pages_started = Instant::now();
     for rep in 0..warmup + reps {
         for i in 0..cases.len() {
             let c = (rep + i) % cases.len();
-            let took = read_page(&cases[c], &store, &events, &rt);
+            let took = read_page(&cases[c], &store, &events, &reader, &rt);
             if rep >= warmup {
                 cases[c].samples.push(took);
             }
@@ -580,8 +600,8 @@ fn main() {
         took
     });
     // The feeds still read the same after a rebuild.
-    read_page(&cases[1], &store, &events, &rt);
-    read_page(&cases[3], &store, &events, &rt);
+    read_page(&cases[1], &store, &events, &reader, &rt);
+    read_page(&cases[3], &store, &events, &reader, &rt);
 
     store.shutdown();
     drop(events);

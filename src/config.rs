@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Args, Parser, Subcommand};
@@ -63,6 +64,16 @@ pub struct ServeArgs {
     /// Accepted so deployments can set it now; nothing reads it until webhooks and probes exist.
     #[arg(long, env = "KEYLEDGER_ALLOW_PRIVATE_URLS", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     pub allow_private_urls: bool,
+    /// Seconds a client has to send a request's body once its headers have arrived; a body still
+    /// incomplete then is answered 408 and its connection closed.
+    #[arg(
+        long,
+        env = "KEYLEDGER_BODY_TIMEOUT",
+        value_name = "SECONDS",
+        default_value_t = DEFAULT_BODY_TIMEOUT_SECS,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub body_timeout: u64,
     /// Acknowledge writes before they are durable. Only for showing that the crash test catches
     /// lost writes; never for real data.
     #[arg(long, env = "KEYLEDGER_UNSAFE_NO_SYNC", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new(), hide = true)]
@@ -102,6 +113,8 @@ pub struct Settings {
     pub admin_token: Option<Redacted<String>>,
     pub open_signup: bool,
     pub durability: Durability,
+    /// How long a request's body may take to arrive, from when its headers were read.
+    pub body_timeout: Duration,
     /// HTTP worker threads; `None` for one per core.
     pub workers: Option<usize>,
     /// Stop gracefully on SIGTERM / SIGINT. Always on in a build without `test-hooks`; in-process
@@ -111,6 +124,10 @@ pub struct Settings {
 }
 
 pub const DEV_KEY_FILE: &str = "master.key";
+
+/// The default of `--body-timeout`: ample for the largest accepted body (64 KiB) on a slow
+/// link, short enough that stalled uploads cannot pile up (ADR 0014).
+pub const DEFAULT_BODY_TIMEOUT_SECS: u64 = 10;
 
 impl Settings {
     pub fn from_args(args: ServeArgs) -> Result<Self, ConfigError> {
@@ -127,6 +144,7 @@ impl Settings {
             } else {
                 Durability::Sync
             },
+            body_timeout: Duration::from_secs(args.body_timeout),
             workers: None,
             #[cfg(feature = "test-hooks")]
             handle_signals: true,

@@ -4,6 +4,7 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
@@ -11,7 +12,7 @@ use actix_web::{App, HttpServer, web};
 
 use crate::config::Settings;
 use crate::crypto::{Redacted, generate_token};
-use crate::http::{self, AppState};
+use crate::http::{self, AppState, receive};
 use crate::service::accounts::{ADMIN_TOKEN_MARKER, Accounts};
 use crate::service::clock::{SharedClock, SystemClock};
 use crate::service::credentials::Credentials;
@@ -19,6 +20,15 @@ use crate::service::events::Events;
 use crate::service::idempotency::Idempotency;
 use crate::service::ids::Ids;
 use crate::storage::{Store, StoreError};
+
+/// How long a client has to send a request's headers.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a connection answered with `Connection: close` may linger before it is dropped.
+const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a graceful shutdown waits for requests in flight before it drops them: inside the
+/// shortest common supervisor grace period (`docker stop`'s 10 s), so the store still drains and
+/// flushes before a SIGKILL.
+const SHUTDOWN_TIMEOUT_SECS: u64 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -93,17 +103,29 @@ impl Application {
             idempotency: Idempotency::new(store.clone(), clock),
             ids,
             open_signup: settings.open_signup,
+            receiving: receive::Limits {
+                timeout: settings.body_timeout,
+                closing: closing.subscribe(),
+            },
         });
         let listener = TcpListener::bind(&settings.listen)?;
         let port = listener.local_addr()?.port();
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                // Inside the request id: an answer to a body cut short carries the id.
+                .wrap(from_fn(receive::middleware))
                 .wrap(from_fn(http::request_id::middleware))
                 .configure(http::configure)
                 .default_service(web::to(http::route_not_found))
         })
-        .shutdown_timeout(30);
+        // Request heads have `HEAD_TIMEOUT` (past it actix answers a bare 408: there is no request
+        // yet to carry an id); bodies have `--body-timeout` (`http::receive`). A shutdown ends
+        // streams, long polls and bodies still waiting on their client at once, so what is left
+        // in flight is handlers already at work: the shutdown timeout only bounds them (ADR 0014).
+        .client_request_timeout(HEAD_TIMEOUT)
+        .client_disconnect_timeout(DISCONNECT_TIMEOUT)
+        .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS);
         if let Some(workers) = settings.workers {
             server = server.workers(workers);
         }
@@ -160,8 +182,8 @@ impl Application {
     }
 }
 
-/// Stops the server gracefully: event streams and long polls end first, then in-flight requests
-/// finish, then the store's writer drains.
+/// Stops the server gracefully: event streams, long polls and request bodies still waiting on
+/// their client end first, then in-flight requests finish, then the store's writer drains.
 #[derive(Clone)]
 pub struct Shutdown {
     closing: tokio::sync::watch::Sender<bool>,

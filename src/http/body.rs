@@ -1,18 +1,20 @@
-//! The request body as the client sent it: read with a size bound (the one way both body
-//! extractors read it), kept on the request for the idempotency fingerprint, and stripped of the
-//! top-level `idempotency_key` field that no route's own type declares. Both body extractors
-//! (`json.rs`, and `KeyOnlyBody` in `idempotency.rs`) build on this module; it imports neither of
-//! them.
+//! The request body as the client sent it: read with a size bound, kept on the request for the
+//! idempotency fingerprint, and stripped of the top-level `idempotency_key` field that no route's
+//! own type declares. Both body extractors (`json.rs`) and idempotency (`idempotency.rs`) build on
+//! this module; it imports neither of them. How long a body may take is `receive.rs`'s; this
+//! module only answers a body it cut short.
 
 use std::borrow::Cow;
 
 use actix_web::dev::Payload;
+use actix_web::error::PayloadError;
 use actix_web::{HttpMessage, HttpRequest};
 use futures_util::StreamExt;
 use futures_util::future::LocalBoxFuture;
 use serde_json::Value;
 
 use super::error::{ApiError, ErrorCode};
+use super::receive::Cut;
 
 /// Largest accepted request body.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -26,9 +28,7 @@ pub async fn read(payload: &mut Payload) -> Result<Vec<u8>, ApiError> {
     let mut body = Vec::new();
     let mut seen = 0usize;
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|_| {
-            ApiError::new(ErrorCode::InvalidJson, "the request body could not be read")
-        })?;
+        let chunk = chunk.map_err(|error| unreadable(&error))?;
         seen += chunk.len();
         if seen <= MAX_BODY {
             body.extend_from_slice(&chunk);
@@ -58,6 +58,22 @@ pub fn extract<T: 'static>(
         let body = read(&mut payload).await?;
         decode(&req, body)
     })
+}
+
+/// The answer to a body that stopped before its end: it took too long (`receive.rs`), the server
+/// is shutting down, or the connection failed.
+fn unreadable(error: &PayloadError) -> ApiError {
+    match Cut::of(error) {
+        Some(Cut::TimedOut(timeout)) => ApiError::new(
+            ErrorCode::RequestTimeout,
+            format!("the request body did not arrive within {timeout:?}"),
+        ),
+        Some(Cut::ShuttingDown) => ApiError::new(
+            ErrorCode::ShuttingDown,
+            "the server is shutting down; nothing was done, send the request again",
+        ),
+        None => ApiError::new(ErrorCode::InvalidJson, "the request body could not be read"),
+    }
 }
 
 /// The body as the client sent it, kept on the request by the body extractors.

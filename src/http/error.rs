@@ -45,6 +45,8 @@ pub enum ErrorCode {
     InvalidHeader,
     IdempotencyKeyReused,
     IdempotencyInProgress,
+    RequestTimeout,
+    ShuttingDown,
     InternalError,
 }
 
@@ -117,6 +119,12 @@ impl ErrorCode {
                 ConflictError,
                 StatusCode::CONFLICT,
             ),
+            Self::RequestTimeout => (
+                "request_timeout",
+                InvalidRequestError,
+                StatusCode::REQUEST_TIMEOUT,
+            ),
+            Self::ShuttingDown => ("shutting_down", ApiError, StatusCode::SERVICE_UNAVAILABLE),
             Self::InternalError => (
                 "internal_error",
                 ApiError,
@@ -246,6 +254,8 @@ impl From<ServiceError> for ApiError {
         PayloadTooLarge,
         UnsupportedMediaType,
         Unprocessable,
+        RequestTimeout,
+        ShuttingDown,
         InternalError,
     ),
 ))]
@@ -291,6 +301,14 @@ error_responses! {
     /// and an idempotency key already used for another request (`idempotency_error`).
     Unprocessable;
 
+    /// The body did not arrive within the server's body timeout (`request_timeout`); the
+    /// connection is closed.
+    RequestTimeout;
+
+    /// The server began to shut down while the body was still arriving (`shutting_down`); nothing
+    /// was done, and the request can be sent again.
+    ShuttingDown;
+
     /// An unexpected server failure; the message is generic and the request id finds the cause in
     /// the server log.
     InternalError;
@@ -318,11 +336,13 @@ response_group! {
 }
 
 response_group! {
-    /// The failures of an operation that reads a JSON body: 400, 413, 415, 422.
+    /// The failures of an operation that reads a JSON body: 400, 408, 413, 415, 422, 503.
     BodyErrors {
         400 => BadRequest,
+        408 => RequestTimeout,
         413 => PayloadTooLarge,
         415 => UnsupportedMediaType,
         422 => Unprocessable,
+        503 => ShuttingDown,
     }
 }

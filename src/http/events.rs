@@ -16,9 +16,8 @@ use super::error::{
     ApiError, AuthErrors, BadRequest, ErrorCode, Forbidden, NotFound, Unauthorized,
 };
 use super::views::Event;
-use crate::domain::AccountId;
 use crate::es::StreamId;
-use crate::service::events::{Events, Feed, FeedQuery, MAX_WAIT};
+use crate::service::events::{Events, Feed, FeedError, FeedQuery, MAX_WAIT, Reader};
 
 /// Quiet SSE connections get a comment this often, so proxies keep them open.
 const KEEPALIVE: Duration = Duration::from_secs(15);
@@ -121,12 +120,34 @@ fn feed_query(params: &FeedParams) -> Result<FeedQuery, ApiError> {
     })
 }
 
-async fn page(events: &Events, feed: Feed<'_>, params: &FeedParams) -> Result<EventPage, ApiError> {
+/// The key a feed request authenticated with.
+fn reader<S>(caller: &Authed<S>) -> Reader {
+    Reader {
+        account_id: caller.account_id.clone(),
+        key_id: caller.key_id.clone(),
+    }
+}
+
+async fn page(
+    events: &Events,
+    reader: &Reader,
+    feed: Feed<'_>,
+    params: &FeedParams,
+) -> Result<EventPage, ApiError> {
     let query = feed_query(params)?;
-    let page = events.page(&feed, &query).await.map_err(|e| {
-        tracing::error!(error = %e, "reading a feed failed");
-        ApiError::internal()
-    })?;
+    let page = events
+        .page(reader, &feed, &query)
+        .await
+        .map_err(|e| match e {
+            // Revoked while the request waited: answered as if it had come after.
+            FeedError::KeyRevoked => {
+                ApiError::new(ErrorCode::InvalidToken, "the API key is unknown or revoked")
+            }
+            FeedError::Store(e) => {
+                tracing::error!(error = %e, "reading a feed failed");
+                ApiError::internal()
+            }
+        })?;
     Ok(EventPage {
         items: page.events.into_iter().map(Event::from).collect(),
         next_cursor: super::cursor::encode(&page.resume_after.to_string()),
@@ -157,7 +178,13 @@ pub async fn credential_events(
     state.credentials.get(&caller.account_id, &id)?;
     let stream = StreamId::new(crate::domain::credential::KIND, id.as_str());
     Ok(web::Json(
-        page(&state.events, Feed::Stream(&stream), &params).await?,
+        page(
+            &state.events,
+            &reader(&caller),
+            Feed::Stream(&stream),
+            &params,
+        )
+        .await?,
     ))
 }
 
@@ -177,8 +204,9 @@ pub async fn account_events(
     caller: Authed<Read>,
     params: web::Query<FeedParams>,
 ) -> Result<web::Json<EventPage>, ApiError> {
+    let feed = Feed::Account(&caller.account_id);
     Ok(web::Json(
-        page(&state.events, Feed::Account(&caller.account_id), &params).await?,
+        page(&state.events, &reader(&caller), feed, &params).await?,
     ))
 }
 
@@ -220,7 +248,7 @@ pub async fn stream_events(
     };
     let tail = Tail {
         events: state.events.clone(),
-        account_id: caller.account_id,
+        reader: reader(&caller),
         query: FeedQuery {
             after: resume,
             limit: SSE_BATCH,
@@ -242,14 +270,15 @@ pub async fn stream_events(
 /// The state of one SSE connection.
 struct Tail {
     events: Events,
-    account_id: AccountId,
+    /// The key the stream authenticated with; the stream ends when it is revoked.
+    reader: Reader,
     query: FeedQuery,
     pending: VecDeque<Bytes>,
 }
 
 impl Tail {
     /// The next piece of the stream: an event, or a keep-alive comment after a quiet spell;
-    /// `None` ends the stream (the store failed or shut down).
+    /// `None` ends the stream (the store failed or shut down, or the key was revoked).
     async fn next_chunk(&mut self) -> Option<Bytes> {
         if let Some(chunk) = self.pending.pop_front() {
             return Some(chunk);
@@ -257,12 +286,18 @@ impl Tail {
         if self.events.is_closing() {
             return None;
         }
-        let page = self
-            .events
-            .page(&Feed::Account(&self.account_id), &self.query)
-            .await
-            .map_err(|e| tracing::error!(error = %e, "reading the event stream failed"))
-            .ok()?;
+        let feed = Feed::Account(&self.reader.account_id);
+        let page = match self.events.page(&self.reader, &feed, &self.query).await {
+            Ok(page) => page,
+            Err(FeedError::KeyRevoked) => {
+                tracing::info!("event stream ended: its API key was revoked");
+                return None;
+            }
+            Err(FeedError::Store(error)) => {
+                tracing::error!(%error, "reading the event stream failed");
+                return None;
+            }
+        };
         self.query.after = page.resume_after;
         for event in page.events.into_iter().map(Event::from) {
             let data = serde_json::to_string(&event).ok()?;

@@ -1,9 +1,10 @@
 //! The only module that knows actix-web and utoipa: one file per resource, each with its
 //! `configure` and its part of the OpenAPI document; what every route shares, 404, 405 with
-//! `Allow` and `HEAD` (`routing`); the auth extractors; the request body and the JSON extractor;
-//! typed ids from paths (`path`); the error envelope; request ids; the API's
-//! views of domain and event types (`views`); the root OpenAPI document. Reaches the store only
-//! through `service`, and takes ids and times from it: it reads no clock and mints nothing.
+//! `Allow` and `HEAD` (`routing`); the auth extractors; the request body, how long it may take to
+//! arrive (`receive`) and the JSON extractor; typed ids from paths (`path`); the error envelope;
+//! request ids; the API's views of domain and event types (`views`); the root OpenAPI document.
+//! Reaches the store only through `service`, and takes ids and times from it: it reads no clock
+//! and mints nothing.
 
 pub mod accounts;
 pub mod auth;
@@ -18,6 +19,7 @@ pub mod json;
 pub mod keys;
 pub mod openapi;
 mod path;
+pub mod receive;
 pub mod request_id;
 mod routing;
 pub mod views;
@@ -43,6 +45,8 @@ pub struct AppState {
     /// Mints the ids of requests that bring none.
     pub ids: std::sync::Arc<Ids>,
     pub open_signup: bool,
+    /// How long request bodies may take to arrive.
+    pub receiving: receive::Limits,
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

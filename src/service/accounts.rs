@@ -77,6 +77,24 @@ fn stream(account_id: &AccountId) -> StreamId {
     StreamId::new(Account::KIND, account_id.as_str())
 }
 
+/// Whether a key exists on its account and is not revoked, by the account's projected state:
+/// one point read, which sees every revocation already in the store.
+pub fn key_is_live(
+    store: &Store,
+    account_id: &AccountId,
+    key_id: &KeyId,
+) -> Result<bool, StoreError> {
+    Ok(store
+        .load::<Account>(&stream(account_id))?
+        .is_some_and(|account| {
+            account
+                .state
+                .keys
+                .get(key_id)
+                .is_some_and(ApiKey::is_active)
+        }))
+}
+
 fn target<'a>(account_id: &AccountId, meta: &'a EventMeta) -> Target<'a> {
     Target {
         stream: stream(account_id),

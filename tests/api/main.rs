@@ -17,4 +17,6 @@ mod idempotency;
 mod keys;
 mod openapi;
 mod protocol;
+mod revoked_streams;
+mod slow_clients;
 mod store;

@@ -50,6 +50,7 @@ pub fn test_settings(dir: PathBuf) -> Settings {
         admin_token: Some(ADMIN_TOKEN.to_string().into()),
         open_signup: false,
         durability: Durability::Sync,
+        body_timeout: Duration::from_secs(10),
         workers: Some(1),
         handle_signals: false,
     }
