@@ -7,13 +7,16 @@ mod helpers;
 
 mod accounts;
 mod architecture;
+mod bodies;
 mod byok;
 mod client;
 mod crash;
+mod cursors;
 mod errors;
 mod events;
 mod fixtures;
 mod idempotency;
 mod keys;
+mod names;
 mod openapi;
 mod store;

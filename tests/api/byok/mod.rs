@@ -11,6 +11,7 @@ mod canaries;
 mod if_match;
 mod lifecycle;
 mod list;
+mod nulls;
 mod register;
 mod shredding;
 mod validation;

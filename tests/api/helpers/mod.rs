@@ -266,9 +266,3 @@ pub async fn assert_error(response: Response, status: u16, error_type: &str, cod
     assert_eq!(error["request_id"], header.as_str());
     error
 }
-
-/// The opaque cursor the server issues for "after position `n`".
-pub fn cursor_after(position: u64) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(position.to_string())
-}
