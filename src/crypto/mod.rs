@@ -1,13 +1,16 @@
 //! Everything cryptographic: the master key (KEK), per-record data keys, AES-SIV sealing, API
-//! token generation and keyed token hashes, and the `Redacted` wrapper that keeps secrets out of
-//! `Debug` / `Display` output. The only module that imports `aes-siv`, `hmac` or `sha2`; it knows
-//! nothing about storage or HTTP.
+//! token generation and keyed token hashes, the MAC of tamper-evident page cursors (`cursor`),
+//! and the `Redacted` wrapper that keeps secrets out of `Debug` / `Display` output. The only
+//! module that imports `aes-siv`, `hmac`, `sha2` or `subtle`; it knows nothing about storage or
+//! HTTP.
 
+mod cursor;
 mod keys;
 mod redacted;
 mod seal;
 mod token;
 
+pub use cursor::CursorMac;
 pub use keys::{DataKey, MasterKey, MasterKeyError};
 pub use redacted::Redacted;
 pub use seal::{SealError, open, seal};

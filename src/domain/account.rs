@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{AccountId, KeyId, Scope};
+use super::{AccountId, KeyId, Scope, text};
 use crate::es::{Aggregate, DomainEvent};
 
 pub const MAX_EMAIL_LEN: usize = 254;
@@ -109,14 +109,17 @@ pub enum AccountError {
     },
 }
 
-/// Normalises and checks an email address: trimmed, lower-cased, one `@`, a dotted domain, no
-/// spaces, at most 254 characters.
+/// Normalises and checks an email address: no control or invisible characters (the rule of
+/// [`text`](super::text)), then trimmed, NFKC and lower case (the form emails are stored and
+/// compared in, so a fullwidth spelling is the address it looks like), one `@`, a dotted
+/// domain, no spaces, at most 254 characters.
 pub fn normalize_email(raw: &str) -> Result<String, AccountError> {
-    let email = raw.trim().to_lowercase();
     let invalid = |message: &str| AccountError::Invalid {
         param: "email",
         message: message.to_owned(),
     };
+    text::check("email", raw).map_err(|m| invalid(&m))?;
+    let email = text::normalize_email(raw);
     if email.is_empty() {
         return Err(invalid("email is required"));
     }
@@ -134,21 +137,27 @@ pub fn normalize_email(raw: &str) -> Result<String, AccountError> {
         || local.len() > 64
         || domain.contains('@')
         || !labels_ok
-        || email.chars().any(|c| c.is_whitespace() || c.is_control())
+        || email.chars().any(char::is_whitespace)
+        || text::fault(&email).is_some()
     {
         return Err(invalid("email is not a valid address"));
     }
     Ok(email)
 }
 
+/// Checks a key name: 1 to 128 characters, not blank, and the rule of
+/// [`text`](super::text) (no control or invisible characters).
 pub fn validate_key_name(name: &str) -> Result<(), AccountError> {
+    let invalid = |message: String| AccountError::Invalid {
+        param: "name",
+        message,
+    };
     if name.trim().is_empty() || name.chars().count() > MAX_KEY_NAME_LEN {
-        return Err(AccountError::Invalid {
-            param: "name",
-            message: format!("name must be 1 to {MAX_KEY_NAME_LEN} characters"),
-        });
+        return Err(invalid(format!(
+            "name must be 1 to {MAX_KEY_NAME_LEN} characters"
+        )));
     }
-    Ok(())
+    text::check("name", name).map_err(invalid)
 }
 
 pub fn validate_scopes(scopes: &[Scope]) -> Result<(), AccountError> {

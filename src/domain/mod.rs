@@ -1,5 +1,5 @@
 //! Pure domain logic: aggregates, the commands they decide on, the events they emit, and their
-//! errors, and the typed ids (`ids`). No I/O, no clock, no randomness: ids, timestamps and token
+//! errors, the typed ids (`ids`) and the one rule for human-readable text (`text`). No I/O, no clock, no randomness: ids, timestamps and token
 //! hashes arrive in commands (ids are minted and the time is read in `service`).
 
 pub mod account;
@@ -7,6 +7,7 @@ pub mod credential;
 pub mod ids;
 pub mod providers;
 mod scope;
+pub mod text;
 
 pub use ids::{AccountId, CredentialId, KeyId, StageId};
 pub use scope::Scope;

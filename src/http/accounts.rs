@@ -29,7 +29,8 @@ pub struct AccountsApi;
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"email": "ada@example.com"}))]
 pub struct CreateAccountRequest {
-    /// The tenant's email; unique across the server, compared case-insensitively.
+    /// The tenant's email; unique across the server, stored and compared trimmed, in Unicode
+    /// NFKC and lower case. No control or invisible characters.
     pub email: String,
 }
 

@@ -56,29 +56,54 @@ pub struct ConditionalHeaders {
     idempotency_key: Option<String>,
 }
 
-/// `If-Match: "<revision>"` (quotes optional); absent means unconditional.
+/// `If-Match: "<revision>"`, or `*`; absent (or `*`) means unconditional.
 pub struct IfMatch(pub Option<u64>);
 
+fn bad_if_match(message: &str) -> ApiError {
+    ApiError::new(ErrorCode::InvalidHeader, message).with_param("If-Match")
+}
+
+/// Parses `If-Match` as RFC 9110 §13.1.1 defines it, kept to what a credential's `ETag` can be:
+/// `*`, or one strong entity tag whose opaque tag is a revision written as the `ETag` header
+/// writes it (decimal digits, no sign, no leading zero). Everything else is a 400: an unquoted
+/// or half-quoted revision, a weak tag (which never matches under the strong comparison
+/// `If-Match` uses), a list, or several `If-Match` headers (which are a list).
 fn parse_if_match(req: &HttpRequest) -> Result<IfMatch, ApiError> {
-    let Some(value) = req.headers().get(IF_MATCH) else {
+    let mut values = req.headers().get_all(IF_MATCH);
+    let Some(value) = values.next() else {
         return Ok(IfMatch(None));
     };
+    if values.next().is_some() {
+        return Err(bad_if_match(
+            "send one If-Match header with one revision, not several",
+        ));
+    }
+    let value = value.as_bytes().trim_ascii();
     // `*` asks only that the credential exist, which every command checks anyway.
-    if value.as_bytes() == b"*" {
+    if value == b"*" {
         return Ok(IfMatch(None));
     }
+    if value.starts_with(b"W/") {
+        return Err(bad_if_match(
+            "If-Match compares strong entity tags and a weak one (W/\"...\") never matches; \
+             send the ETag as the server gave it, such as \"3\"",
+        ));
+    }
+    if value.contains(&b',') {
+        return Err(bad_if_match("If-Match must name one revision, not a list"));
+    }
     value
-        .to_str()
-        .ok()
-        .map(|v| v.trim().trim_matches('"'))
-        .and_then(|v| v.parse::<u64>().ok())
-        .map(|v| IfMatch(Some(v)))
+        .strip_prefix(b"\"")
+        .and_then(|v| v.strip_suffix(b"\""))
+        .filter(|digits| {
+            !digits.is_empty()
+                && digits.iter().all(u8::is_ascii_digit)
+                && (digits.len() == 1 || digits[0] != b'0')
+        })
+        .and_then(|digits| std::str::from_utf8(digits).ok()?.parse::<u64>().ok())
+        .map(|revision| IfMatch(Some(revision)))
         .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::InvalidHeader,
-                "If-Match must be a revision in quotes, as the ETag header gives it",
-            )
-            .with_param("If-Match")
+            bad_if_match("If-Match must be a revision in quotes, as the ETag header gives it")
         })
 }
 
@@ -109,7 +134,7 @@ pub struct RegisterBody {
     pub credentials: BTreeMap<String, String>,
     /// Shorthand for `credentials.api_key`.
     pub api_key: Option<String>,
-    /// Up to 128 characters.
+    /// Up to 128 characters, without control or invisible characters.
     pub label: Option<String>,
     /// Overrides the provider's API address; plain `http://` only for local and private hosts.
     pub base_url: Option<String>,
@@ -157,12 +182,35 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D:
     Option::<String>::deserialize(d).map(Some)
 }
 
-/// Each field present is changed; `null` clears `label`, `base_url` or `declared_region`.
-/// Secrets are not changed here: that is rotation.
+/// The message for `null` on a field that always holds a value.
+const NOT_NULLABLE: &str = "this field always has a value and cannot be null: null clears only \
+                            label, base_url, declared_region and optional credential fields; \
+                            send [] to empty a list";
+
+/// A field that always holds a value: present and `null` is refused rather than read as absent,
+/// so that `null` never silently changes nothing.
+fn not_null<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    match Option::<T>::deserialize(d)? {
+        Some(value) => Ok(Some(value)),
+        None => Err(serde::de::Error::custom(NOT_NULLABLE)),
+    }
+}
+
+/// Each field present is changed; absent fields are kept. `null` clears `label`, `base_url`,
+/// `declared_region` or an optional credential field (where the provider requires the field it
+/// is a 422, as an empty value is); on `alias`, `weight`, `models`, `blacklisted_models` and
+/// `credentials`, which always have a value, `null` is a 422. Secrets are not changed here: that
+/// is rotation.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"label": "Production, EU and US", "weight": 200}))]
 pub struct UpdateBody {
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(nullable = false)]
     pub alias: Option<String>,
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
@@ -173,14 +221,19 @@ pub struct UpdateBody {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
     pub declared_region: Option<Option<String>>,
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(nullable = false)]
     pub models: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(nullable = false)]
     pub blacklisted_models: Option<Vec<String>>,
-    #[schema(minimum = 1, maximum = 1000)]
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(minimum = 1, maximum = 1000, nullable = false)]
     pub weight: Option<u32>,
-    /// Non-secret credential fields (such as azure's `endpoint`); an empty value removes an
-    /// optional one.
+    /// Non-secret credential fields (such as azure's `endpoint`); an empty value or `null`
+    /// removes an optional one.
     #[serde(default)]
-    pub credentials: BTreeMap<String, String>,
+    pub credentials: BTreeMap<String, Option<String>>,
 }
 
 /// The answer to `register`.
@@ -304,7 +357,7 @@ impl From<Versioned> for ByokConfig {
     "bindings": [{"capability": "chat"}], "residency": "global", "declared_region": null,
     "base_url": null, "models": [],
     "blacklisted_models": [], "weight": 100, "created_at": "2026-11-23T10:00:00Z",
-    "updated_at": "2026-11-23T10:00:00Z"}], "next_cursor": "Ynlva18wMUpENVEzTThYMlk0WjZBN0I4QzlEMEUxSA"}))]
+    "updated_at": "2026-11-23T10:00:00Z"}], "next_cursor": "AWJ5b2tfMDFKRDVRM004WDJZNFo2QTdCOEM5RDBFMUgOFd7WQrp9y9GePAGHGDF0"}))]
 pub struct ByokList {
     /// Oldest first.
     pub items: Vec<ByokConfig>,
@@ -408,23 +461,21 @@ pub async fn list(
     query: web::Query<ListQuery>,
 ) -> Result<web::Json<ByokList>, ApiError> {
     let query = query.into_inner();
+    let credentials = &state.credentials;
     let after = query
         .cursor
         .as_deref()
-        .map(super::cursor::decode)
+        .map(|c| credentials.resume_after(&caller.account_id, c))
         .transpose()?;
     let limit = super::cursor::limit(query.limit)?;
     let filter = ListFilter {
         provider: query.provider,
         state: query.state.map(Into::into),
     };
-    let (items, next) =
-        state
-            .credentials
-            .list(&caller.account_id, &filter, after.as_deref(), limit)?;
+    let (items, next) = credentials.list(&caller.account_id, &filter, after.as_deref(), limit)?;
     Ok(web::Json(ByokList {
         items: items.into_iter().map(ByokConfig::from).collect(),
-        next_cursor: next.as_deref().map(super::cursor::encode),
+        next_cursor: next.map(|after| credentials.cursor(&caller.account_id, &after)),
     }))
 }
 
@@ -482,7 +533,12 @@ pub async fn update(
             models: body.models,
             blacklisted_models: body.blacklisted_models,
             weight: body.weight,
-            credentials: body.credentials,
+            // `null` removes a field as an empty value does, and is refused where that is.
+            credentials: body
+                .credentials
+                .into_iter()
+                .map(|(name, value)| (name, value.unwrap_or_default()))
+                .collect(),
         };
         let id = super::path::credential_id(&id)?;
         let v = state

@@ -74,7 +74,7 @@ pub struct StreamParams {
     "type": "byok.disabled",
     "schema": 1, "occurred_at": "2026-11-23T10:05:00Z", "actor": "kl_3f9a0c1b2",
     "request_id": "req_01JD5Q3M8X2Y4Z6A7B8C9D0E1K",
-    "data": {"byok_id": "byok_01JD5Q3M8X2Y4Z6A7B8C9D0E1H", "disabled_at": "2026-11-23T10:05:00Z"}}], "next_cursor": "NDI", "has_more": false}))]
+    "data": {"byok_id": "byok_01JD5Q3M8X2Y4Z6A7B8C9D0E1H", "disabled_at": "2026-11-23T10:05:00Z"}}], "next_cursor": "ATQyqLut9hnGtdfUXJ-oty8L_Q", "has_more": false}))]
 pub struct EventPage {
     /// In log order. Payloads never carry a secret, ciphertext or token hash.
     pub items: Vec<Event>,
@@ -87,12 +87,9 @@ fn invalid(param: &str, message: &str) -> ApiError {
     ApiError::new(ErrorCode::InvalidQuery, message).with_param(param)
 }
 
-fn after(cursor: Option<&str>) -> Result<u64, ApiError> {
-    cursor.map_or(Ok(0), |c| {
-        super::cursor::decode(c)?
-            .parse()
-            .map_err(|_| invalid("cursor", "cursor is not one this server issued"))
-    })
+/// The ordinal a cursor issued for `feed` resumes after; no cursor starts from the first event.
+fn after(events: &Events, feed: &Feed<'_>, cursor: Option<&str>) -> Result<u64, ApiError> {
+    cursor.map_or(Ok(0), |c| Ok(events.resume_after(feed, c)?))
 }
 
 fn types(raw: Option<&str>) -> Vec<String> {
@@ -106,14 +103,18 @@ fn types(raw: Option<&str>) -> Vec<String> {
     .unwrap_or_default()
 }
 
-fn feed_query(params: &FeedParams) -> Result<FeedQuery, ApiError> {
+fn feed_query(
+    events: &Events,
+    feed: &Feed<'_>,
+    params: &FeedParams,
+) -> Result<FeedQuery, ApiError> {
     let limit = super::cursor::limit(params.limit)?;
     let wait = Duration::from_secs(params.wait.unwrap_or(0));
     if wait > MAX_WAIT {
         return Err(invalid("wait", "wait must be at most 30 seconds"));
     }
     Ok(FeedQuery {
-        after: after(params.cursor.as_deref())?,
+        after: after(events, feed, params.cursor.as_deref())?,
         limit,
         types: types(params.types.as_deref()),
         wait,
@@ -134,7 +135,7 @@ async fn page(
     feed: Feed<'_>,
     params: &FeedParams,
 ) -> Result<EventPage, ApiError> {
-    let query = feed_query(params)?;
+    let query = feed_query(events, &feed, params)?;
     let page = events
         .page(reader, &feed, &query)
         .await
@@ -150,7 +151,7 @@ async fn page(
         })?;
     Ok(EventPage {
         items: page.events.into_iter().map(Event::from).collect(),
-        next_cursor: super::cursor::encode(&page.resume_after.to_string()),
+        next_cursor: events.cursor(&feed, page.resume_after),
         has_more: page.has_more,
     })
 }
@@ -244,7 +245,11 @@ pub async fn stream_events(
                 )
                 .with_param("Last-Event-ID")
             })?,
-        None => after(params.cursor.as_deref())?,
+        None => after(
+            &state.events,
+            &Feed::Account(&caller.account_id),
+            params.cursor.as_deref(),
+        )?,
     };
     let tail = Tail {
         events: state.events.clone(),

@@ -35,7 +35,7 @@ pub struct KeysApi;
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"name": "ci deploys", "scopes": ["read", "write"]}))]
 pub struct CreateKeyRequest {
-    /// 1 to 128 characters.
+    /// 1 to 128 characters, without control or invisible characters.
     pub name: String,
     /// At least one. `admin` covers `write` and `read`; `write` covers `read`; `resolve` is
     /// covered by nothing else.

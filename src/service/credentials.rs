@@ -9,6 +9,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
 use super::clock::SharedClock;
+use super::cursor::{Cursors, InvalidCursor, Listing};
 use super::ids::Ids;
 use super::{Executed, ServiceError, Target, execute};
 use crate::crypto::{DataKey, MasterKey, Redacted};
@@ -34,6 +35,7 @@ pub struct ListFilter {
 
 pub struct Credentials {
     store: Store,
+    cursors: Cursors,
     master: MasterKey,
     clock: SharedClock,
     ids: Arc<Ids>,
@@ -78,11 +80,26 @@ fn versioned(executed: Executed<Credential>) -> Result<Versioned, ServiceError> 
 impl Credentials {
     pub fn new(store: Store, master: MasterKey, clock: SharedClock, ids: Arc<Ids>) -> Self {
         Self {
+            cursors: Cursors::new(&store),
             store,
             master,
             clock,
             ids,
         }
+    }
+
+    /// The cursor that resumes the account's credential list after the credential `after`.
+    pub fn cursor(&self, account_id: &AccountId, after: &str) -> String {
+        self.cursors.issue(&Listing::Credentials(account_id), after)
+    }
+
+    /// The credential a cursor issued for the account's credential list resumes after.
+    pub fn resume_after(
+        &self,
+        account_id: &AccountId,
+        cursor: &str,
+    ) -> Result<String, InvalidCursor> {
+        self.cursors.open(&Listing::Credentials(account_id), cursor)
     }
 
     pub async fn register(

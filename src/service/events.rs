@@ -1,9 +1,11 @@
-//! Reading the event feeds as the API shows them: pages after a cursor, optionally filtered by
-//! type, optionally waiting (long poll) for the next durable event; payloads without their
-//! private fields; and only while the API key they are read with is live.
+//! Reading the event feeds as the API shows them: pages after a cursor (issued and checked by
+//! `cursor`), optionally filtered by type, optionally waiting (long poll) for the next durable
+//! event; payloads without their private fields; and only while the API key they are read with is
+//! live.
 
 use std::time::Duration;
 
+use super::cursor::{Cursors, InvalidCursor, Listing};
 use crate::domain::{AccountId, KeyId, PRIVATE_FIELDS};
 use crate::es::Envelope;
 pub use crate::storage::Feed;
@@ -52,6 +54,7 @@ pub fn public(mut envelope: Envelope) -> Envelope {
 #[derive(Clone)]
 pub struct Events {
     store: Store,
+    cursors: Cursors,
     /// Flips to `true` when the server begins to shut down: waits end at once, and streams close
     /// so that shutdown is not held up by clients that never hang up.
     closing: tokio::sync::watch::Receiver<bool>,
@@ -59,7 +62,22 @@ pub struct Events {
 
 impl Events {
     pub fn new(store: Store, closing: tokio::sync::watch::Receiver<bool>) -> Self {
-        Self { store, closing }
+        Self {
+            cursors: Cursors::new(&store),
+            store,
+            closing,
+        }
+    }
+
+    /// The cursor that resumes `feed` after the ordinal `after` (a page's `resume_after`).
+    pub fn cursor(&self, feed: &Feed<'_>, after: u64) -> String {
+        self.cursors.issue(&Listing::Feed(feed), &after.to_string())
+    }
+
+    /// The ordinal a cursor issued for `feed` resumes after.
+    pub fn resume_after(&self, feed: &Feed<'_>, cursor: &str) -> Result<u64, InvalidCursor> {
+        let value = self.cursors.open(&Listing::Feed(feed), cursor)?;
+        value.parse().map_err(|_| InvalidCursor)
     }
 
     pub fn is_closing(&self) -> bool {

@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod clock;
 pub mod credentials;
+pub mod cursor;
 pub mod events;
 pub mod idempotency;
 pub mod ids;

@@ -18,6 +18,8 @@
 //!   have its time or fingerprint edited.
 //! - The fingerprint is an HMAC under a key derived from the same store key, so the stored value
 //!   says nothing about the request to someone without the master key.
+//! - Page cursors are signed under another key derived from it ([`Store::cursor_mac`]): stored
+//!   nowhere, and the same on every start, so a cursor outlives a restart.
 //! - Records are written through the writer (`Job::Rows`), durable (flush + fdatasync) before the
 //!   response is answered. A record is honoured for [`RETENTION_MS`] after it was written and
 //!   ignored after that; [`Store::sweep_idempotency`] deletes ignored ones with a
@@ -33,7 +35,7 @@ use tokio::sync::oneshot;
 
 use super::writer::Job;
 use super::{Store, StoreError};
-use crate::crypto::{DataKey, KeyedHasher, MasterKey};
+use crate::crypto::{CursorMac, DataKey, KeyedHasher, MasterKey};
 
 /// How long a record is honoured: at least the 24 hours docs/design.md §6 promises, with a day to
 /// spare for clients that retry from a queue after an outage.
@@ -43,6 +45,8 @@ const PREFIX: &[u8] = b"d/";
 const STORE_KEY: &[u8] = b"m/idempotency_key";
 const STORE_KEY_AD: &[u8] = b"keyledger/store/idempotency-key";
 const HASH_KEY_LABEL: &[u8] = b"keyledger/idempotency/hash";
+/// The label of the subkey that signs page cursors.
+const CURSOR_KEY_LABEL: &[u8] = b"keyledger/cursor/mac";
 const SEAL_AD: &[u8] = b"keyledger/idempotency/response";
 const FORMAT_V1: u8 = 1;
 /// Format byte, creation time, fingerprint.
@@ -93,6 +97,7 @@ fn lock(in_flight: &InFlight) -> MutexGuard<'_, HashMap<Vec<u8>, Fingerprint>> {
 pub(super) struct Idempotency {
     seal: DataKey,
     hasher: KeyedHasher,
+    cursors: CursorMac,
     in_flight: InFlight,
 }
 
@@ -113,6 +118,7 @@ impl Idempotency {
         };
         Ok(Self {
             hasher: KeyedHasher::new(&seal.derive(HASH_KEY_LABEL)),
+            cursors: CursorMac::new(&seal.derive(CURSOR_KEY_LABEL)),
             seal,
             in_flight: Arc::default(),
         })
@@ -166,6 +172,13 @@ fn expired(created: i64, now: i64) -> bool {
 }
 
 impl Store {
+    /// What signs and checks the page cursors of this store: keyed by a subkey of the
+    /// idempotency store key (HKDF-Expand, as the fingerprint key is), so only a holder of the
+    /// master key can make a cursor the server accepts.
+    pub fn cursor_mac(&self) -> CursorMac {
+        self.inner.idempotency.cursors.clone()
+    }
+
     /// The keyed fingerprint of a request given as parts (each length-prefixed, so no two lists
     /// of parts hash alike).
     pub fn idempotency_fingerprint(&self, parts: &[&[u8]]) -> Fingerprint {

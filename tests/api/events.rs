@@ -330,12 +330,16 @@ async fn server_sent_events_deliver_live_events_and_resume_from_last_event_id() 
 async fn shutting_down_closes_event_streams_and_long_polls() {
     let app = spawn_app().await;
     let token = app.account_token("closing@example.com").await;
+    // After the account's two events: the long poll waits for a third.
+    let cursor = app.get_json("/v1/events", &token).await["next_cursor"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let response = app.get("/v1/events/stream", &token).await;
     let mut stream = response.bytes_stream();
     let poll = {
         let (client, address, token) = (app.client.clone(), app.address.clone(), token.clone());
         tokio::spawn(async move {
-            let cursor = crate::helpers::cursor_after(2);
             client
                 .get(format!("{address}/v1/events?wait=30&cursor={cursor}"))
                 .bearer_auth(&token)

@@ -7,14 +7,17 @@ mod helpers;
 
 mod accounts;
 mod architecture;
+mod bodies;
 mod byok;
 mod client;
 mod crash;
+mod cursors;
 mod errors;
 mod events;
 mod fixtures;
 mod idempotency;
 mod keys;
+mod names;
 mod openapi;
 mod protocol;
 mod revoked_streams;

@@ -14,6 +14,7 @@ use super::{
     MAX_NAME_LEN, MAX_WEIGHT, MIN_WEIGHT,
 };
 use crate::domain::providers::{self, ProviderCredentials};
+use crate::domain::text;
 
 impl Binding {
     /// Checks a binding; errors name `capability`, `module` or `model`.
@@ -178,6 +179,7 @@ pub fn prepare_register(request: RegisterRequest) -> Result<Registration, Creden
 /// character set that never needs quoting; upper case is refused rather than folded, so what is
 /// stored is what was typed.
 pub fn validate_alias(raw: &str) -> Result<String, CredentialError> {
+    text::check("alias", raw).map_err(|m| CredentialError::invalid("alias", m))?;
     let ok = !raw.is_empty()
         && raw.len() <= MAX_ALIAS_LEN
         && raw
@@ -199,9 +201,13 @@ pub fn validate_alias(raw: &str) -> Result<String, CredentialError> {
     Ok(raw.to_owned())
 }
 
-/// Checks a label: trimmed, at most 128 characters, no control characters. An empty label is
-/// no label.
+/// Checks a label: the rule of [`text`](crate::domain::text) (no control or invisible
+/// characters, checked before trimming, so a trailing line feed is refused rather than
+/// dropped), then trimmed, at most 128 characters. An empty label is no label.
 pub fn validate_label(raw: Option<&str>) -> Result<Option<String>, CredentialError> {
+    if let Some(raw) = raw {
+        text::check("label", raw).map_err(|m| CredentialError::invalid("label", m))?;
+    }
     let Some(label) = raw.map(str::trim).filter(|l| !l.is_empty()) else {
         return Ok(None);
     };
@@ -209,12 +215,6 @@ pub fn validate_label(raw: Option<&str>) -> Result<Option<String>, CredentialErr
         return Err(CredentialError::invalid(
             "label",
             format!("label must be at most {MAX_LABEL_LEN} characters"),
-        ));
-    }
-    if label.chars().any(char::is_control) {
-        return Err(CredentialError::invalid(
-            "label",
-            "label must not contain control characters",
         ));
     }
     Ok(Some(label.to_owned()))
@@ -252,8 +252,9 @@ pub fn validate_models(param: &str, models: Vec<String>) -> Result<Vec<String>, 
     Ok(models)
 }
 
-/// Checks a model, capability or module name: 1 to 128 characters, no whitespace or control
-/// characters (`gpt-4o`, `anthropic/claude-3.5-sonnet`, `llama3:8b`, `claude-3@20240229`).
+/// Checks a model, capability or module name: 1 to 128 characters, the rule of
+/// [`text`](crate::domain::text) (no control or invisible characters), no whitespace
+/// (`gpt-4o`, `anthropic/claude-3.5-sonnet`, `llama3:8b`, `claude-3@20240229`).
 pub fn validate_name(param: &str, value: &str) -> Result<(), CredentialError> {
     if value.is_empty() || value.chars().count() > MAX_NAME_LEN {
         return Err(CredentialError::invalid(
@@ -261,7 +262,8 @@ pub fn validate_name(param: &str, value: &str) -> Result<(), CredentialError> {
             format!("{param} must be 1 to {MAX_NAME_LEN} characters"),
         ));
     }
-    if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    text::check(param, value).map_err(|m| CredentialError::invalid(param, m))?;
+    if value.chars().any(char::is_whitespace) {
         return Err(CredentialError::invalid(
             param,
             format!("{param} must not contain whitespace"),

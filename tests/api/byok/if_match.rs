@@ -6,8 +6,10 @@ use keyledger::es::StreamId;
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
 
-use super::{ada_with_credential, call, get_config, open_secrets};
-use crate::helpers::{TestApp, assert_error, assert_one_winner, etag, json_of};
+use super::{KEY, ada_with_credential, call, get_config, open_secrets};
+use crate::helpers::{
+    TestApp, assert_error, assert_one_winner, etag, json_of, openai, register_id, send, spawn_app,
+};
 
 /// Sends a mutation of `id` with an `If-Match` header.
 async fn mutate(app: &TestApp, token: &str, endpoint: &str, id: &str, if_match: &str) -> Response {
@@ -35,8 +37,7 @@ async fn if_match_with_the_current_revision_succeeds_and_bumps_the_etag() {
         ("disable", "\"1\"", "disabled", "\"2\""),
         ("enable", "\"2\"", "active", "\"3\""),
         ("update", "\"3\"", "active", "\"4\""),
-        // Quotes are optional.
-        ("disable", "4", "disabled", "\"5\""),
+        ("disable", "\"4\"", "disabled", "\"5\""),
         ("revoke", "\"5\"", "revoked", "\"6\""),
     ];
     for (endpoint, if_match, state, after) in steps {
@@ -96,6 +97,20 @@ async fn a_malformed_if_match_is_a_400() {
             "W/\"1\"",
             "\"1\", \"2\"",
             "1.0",
+            // RFC 9110 §8.8.3: an entity tag is a quoted string; the revision inside is the
+            // decimal the ETag header gives, nothing else.
+            "1",
+            "\"1",
+            "1\"",
+            "\"+1\"",
+            "\"01\"",
+            "\" 1\"",
+            "\"1 \"",
+            "\"1\"\"",
+            "\"18446744073709551616\"",
+            "w/\"1\"",
+            "*, \"1\"",
+            "**",
         ] {
             let response = mutate(&app, &ada.token, endpoint, &id, bad).await;
             let error =
@@ -122,4 +137,26 @@ async fn concurrent_mutations_with_one_if_match_have_one_winner() {
     assert_one_winner(requests, 200, 409).await;
     let (_, tag) = get_config(&app, &ada.token, &id).await;
     assert_eq!(tag, "\"2\"");
+}
+
+#[tokio::test]
+async fn several_if_match_headers_are_a_400_and_a_star_asks_only_for_existence() {
+    let app = spawn_app().await;
+    let ada = app.tenant("ada@example.com").await;
+    let id = register_id(&app, &ada.token, &openai("prod", KEY)).await;
+    let path = format!("/v1/byok/disable/{id}");
+    for headers in [
+        [("If-Match", "\"1\""), ("If-Match", "\"1\"")],
+        [("If-Match", "\"1\""), ("If-Match", "\"2\"")],
+        [("If-Match", "*"), ("If-Match", "\"1\"")],
+    ] {
+        let response = send(&app, Method::POST, &path, Some(&ada.token), &headers, None).await;
+        let error = assert_error(response, 400, "invalid_request_error", "invalid_header").await;
+        assert_eq!(error["param"], "If-Match", "{headers:?}");
+    }
+    let (_, tag) = get_config(&app, &ada.token, &id).await;
+    assert_eq!(tag, "\"1\"", "a refused request changed the credential");
+    let response = mutate(&app, &ada.token, "disable", &id, "*").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(etag(&response), "\"2\"");
 }

@@ -12,6 +12,7 @@ mod canaries;
 mod if_match;
 mod lifecycle;
 mod list;
+mod nulls;
 mod register;
 mod shredding;
 mod validation;

@@ -325,9 +325,3 @@ pub async fn assert_not_json(response: Response) -> Value {
     )
     .await
 }
-
-/// The opaque cursor the server issues for "after position `n`".
-pub fn cursor_after(position: u64) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(position.to_string())
-}
