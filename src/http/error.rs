@@ -3,6 +3,7 @@
 //! error responses of the OpenAPI document.
 
 use actix_web::http::StatusCode;
+use actix_web::http::header::WWW_AUTHENTICATE;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use utoipa::{OpenApi, ToResponse, ToSchema};
@@ -200,7 +201,12 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let (code, error_type, status) = self.code.spec();
-        HttpResponse::build(status).json(ErrorEnvelope {
+        let mut response = HttpResponse::build(status);
+        if status == StatusCode::UNAUTHORIZED {
+            // RFC 9110 §11.6.1 and RFC 6750 §3: a 401 names the scheme that would be accepted.
+            response.insert_header((WWW_AUTHENTICATE, "Bearer"));
+        }
+        response.json(ErrorEnvelope {
             error: ErrorBody {
                 error_type,
                 code: code.to_owned(),

@@ -353,3 +353,28 @@ async fn requests_the_http_parser_refuses_stay_out_of_the_error_log() {
         "the refusals are logged at debug level:\n{log}"
     );
 }
+
+#[tokio::test]
+async fn a_401_names_the_bearer_scheme_it_accepts() {
+    let app = spawn_app().await;
+    for token in [
+        None,
+        Some("kl_000000000000000000000000000000000000000000000000"),
+    ] {
+        let mut request = app.client.get(format!("{}/v1/account", app.address));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401);
+        assert_eq!(
+            response.headers().get("www-authenticate").unwrap(),
+            "Bearer"
+        );
+    }
+    // Other errors do not carry it.
+    let token = app.account_token("ada@example.com").await;
+    let response = app.get("/v1/byok/get/byok_nope", &token).await;
+    assert_eq!(response.status(), 404);
+    assert!(response.headers().get("www-authenticate").is_none());
+}
