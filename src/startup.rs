@@ -20,6 +20,10 @@ use crate::service::idempotency::Idempotency;
 use crate::service::ids::Ids;
 use crate::storage::{Store, StoreError};
 
+/// A log of at most this many events is checked before the server starts listening (a fraction
+/// of a second); a longer one in the background, while the server answers but is not ready.
+const INLINE_CHECK_EVENTS: u64 = 10_000;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error("cannot open the store: {0}")]
@@ -55,6 +59,8 @@ impl Application {
             &settings.master_key,
             settings.durability,
         )?;
+        // Never ready on a store that `keyledger verify` would reject (docs/adr/0015).
+        store.check_on_start(INLINE_CHECK_EVENTS);
         let mut generated_admin_token = None;
         let admin_hash = match &settings.admin_token {
             Some(token) => {
