@@ -23,10 +23,27 @@ fn main() -> ExitCode {
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", message(&error));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, each cause once: an error that already prints its
+/// source in its own message is not followed by that source again.
+fn message(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
 }
 
 /// A panic is logged as one line, without a backtrace, and the code that catches it (the
@@ -103,7 +120,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
 fn open(args: &config::StoreArgs) -> anyhow::Result<Store> {
     let opening = || format!("opening the store in {}", args.data_dir.display());
     // Before the key: "no store here" says more than "no master key here".
-    storage::require_store(&args.data_dir).with_context(opening)?;
+    storage::require_store(&args.data_dir)?;
     let (key, _) = config::master_key(args, false)?;
     Store::open_existing(&args.data_dir, &key, Durability::Sync).with_context(opening)
 }

@@ -16,6 +16,11 @@ pub enum StoreError {
         "the store's files are damaged: the storage engine read corrupt data{at}; restore the data directory from a backup"
     )]
     Damaged { at: String },
+    /// The log's rows from `position` on are in a part of the files sled cannot read.
+    #[error(
+        "the log cannot be read from position {position} on: the storage engine read corrupt data{at}; restore the data directory from a backup"
+    )]
+    Unreadable { position: u64, at: String },
     /// sled panicked on the store's files, which only damaged files make it do.
     #[error(
         "the storage engine failed on the store's files ({0}): they are damaged; restore the data directory from a backup"
@@ -74,6 +79,7 @@ impl StoreError {
         matches!(
             self,
             Self::Damaged { .. }
+                | Self::Unreadable { .. }
                 | Self::Engine(_)
                 | Self::LostEvents { .. }
                 | Self::Corrupt { .. }

@@ -98,7 +98,9 @@ impl Store {
     pub(super) fn noticed(&self, error: StoreError, position: Option<u64>) -> StoreError {
         if error.is_damage() {
             let position = match &error {
-                StoreError::Chain { position, .. } => Some(*position),
+                StoreError::Chain { position, .. } | StoreError::Unreadable { position, .. } => {
+                    Some(*position)
+                }
                 _ => position,
             };
             self.inner.integrity.found(position, &error.to_string());

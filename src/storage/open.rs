@@ -107,6 +107,11 @@ fn open(
         Durability::Sync => Some(OpenOptions::new().read(true).open(dir.join("db"))?),
         Durability::UnsafeNoSync => None,
     };
+    // A store of an older build has no recorded head, and a crash may have left it one group
+    // behind: record the log as it is now, so that a loss before the next write is caught too.
+    if sync_file.is_some() && head.read()?.is_none_or(|(recorded, _)| recorded < position) {
+        head.write(position, &last_hash)?;
+    }
     let keyring = Arc::new(Keyring::open(dir)?);
     destroy_orphan_keys(&tree, &keyring)?;
     // sled made its files with the process umask; stores of older builds have open modes.

@@ -192,9 +192,9 @@ impl Replay {
             }
             // A row sled cannot read is reported at the position the walk had reached.
             let (key, value) = item.map_err(|e| match StoreError::from(e) {
-                StoreError::Damaged { at } => StoreError::Chain {
+                StoreError::Damaged { at } => StoreError::Unreadable {
                     position: expected,
-                    reason: format!("the storage engine read corrupt data{at}"),
+                    at,
                 },
                 other => other,
             })?;
@@ -283,5 +283,22 @@ pub fn compare(events: u64, replayed: &MemKv, live: &MemKv) -> VerifyReport {
         mismatches,
         data_keys: 0,
         key_problems: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_of_the_engine_is_an_error() {
+        let caught: Result<(), StoreError> = guarded(|| panic!("segment 3 is not free"));
+        match caught {
+            Err(StoreError::Engine(what)) => assert_eq!(what, "segment 3 is not free"),
+            other => panic!("{other:?}"),
+        }
+        let caught: Result<(), StoreError> = guarded(|| panic!("{} bytes", 7));
+        assert!(matches!(caught, Err(StoreError::Engine(w)) if w == "7 bytes"));
+        assert_eq!(guarded(|| Ok(5)).unwrap(), 5);
     }
 }
