@@ -199,7 +199,12 @@ fn read_key_file(path: &Path) -> Result<MasterKey, ConfigError> {
 
 fn write_key_file(path: &Path, key: &MasterKey) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        // The data dir the key goes in is its owner's alone (the store keeps it so too).
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir)?;
     }
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);

@@ -7,6 +7,7 @@ pub mod crypto;
 pub mod domain;
 pub mod es;
 pub mod http;
+pub mod metrics;
 pub mod service;
 pub mod startup;
 pub mod storage;

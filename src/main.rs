@@ -1,42 +1,111 @@
 #![forbid(unsafe_code)]
 
+use std::process::ExitCode;
+
 use anyhow::Context;
 use clap::Parser;
 use keyledger::config::{self, Cli, Command, KeySource, Settings};
 use keyledger::startup::{self, Application};
-use keyledger::storage::{Durability, Store};
+use keyledger::storage::{self, Durability, Store};
 use keyledger::{http, telemetry};
 
-fn main() -> anyhow::Result<()> {
+/// How many differences `verify` prints of each kind.
+const SHOWN: usize = 20;
+
+/// Errors print as one clear message and exit 1: no backtrace, whatever `RUST_BACKTRACE` says
+/// (operators get the message; the cause chain is in it).
+fn main() -> ExitCode {
+    // Before anything touches the disk: every file the process creates is its owner's alone.
+    storage::private_umask();
     let cli = Cli::parse();
     telemetry::init();
+    std::panic::set_hook(Box::new(report_fault));
+    match dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {}", message(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line, each cause once: an error that already prints its
+/// source in its own message is not followed by that source again.
+fn message(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
+/// A panic is logged as one line, without a backtrace, and the code that catches it (the
+/// store, around sled) answers a clear error.
+fn report_fault(info: &std::panic::PanicHookInfo<'_>) {
+    let payload = info.payload();
+    let message = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("an internal fault");
+    let location = info
+        .location()
+        .map(|l| format!("{}:{}", l.file(), l.line()))
+        .unwrap_or_default();
+    tracing::error!(%location, "internal fault: {message}");
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(Settings::from_args(args)?),
         Command::Verify(args) => {
             let store = open(&args)?;
-            let report = store.verify()?;
+            let report = store.verify();
             store.shutdown();
+            let report = report?;
             println!(
-                "hash chain intact: {} events; projections: {} rows",
-                report.events, report.projection_rows
+                "hash chain intact: {} events; projections: {} rows; data keys: {} live credentials",
+                report.events, report.projection_rows, report.data_keys
             );
-            if !report.is_sound() {
-                for mismatch in report.mismatches.iter().take(20) {
+            let mut failures = Vec::new();
+            if !report.mismatches.is_empty() {
+                for mismatch in report.mismatches.iter().take(SHOWN) {
                     println!("  {mismatch}");
                 }
-                anyhow::bail!(
+                failures.push(format!(
                     "{} projection rows differ from a replay of the log; run `keyledger rebuild`",
                     report.mismatches.len()
-                );
+                ));
             }
-            println!("ok: projections equal a replay of the log");
+            if !report.key_problems.is_empty() {
+                for problem in report.key_problems.iter().take(SHOWN) {
+                    println!("  {problem}");
+                }
+                failures.push(format!(
+                    "{} live credentials cannot open their data key; restore keys/ from a backup, or revoke them",
+                    report.key_problems.len()
+                ));
+            }
+            if !failures.is_empty() {
+                anyhow::bail!(failures.join("; "));
+            }
+            println!(
+                "ok: projections equal a replay of the log, and every live credential's data key opens"
+            );
             Ok(())
         }
         Command::Rebuild(args) => {
             let store = open(&args)?;
-            let events = store.rebuild()?;
+            let events = store.rebuild();
             store.shutdown();
-            println!("rebuilt the projections from {events} events");
+            println!("rebuilt the projections from {} events", events?);
             Ok(())
         }
         Command::Openapi => {
@@ -46,10 +115,14 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Opens an existing store for `verify` and `rebuild`: a missing or empty one is refused, and
+/// nothing is created (not even the directory).
 fn open(args: &config::StoreArgs) -> anyhow::Result<Store> {
+    let opening = || format!("opening the store in {}", args.data_dir.display());
+    // Before the key: "no store here" says more than "no master key here".
+    storage::require_store(&args.data_dir)?;
     let (key, _) = config::master_key(args, false)?;
-    Store::open(&args.data_dir, &key, Durability::Sync)
-        .with_context(|| format!("opening the store in {}", args.data_dir.display()))
+    Store::open_existing(&args.data_dir, &key, Durability::Sync).with_context(opening)
 }
 
 fn serve(settings: Settings) -> anyhow::Result<()> {

@@ -29,6 +29,9 @@ const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// shortest common supervisor grace period (`docker stop`'s 10 s), so the store still drains and
 /// flushes before a SIGKILL.
 const SHUTDOWN_TIMEOUT_SECS: u64 = 5;
+/// A log of at most this many events is checked before the server starts listening (a fraction
+/// of a second); a longer one in the background, while the server answers but is not ready.
+const INLINE_CHECK_EVENTS: u64 = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -65,6 +68,8 @@ impl Application {
             &settings.master_key,
             settings.durability,
         )?;
+        // Never ready on a store that `keyledger verify` would reject (docs/adr/0015).
+        store.check_on_start(INLINE_CHECK_EVENTS);
         let mut generated_admin_token = None;
         let admin_hash = match &settings.admin_token {
             Some(token) => {

@@ -18,6 +18,13 @@ pub enum MasterKeyError {
     BadLength(usize),
 }
 
+/// The associated data a credential's data key is wrapped under: it binds the key to its account
+/// and credential, so a key file copied to another credential does not open. Every wrapped key
+/// already stored was bound to this string; it never changes.
+pub fn data_key_binding(account_id: &str, record_id: &str) -> Vec<u8> {
+    format!("keyledger/dek/{account_id}/{record_id}").into_bytes()
+}
+
 /// The key-encryption key (KEK). It wraps data keys and is never written next to the data it
 /// protects, except in development mode.
 #[derive(Clone)]

@@ -11,7 +11,7 @@ mod seal;
 mod token;
 
 pub use cursor::CursorMac;
-pub use keys::{DataKey, MasterKey, MasterKeyError};
+pub use keys::{DataKey, MasterKey, MasterKeyError, data_key_binding};
 pub use redacted::Redacted;
 pub use seal::{SealError, open, seal};
 pub use token::{KeyedHasher, TokenHash, generate_token, token_prefix};

@@ -1,51 +1,102 @@
-//! `/healthz` (the process answers) and `/readyz` (the store accepts writes), and their part of
-//! the OpenAPI document.
+//! The operator's routes: `/healthz` (the process answers), `/readyz` (the store is checked,
+//! sound and taking writes) and `/metrics` (Prometheus text), and their part of the OpenAPI
+//! document.
 
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
 
 use super::AppState;
+use super::error::ApiError;
+use crate::service::Readiness;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(super::resource("/healthz").get(healthz))
-        .service(super::resource("/readyz").get(readyz));
+        .service(super::resource("/readyz").get(readyz))
+        .service(super::resource("/metrics").get(metrics));
 }
 
 /// The health operations and the schema they use.
 #[derive(OpenApi)]
 #[openapi(
-    paths(healthz, readyz),
-    tags((name = "health", description = "Liveness and readiness")),
+    paths(healthz, readyz, metrics),
+    tags((name = "health", description = "Liveness, readiness and metrics")),
 )]
 pub struct HealthApi;
 
 #[derive(Serialize, ToSchema)]
 #[schema(example = json!({"status": "ok"}))]
 pub struct Health {
-    /// `ok`, or `unavailable` while the store is not accepting writes.
+    /// `ok`, or `unavailable` while the server must not be sent traffic.
     pub status: &'static str,
+    /// Why the server is not ready; absent when it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub reason: Option<NotReady>,
+}
+
+/// Why the server is not ready: `checking` (the check of the store on start is running),
+/// `damaged` (the store failed that check, or a read found a damaged record; the server log names
+/// it, and only a restart whose check passes makes the server ready again) or `stopped` (the
+/// store takes no more writes).
+#[derive(Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NotReady {
+    Checking,
+    Damaged,
+    Stopped,
 }
 
 /// Liveness: the process is up.
 #[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "health",
     responses((status = 200, description = "Alive", body = Health)))]
 pub async fn healthz() -> web::Json<Health> {
-    web::Json(Health { status: "ok" })
+    web::Json(Health {
+        status: "ok",
+        reason: None,
+    })
 }
 
-/// Readiness: the store is open and its writer running.
+/// Readiness: the store passed its check on start (the same as `keyledger verify`), no damaged
+/// record has been found since, and its writer is running.
 #[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "health",
     responses(
         (status = 200, description = "Ready", body = Health),
-        (status = 503, description = "Not ready", body = Health),
+        (status = 503, description = "Not ready, and why", body = Health,
+            example = json!({"status": "unavailable", "reason": "checking"})),
     ))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    if state.accounts.store().is_running() {
-        HttpResponse::Ok().json(Health { status: "ok" })
-    } else {
-        HttpResponse::ServiceUnavailable().json(Health {
-            status: "unavailable",
-        })
-    }
+    let reason = match state.accounts.store().readiness() {
+        Readiness::Ready => {
+            return HttpResponse::Ok().json(Health {
+                status: "ok",
+                reason: None,
+            });
+        }
+        Readiness::Checking => NotReady::Checking,
+        Readiness::Damaged => NotReady::Damaged,
+        Readiness::Closed => NotReady::Stopped,
+    };
+    HttpResponse::ServiceUnavailable().json(Health {
+        status: "unavailable",
+        reason: Some(reason),
+    })
+}
+
+/// Metrics in the Prometheus text exposition format (version 0.0.4), among them
+/// `keyledger_corrupt_records_total`.
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "health",
+    responses(
+        (status = 200, description = "Every metric", content_type = "text/plain; version=0.0.4",
+            body = String),
+        (status = 500, response = super::error::InternalError),
+    ))]
+pub async fn metrics() -> Result<HttpResponse, ApiError> {
+    let text = crate::metrics::render().map_err(|error| {
+        tracing::error!(%error, "metrics cannot be rendered");
+        ApiError::internal()
+    })?;
+    Ok(HttpResponse::Ok()
+        .content_type(crate::metrics::CONTENT_TYPE)
+        .body(text))
 }

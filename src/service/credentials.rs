@@ -47,7 +47,7 @@ fn stream(byok_id: &CredentialId) -> StreamId {
 
 /// Binds a wrapped data key to its credential.
 fn data_key_ad(account_id: &AccountId, byok_id: &CredentialId) -> Vec<u8> {
-    format!("keyledger/dek/{account_id}/{byok_id}").into_bytes()
+    crate::crypto::data_key_binding(account_id.as_str(), byok_id.as_str())
 }
 
 /// Binds sealed secrets to their account, credential and secret version. The string is fixed:

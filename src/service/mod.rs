@@ -14,6 +14,8 @@ pub mod page;
 use crate::domain::account::AccountError;
 use crate::domain::credential::CredentialError;
 use crate::es::{Aggregate, DomainEvent, EventMeta, ExpectedVersion, StreamId};
+/// Whether the server may report itself ready, as the store judges it.
+pub use crate::storage::Readiness;
 use crate::storage::{AppendError, AppendRequest, DataKeyChange, Store, StoreError, UniqueIndex};
 
 #[derive(Debug, thiserror::Error)]

@@ -32,6 +32,12 @@ impl Store {
     pub async fn append(&self, request: AppendRequest) -> Result<Vec<Envelope>, AppendError> {
         let (tx, rx) = oneshot::channel();
         self.send(Job::Append(request, tx))?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        rx.await
+            .map_err(|_| StoreError::Closed)?
+            .map_err(|e| match e {
+                // A stored row the append had to read (a stream's head) may be damaged.
+                AppendError::Store(e) => AppendError::Store(self.noticed(e, None)),
+                other => other,
+            })
     }
 }

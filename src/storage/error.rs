@@ -3,12 +3,37 @@
 //! with (a version conflict, a unique index already holding the value), which callers answer for.
 //! Callers choose their answer by matching these types, never their text.
 
+use std::path::PathBuf;
+
 use crate::es::ExpectedVersion;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("storage engine error: {0}")]
-    Sled(#[from] sled::Error),
+    Sled(sled::Error),
+    /// sled found bytes that fail its own checksums: the files were altered or cut.
+    #[error(
+        "the store's files are damaged: the storage engine read corrupt data{at}; restore the data directory from a backup"
+    )]
+    Damaged { at: String },
+    /// The log's rows from `position` on are in a part of the files sled cannot read.
+    #[error(
+        "the log cannot be read from position {position} on: the storage engine read corrupt data{at}; restore the data directory from a backup"
+    )]
+    Unreadable { position: u64, at: String },
+    /// sled panicked on the store's files, which only damaged files make it do.
+    #[error(
+        "the storage engine failed on the store's files ({0}): they are damaged; restore the data directory from a backup"
+    )]
+    Engine(String),
+    /// The log no longer reaches the head recorded after the last durable write (`head.rs`).
+    #[error(
+        "{reason}: the store's db file has lost data (truncated or damaged); restore the data directory from a backup, or, if an older db file was restored on purpose, delete {}",
+        file.display()
+    )]
+    LostEvents { reason: String, file: PathBuf },
+    #[error("there is no keyledger store in {}: {reason}", dir.display())]
+    NoStore { dir: PathBuf, reason: &'static str },
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
     #[error("could not encode a record: {0}")]
@@ -33,6 +58,34 @@ pub enum StoreError {
     Locked,
     #[error("the store is shut down")]
     Closed,
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(error: sled::Error) -> Self {
+        match error {
+            sled::Error::Corruption { at, .. } => Self::Damaged {
+                at: at.map_or_else(String::new, |at| format!(" (at {at:?})")),
+            },
+            other => Self::Sled(other),
+        }
+    }
+}
+
+impl StoreError {
+    /// Whether this error reports damage to what the store holds (a record that does not decode,
+    /// a broken chain, files sled cannot read), as opposed to a failure of the machine or a
+    /// store this build must not open.
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            Self::Damaged { .. }
+                | Self::Unreadable { .. }
+                | Self::Engine(_)
+                | Self::LostEvents { .. }
+                | Self::Corrupt { .. }
+                | Self::Chain { .. }
+        )
+    }
 }
 
 /// A unique index a projection enforces. Callers match on it to choose their answer.

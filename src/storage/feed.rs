@@ -1,7 +1,8 @@
 //! Event feeds: an account's events in log order (`e/` rows) and one stream's events in version
 //! order (`s/` rows). A page is a range scan from the cursor, so its cost does not depend on how
 //! deep it is; it never goes past the last durable position, so a reader never sees an event that
-//! a crash could still take back (no gaps, no duplicates, across restarts too).
+//! a crash could still take back (no gaps, no duplicates, across restarts too). A damaged row or
+//! event is reported to readiness (`integrity.rs`) on its way out.
 
 use super::{Store, StoreError, keys};
 use crate::domain::AccountId;
@@ -45,7 +46,7 @@ impl Store {
             has_more: false,
         };
         for row in self.inner.db.range(start..) {
-            let (key, value) = row?;
+            let (key, value) = row.map_err(|e| self.noticed(e.into(), None))?;
             let Some(ordinal) = key
                 .strip_prefix(prefix.as_slice())
                 .and_then(keys::u64_value)
@@ -54,9 +55,12 @@ impl Store {
             };
             let position = match feed {
                 Feed::Account(_) => ordinal,
-                Feed::Stream(_) => keys::u64_value(&value).ok_or_else(|| StoreError::Corrupt {
-                    what: "stream index".into(),
-                    reason: "not a position".into(),
+                Feed::Stream(_) => keys::u64_value(&value).ok_or_else(|| {
+                    let error = StoreError::Corrupt {
+                        what: "stream index".into(),
+                        reason: "not a position".into(),
+                    };
+                    self.noticed(error, None)
                 })?,
             };
             if position > durable {
@@ -66,9 +70,13 @@ impl Store {
                 page.has_more = true;
                 break;
             }
-            let envelope = self.event(position)?.ok_or_else(|| StoreError::Corrupt {
-                what: format!("feed row for position {position}"),
-                reason: "the event is missing".into(),
+            // `event` reports its own damage.
+            let envelope = self.event(position)?.ok_or_else(|| {
+                let error = StoreError::Corrupt {
+                    what: format!("feed row for position {position}"),
+                    reason: "the event is missing".into(),
+                };
+                self.noticed(error, Some(position))
             })?;
             if keep(&envelope) {
                 page.events.push(envelope);

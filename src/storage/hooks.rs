@@ -62,6 +62,13 @@ impl Store {
         Ok(())
     }
 
+    /// Overwrites a raw log value with `bytes`, which need not decode, so that a read has a
+    /// damaged record to find.
+    pub fn overwrite_log_value(&self, position: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        self.inner.db.insert(keys::log(position), bytes)?;
+        Ok(())
+    }
+
     /// Deletes the projection row of an aggregate, so that `verify` notices and `rebuild`
     /// repairs.
     pub fn drop_aggregate_row(&self, stream: &StreamId) -> Result<(), StoreError> {

@@ -203,6 +203,17 @@ impl Store {
         fingerprint: Fingerprint,
         now: i64,
     ) -> Result<IdempotencyClaim, StoreError> {
+        self.claim(scope, key, fingerprint, now)
+            .map_err(|e| self.noticed(e, None))
+    }
+
+    fn claim(
+        &self,
+        scope: &str,
+        key: &str,
+        fingerprint: Fingerprint,
+        now: i64,
+    ) -> Result<IdempotencyClaim, StoreError> {
         let state = &self.inner.idempotency;
         let row = row(scope, &state.hasher.hash(&[b"key\0", key.as_bytes()]));
         // Checking the executing keys, then the records, then claiming, under one lock: a record

@@ -15,6 +15,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use super::files;
+
 pub struct Keyring {
     dir: PathBuf,
 }
@@ -29,7 +31,7 @@ fn invalid_record(record: &str) -> std::io::Error {
 impl Keyring {
     pub fn open(data_dir: &Path) -> std::io::Result<Self> {
         let dir = data_dir.join("keys");
-        fs::create_dir_all(&dir)?;
+        files::create_private_dir(&dir)?;
         Ok(Self { dir })
     }
 
@@ -55,11 +57,9 @@ impl Keyring {
     pub fn put(&self, record: &str, wrapped: &[u8]) -> std::io::Result<()> {
         let path = self.path(record)?;
         let temporary = self.dir.join(format!(".{record}.new"));
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&temporary)?;
+        let mut file =
+            files::private_file(OpenOptions::new().write(true).create(true).truncate(true))
+                .open(&temporary)?;
         file.write_all(wrapped)?;
         file.sync_all()?;
         fs::rename(&temporary, &path)?;

@@ -48,17 +48,20 @@ impl Store {
     }
 
     pub fn key_last_used(&self, key_id: &KeyId) -> Result<Option<i64>, StoreError> {
-        self.inner
-            .db
-            .get(keys::key_last_used(key_id))?
-            .map(|v| {
-                <[u8; 8]>::try_from(v.as_ref())
-                    .map(i64::from_be_bytes)
-                    .map_err(|_| StoreError::Corrupt {
-                        what: format!("last use of key {key_id}"),
-                        reason: format!("{} bytes, not 8", v.len()),
-                    })
-            })
-            .transpose()
+        let read = || {
+            self.inner
+                .db
+                .get(keys::key_last_used(key_id))?
+                .map(|v| {
+                    <[u8; 8]>::try_from(v.as_ref())
+                        .map(i64::from_be_bytes)
+                        .map_err(|_| StoreError::Corrupt {
+                            what: format!("last use of key {key_id}"),
+                            reason: format!("{} bytes, not 8", v.len()),
+                        })
+                })
+                .transpose()
+        };
+        read().map_err(|e| self.noticed(e, None))
     }
 }

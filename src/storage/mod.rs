@@ -7,7 +7,10 @@
 //! | file | owns |
 //! |---|---|
 //! | `error.rs` | `StoreError`, `AppendError`, `UniqueIndex` |
-//! | `open.rs` | opening: sled's lock, the store schema, the store keys, rebuilding projections of another format, the sweep of leftover data keys |
+//! | `open.rs` | opening: refusing a missing store where one must exist, sled's lock, the recorded head, the store schema, the store keys, rebuilding projections of another format, the sweep of leftover data keys |
+//! | `files.rs` | the modes of the data directory's files (0700 / 0600) |
+//! | `head.rs` | the log's durable head, recorded outside sled (`chain-head`) |
+//! | `integrity.rs` | readiness: the check on start, damage found by reads, its log lines and metric |
 //! | `append.rs` | `AppendRequest`, `DataKeyChange`, handing an append to the writer |
 //! | `writer.rs` | the writer thread, group commit, the durable-position watch |
 //! | `read.rs` | point reads and index listings |
@@ -22,9 +25,12 @@
 mod append;
 mod error;
 mod feed;
+mod files;
+mod head;
 #[cfg(feature = "test-hooks")]
 mod hooks;
 mod idempotency;
+mod integrity;
 mod keyring;
 mod keys;
 mod kv;
@@ -43,17 +49,20 @@ use crossbeam_channel::Sender;
 pub use append::{AppendRequest, DataKeyChange};
 pub use error::{AppendError, StoreError, UniqueIndex};
 pub use feed::{Feed, FeedPage};
+pub use files::private_umask;
 #[cfg(feature = "test-hooks")]
 pub use hooks::{force_admin_token_row, force_schema_version};
 pub use idempotency::{Fingerprint, IdempotencyClaim, IdempotencyTicket, RETENTION_MS};
+use integrity::Integrity;
+pub use integrity::Readiness;
 use keyring::Keyring;
-pub use open::{Durability, STORE_SCHEMA_VERSION};
+pub use open::{Durability, STORE_SCHEMA_VERSION, require_store};
 pub use projection::{FORMAT_VERSION as PROJECTION_FORMAT_VERSION, StoredAggregate};
 pub use read::Index;
 pub use verify::VerifyReport;
 use writer::Job;
 
-use crate::crypto::KeyedHasher;
+use crate::crypto::{KeyedHasher, MasterKey};
 
 #[derive(Clone)]
 pub struct Store {
@@ -66,6 +75,9 @@ struct Inner {
     chain: KeyedHasher,
     idempotency: idempotency::Idempotency,
     keyring: Arc<Keyring>,
+    /// Opens the data keys when `verify` checks them.
+    master: MasterKey,
+    integrity: Integrity,
     jobs: Mutex<Option<Sender<Job>>>,
     /// The last durable position, updated after every group commit.
     positions: tokio::sync::watch::Receiver<u64>,
@@ -81,7 +93,8 @@ impl Store {
             .map_err(|_| StoreError::Closed)
     }
 
-    /// Runs `work` on the writer thread between groups, with nothing appended meanwhile.
+    /// Runs `work` on the writer thread between groups, with nothing appended meanwhile. A
+    /// panic of the storage engine inside it is answered as [`StoreError::Engine`].
     fn exclusive<T: Send + 'static>(
         &self,
         work: impl FnOnce(&sled::Tree) -> T + Send + 'static,
@@ -89,9 +102,9 @@ impl Store {
         let (tx, rx) = std::sync::mpsc::channel();
         self.send(Job::Exclusive(Box::new(move |tree| {
             // The receiver only goes away if the caller did; nothing is left to answer.
-            let _ = tx.send(work(tree));
+            let _ = tx.send(verify::guarded(|| Ok(work(tree))));
         })))?;
-        rx.recv().map_err(|_| StoreError::Closed)
+        rx.recv().map_err(|_| StoreError::Closed)?
     }
 
     /// Stops the writer after it has committed everything already queued, and flushes.

@@ -1,16 +1,20 @@
-//! Opening a store: taking sled's lock (and telling a held lock from other failures), the store
-//! schema version and the store keys in `m/`, rebuilding projections written in another format
-//! than this build's, and the sweep of data keys left without a live credential by a crash.
-//! Everything here runs once, before the writer starts.
+//! Opening a store: refusing a missing or empty one where a store must exist (`verify`,
+//! `rebuild`), taking sled's lock (and telling a held lock from other failures), the log against
+//! its recorded head, the store schema version and the store keys in `m/`, rebuilding
+//! projections written in another format than this build's, the sweep of data keys left without
+//! a live credential by a crash, and the modes of the files. Everything here runs once, before
+//! the writer starts; a panic of sled on damaged files ends as [`StoreError::Engine`].
 
 use std::fs::{File, OpenOptions};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use super::head::HeadFile;
+use super::integrity::Integrity;
 use super::keyring::Keyring;
 use super::read::ReadOnly;
 use super::writer::Writer;
-use super::{Inner, Store, StoreError, idempotency, keys, projection, verify};
+use super::{Inner, Store, StoreError, files, idempotency, keys, projection, verify};
 use crate::crypto::{DataKey, KeyedHasher, MasterKey};
 use crate::domain::credential::Credential;
 use crate::es::{Aggregate, StreamId};
@@ -41,48 +45,108 @@ impl Store {
         master: &MasterKey,
         durability: Durability,
     ) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir)?;
-        let db = open_db(dir)?;
-        let tree: sled::Tree = (*db).clone();
-        let (chain_key, token_key) = init_or_check(&tree, master)?;
-        let chain = KeyedHasher::new(&chain_key);
-        settle_projection_format(&tree, &chain)?;
-        let idempotency = idempotency::Idempotency::open(&tree, master)?;
-        let (position, last_hash) = verify::tail(&tree)?;
-        let sync_file = match durability {
-            Durability::Sync => Some(OpenOptions::new().read(true).open(dir.join("db"))?),
-            Durability::UnsafeNoSync => None,
-        };
-        let keyring = Arc::new(Keyring::open(dir)?);
-        destroy_orphan_keys(&tree, &keyring)?;
-        let (durable, positions) = tokio::sync::watch::channel(position);
-        let writer = Writer {
-            tree,
-            db: db.clone(),
-            chain: chain.clone(),
-            sync_file,
-            position,
-            last_hash,
-            keyring: keyring.clone(),
-            durable,
-        };
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let handle = std::thread::Builder::new()
-            .name("keyledger-writer".into())
-            .spawn(move || writer.run(rx))?;
-        Ok(Self {
-            inner: Arc::new(Inner {
-                db,
-                tokens: KeyedHasher::new(&token_key),
-                chain,
-                idempotency,
-                keyring,
-                jobs: Mutex::new(Some(tx)),
-                positions,
-                writer: Mutex::new(Some(handle)),
-            }),
-        })
+        verify::guarded(|| open(dir, master, durability, true))
     }
+
+    /// Opens the store in `dir` as [`Store::open`] does, but refuses, creating nothing, when
+    /// there is no store there or it is empty: what `verify` and `rebuild` need, which must not
+    /// report on a store they just made.
+    pub fn open_existing(
+        dir: &Path,
+        master: &MasterKey,
+        durability: Durability,
+    ) -> Result<Self, StoreError> {
+        require_store(dir)?;
+        verify::guarded(|| open(dir, master, durability, false))
+    }
+}
+
+/// Refuses a `dir` that holds no store: missing, not a directory, or without sled's `db` file.
+pub fn require_store(dir: &Path) -> Result<(), StoreError> {
+    let none = |reason| {
+        Err(StoreError::NoStore {
+            dir: dir.to_owned(),
+            reason,
+        })
+    };
+    match std::fs::metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => none("no such directory"),
+        Err(e) => Err(e.into()),
+        Ok(meta) if !meta.is_dir() => none("not a directory"),
+        Ok(_) if !dir.join("db").is_file() => none("the directory holds no store (no db file)"),
+        Ok(_) => Ok(()),
+    }
+}
+
+fn open(
+    dir: &Path,
+    master: &MasterKey,
+    durability: Durability,
+    create: bool,
+) -> Result<Store, StoreError> {
+    if create {
+        files::create_private_dir(dir)?;
+    }
+    let db = open_db(dir)?;
+    let tree: sled::Tree = (*db).clone();
+    // Before anything is written: a log that lost its tail must not be extended or swept.
+    let head = HeadFile::new(dir);
+    head.check(&tree)?;
+    if !create && tree.get(keys::STORE_SCHEMA)?.is_none() && tree.is_empty() {
+        return Err(StoreError::NoStore {
+            dir: dir.to_owned(),
+            reason: "its store is empty",
+        });
+    }
+    let (chain_key, token_key) = init_or_check(&tree, master)?;
+    let chain = KeyedHasher::new(&chain_key);
+    settle_projection_format(&tree, &chain)?;
+    let idempotency = idempotency::Idempotency::open(&tree, master)?;
+    let (position, last_hash) = verify::tail(&tree)?;
+    let sync_file = match durability {
+        Durability::Sync => Some(OpenOptions::new().read(true).open(dir.join("db"))?),
+        Durability::UnsafeNoSync => None,
+    };
+    // A store of an older build has no recorded head, and a crash may have left it one group
+    // behind: record the log as it is now, so that a loss before the next write is caught too.
+    if sync_file.is_some() && head.read()?.is_none_or(|(recorded, _)| recorded < position) {
+        head.write(position, &last_hash)?;
+    }
+    let keyring = Arc::new(Keyring::open(dir)?);
+    destroy_orphan_keys(&tree, &keyring)?;
+    // sled made its files with the process umask; stores of older builds have open modes.
+    files::restrict(dir)?;
+    let (durable, positions) = tokio::sync::watch::channel(position);
+    let writer = Writer {
+        tree,
+        db: db.clone(),
+        chain: chain.clone(),
+        // Without syncing, a recorded head could name a position the log then loses.
+        head: sync_file.as_ref().map(|_| head),
+        sync_file,
+        position,
+        last_hash,
+        keyring: keyring.clone(),
+        durable,
+    };
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let handle = std::thread::Builder::new()
+        .name("keyledger-writer".into())
+        .spawn(move || writer.run(rx))?;
+    Ok(Store {
+        inner: Arc::new(Inner {
+            db,
+            tokens: KeyedHasher::new(&token_key),
+            chain,
+            idempotency,
+            keyring,
+            master: master.clone(),
+            integrity: Integrity::default(),
+            jobs: Mutex::new(Some(tx)),
+            positions,
+            writer: Mutex::new(Some(handle)),
+        }),
+    })
 }
 
 /// Opens sled, answering [`StoreError::Locked`] when another handle holds the store's lock.
@@ -102,7 +166,7 @@ fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
             tracing::debug!(error = %io, "sled could not take the store's lock");
             Err(StoreError::Locked)
         }
-        Err(other) => Err(StoreError::Sled(other)),
+        Err(other) => Err(other.into()),
     }
 }
 
@@ -300,8 +364,11 @@ mod tests {
             assert_eq!(stored.state.secret_version, 1);
             assert_eq!(stored.state.profile.weight, 250);
             let report = store.verify().unwrap();
-            assert!(report.is_sound(), "{format:?}: {:?}", report.mismatches);
+            assert!(report.mismatches.is_empty(), "{format:?}: {report:?}");
             assert_eq!(report.events, 2);
+            // The recorded events were appended without their data key: verify says so.
+            assert_eq!(report.data_keys, 1);
+            assert_eq!(report.key_problems.len(), 1, "{report:?}");
         }
     }
 

@@ -1,6 +1,7 @@
 //! Reads, straight from the tree and never through the writer: point reads (an aggregate's
 //! projected state, a token's key, one event, a data key) and listings under a secondary index.
 //! The writer acknowledges only after its batch is in the tree, so a caller sees its own writes.
+//! A record that turns out damaged is reported to readiness (`integrity.rs`) on its way out.
 
 use super::kv::KvRead;
 use super::{Store, StoreError, StoredAggregate, keys, projection, verify};
@@ -31,6 +32,7 @@ impl Store {
         stream: &StreamId,
     ) -> Result<Option<StoredAggregate<A>>, StoreError> {
         projection::load(&ReadOnly(&self.inner.db), stream.as_str())
+            .map_err(|e| self.noticed(e, None))
     }
 
     /// Keyed hash of a presented token.
@@ -40,6 +42,10 @@ impl Store {
 
     /// The account and key a token hash belongs to, if it is live.
     pub fn find_token(&self, hash: &TokenHash) -> Result<Option<(AccountId, KeyId)>, StoreError> {
+        self.read_token(hash).map_err(|e| self.noticed(e, None))
+    }
+
+    fn read_token(&self, hash: &TokenHash) -> Result<Option<(AccountId, KeyId)>, StoreError> {
         let Some(value) = self.inner.db.get(keys::token(&hash.0))? else {
             return Ok(None);
         };
@@ -55,11 +61,14 @@ impl Store {
 
     /// Reads one event by position.
     pub fn event(&self, position: u64) -> Result<Option<Envelope>, StoreError> {
-        self.inner
-            .db
-            .get(keys::log(position))?
-            .map(|v| verify::decode_log_value(position, &v).map(|(_, e)| e))
-            .transpose()
+        let read = || {
+            self.inner
+                .db
+                .get(keys::log(position))?
+                .map(|v| verify::decode_log_value(position, &v).map(|(_, e)| e))
+                .transpose()
+        };
+        read().map_err(|e| self.noticed(e, Some(position)))
     }
 
     /// A record's wrapped data key, or `None` once destroyed.
@@ -95,7 +104,7 @@ impl Store {
         let mut items = Vec::new();
         let mut last = None;
         for row in self.inner.db.range(start..) {
-            let (key, _) = row?;
+            let (key, _) = row.map_err(|e| self.noticed(e.into(), None))?;
             let Some(id) = key.strip_prefix(prefix.as_slice()) else {
                 break;
             };
@@ -103,13 +112,15 @@ impl Store {
                 return Ok((items, last));
             }
             let id = std::str::from_utf8(id)
-                .map_err(|_| corrupt("an id that is not UTF-8".into()))?
+                .map_err(|_| self.noticed(corrupt("an id that is not UTF-8".into()), None))?
                 .to_owned();
             // The index row and the aggregate are written in one batch: one without the other
-            // is damage, not an empty slot.
+            // is damage, not an empty slot. (`load` reports its own damage.)
             let stored = self
                 .load::<A>(&StreamId::new(A::KIND, &id))?
-                .ok_or_else(|| corrupt(format!("{id} has no aggregate state")))?;
+                .ok_or_else(|| {
+                    self.noticed(corrupt(format!("{id} has no aggregate state")), None)
+                })?;
             if keep(&stored.state) {
                 items.push(stored);
             }

@@ -12,6 +12,7 @@ use chrono::Utc;
 use crossbeam_channel::Receiver;
 use tokio::sync::oneshot;
 
+use super::head::HeadFile;
 use super::keyring::Keyring;
 use super::kv::{Kv, KvRead, Overlay};
 use super::projection::{ProjectionError, project};
@@ -45,6 +46,9 @@ pub struct Writer {
     /// The store's `db` file, fdatasync'd after each group so acknowledged writes survive power
     /// loss, not only a process crash. `None` when syncing is turned off.
     pub sync_file: Option<File>,
+    /// Where the durable head is recorded after each synced group (`head.rs`); `None` when
+    /// syncing is turned off.
+    pub head: Option<HeadFile>,
     pub position: u64,
     pub last_hash: [u8; 32],
     /// Per-record data keys, outside sled.
@@ -141,6 +145,13 @@ impl Writer {
                     ))));
                 }
                 return;
+            }
+            if position != self.position
+                && let Some(head) = &self.head
+                && let Err(error) = head.write(position, &hash)
+            {
+                // A head left behind only weakens the check on open; the write stands.
+                tracing::warn!(%error, "recording the log's durable head failed");
             }
             self.position = position;
             self.last_hash = hash;

@@ -65,6 +65,17 @@ const RULES: &[Rule] = &[
     .except(&["src/service/", "src/storage/"]),
     Rule::forbid(
         &["src/"],
+        &["prometheus"],
+        "prometheus only in src/metrics.rs (everything else counts through it)",
+    )
+    .except(&["src/metrics.rs"]),
+    Rule::forbid(
+        &["src/metrics.rs"],
+        &["crate"],
+        "metrics imports nothing of the crate, so every module may count",
+    ),
+    Rule::forbid(
+        &["src/"],
         &CRYPTO_CRATES,
         "aes_siv, hmac, sha2, subtle and hkdf only in src/crypto/",
     )

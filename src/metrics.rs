@@ -1,0 +1,88 @@
+//! The process's metrics, served in the Prometheus text format at `/metrics`. One registry,
+//! built once on first use and shared by everything in the process; each metric is a typed field
+//! of [`Metrics`], so adding one is a field, a line in [`Metrics::build`] and a
+//! [`count`] where the thing happens. The only module that imports `prometheus`; it imports
+//! nothing of the crate, so that every module may count.
+
+use std::sync::LazyLock;
+
+use prometheus::{IntCounter, Opts, Registry, TextEncoder};
+
+/// Every metric keyledger exports.
+pub struct Metrics {
+    registry: Registry,
+    /// `keyledger_corrupt_records_total`: damaged records found in the store, by the check on
+    /// start and by every read that meets one (each finding counts; the log names the record).
+    pub corrupt_records: IntCounter,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the metrics registry is unusable: {0}")]
+pub struct MetricsError(String);
+
+/// Built on first use. Metric names are constants checked by a test, so building cannot fail
+/// in a released build; if it did, counting does nothing and `/metrics` answers an error, rather
+/// than the process stopping.
+static METRICS: LazyLock<Result<Metrics, MetricsError>> = LazyLock::new(Metrics::build);
+
+impl Metrics {
+    fn build() -> Result<Self, MetricsError> {
+        let registry = Registry::new();
+        Ok(Self {
+            corrupt_records: counter(
+                &registry,
+                "keyledger_corrupt_records_total",
+                "Damaged records found in the store (events, projection rows, data keys), by the \
+                 check on start and by reads",
+            )?,
+            registry,
+        })
+    }
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> Result<IntCounter, MetricsError> {
+    let counter =
+        IntCounter::with_opts(Opts::new(name, help)).map_err(|e| MetricsError(e.to_string()))?;
+    registry
+        .register(Box::new(counter.clone()))
+        .map_err(|e| MetricsError(e.to_string()))?;
+    Ok(counter)
+}
+
+/// Updates metrics: `metrics::count(|m| m.corrupt_records.inc())`.
+pub fn count(update: impl FnOnce(&Metrics)) {
+    if let Ok(metrics) = &*METRICS {
+        update(metrics);
+    }
+}
+
+/// The `Content-Type` of [`render`]'s text.
+pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
+
+/// Every metric in the Prometheus text exposition format.
+pub fn render() -> Result<String, MetricsError> {
+    let metrics = METRICS.as_ref().map_err(|e| MetricsError(e.0.clone()))?;
+    TextEncoder::new()
+        .encode_to_string(&metrics.registry.gather())
+        .map_err(|e| MetricsError(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_is_registered_and_rendered() {
+        assert!(METRICS.is_ok(), "{:?}", METRICS.as_ref().err());
+        count(|m| m.corrupt_records.inc_by(0));
+        let text = render().unwrap();
+        assert!(
+            text.contains("# TYPE keyledger_corrupt_records_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nkeyledger_corrupt_records_total "),
+            "{text}"
+        );
+    }
+}
