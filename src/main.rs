@@ -71,7 +71,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             store.shutdown();
             let report = report?;
             println!(
-                "hash chain intact: {} events; projections: {} rows; data keys: {} live credentials",
+                "hash chain intact: {} events; projections: {} rows; data keys of live credentials: {}",
                 report.events, report.projection_rows, report.data_keys
             );
             let mut failures = Vec::new();

@@ -77,7 +77,8 @@ pub async fn middleware(
         .unwrap_or_else(|| "unmatched".to_owned());
     span.record("route", route.as_str());
     let status = response.status().as_u16();
-    let latency_ms = started.elapsed().as_secs_f64() * 1e3;
+    // Microsecond precision: more digits are float noise in the log line.
+    let latency_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
     span.in_scope(|| tracing::info!(status, latency_ms, "request finished"));
     Ok(response)
 }

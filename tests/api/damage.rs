@@ -373,7 +373,7 @@ async fn a_missing_data_key_fails_verify_and_keeps_the_server_unready() {
         verified.text()
     );
     assert!(
-        verified.stdout.contains("data keys: 2 live credentials"),
+        verified.stdout.contains("data keys of live credentials: 2"),
         "{}",
         verified.text()
     );
