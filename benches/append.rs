@@ -9,8 +9,9 @@
 //!   after each write: what per-write power-loss durability costs without group commit.
 //! - **keyledger**: `Store::open(.., Durability::Sync)` and one `append_blocking` of one event per
 //!   call, acknowledged after the writer's group flush + fdatasync. Each thread owns its streams:
-//!   an `account.created` (`NoStream`) then `KEYS_PER_ACCOUNT` `account_key.created` events
-//!   (`Exact(v)`), then a new account; key events carry ~300 bytes of `data`.
+//!   an `account.created` (`NoStream`) then `KEYS_PER_ACCOUNT` `account_key.created` events, each
+//!   on the key's own stream (`NoStream`), then a new account; key events carry ~300 bytes of
+//!   `data`.
 //!
 //! Each measurement runs a warm-up, then `KEYLEDGER_BENCH_SECS` seconds (default 3); throughput
 //! counts the operations started in that window, latency is per call. Temp stores go under
@@ -25,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use keyledger::crypto::MasterKey;
 use keyledger::domain::account::AccountEvent;
+use keyledger::domain::account_key::ApiKeyEvent;
 use keyledger::domain::{AccountId, Scope};
 use keyledger::es::{DomainEvent, EventMeta, ExpectedVersion, StreamId};
 use keyledger::service::clock::SystemClock;
@@ -34,8 +36,7 @@ use keyledger::storage::{AppendRequest, Durability, Store};
 const WRITERS: [usize; 3] = [1, 8, 64];
 const WARMUP: Duration = Duration::from_millis(500);
 const VALUE_LEN: usize = 300;
-/// Key events per account stream before a thread opens a new account: bounds the aggregate row
-/// that every append rewrites (it holds all of the account's keys).
+/// Key events per account before a thread opens a new account.
 const KEYS_PER_ACCOUNT: u64 = 7;
 /// The bench's bar, against the per-write ceiling above; docs/design.md §10 asks for 50 % of a
 /// group-commit ceiling instead (see docs/benchmarks.md).
@@ -183,7 +184,7 @@ struct Client {
 
 impl Client {
     fn next_request(&mut self, name: &str) -> AppendRequest {
-        let (expected, event) = if self.version == 0 {
+        let (stream, event) = if self.version == 0 {
             self.accounts += 1;
             self.account_id = ids().account();
             let event = AccountEvent::Created {
@@ -191,11 +192,15 @@ impl Client {
                 email: format!("bench-{}-{}@example.com", self.thread, self.accounts),
                 created_at: chrono::Utc::now(),
             };
-            (ExpectedVersion::NoStream, event)
+            let stream = StreamId::new("account", self.account_id.as_str());
+            (stream, event.to_new_event())
         } else {
             self.keys += 1;
-            let event = AccountEvent::KeyCreated {
-                key_id: ids().key(),
+            let key_id = ids().key();
+            let stream = StreamId::new("account_key", key_id.as_str());
+            let event = ApiKeyEvent::Created {
+                key_id,
+                account_id: self.account_id.clone(),
                 name: name.to_owned(),
                 prefix: format!("kl_{:05x}", self.keys & 0xf_ffff),
                 scopes: Scope::DEFAULT.to_vec(),
@@ -203,17 +208,19 @@ impl Client {
                 token_hash: format!("{:016x}{:016x}{:032x}", self.thread, self.keys, 0xbe4c_u128),
                 created_at: chrono::Utc::now(),
             };
-            (ExpectedVersion::Exact(self.version), event)
+            (stream, event.to_new_event())
         };
         let request = AppendRequest {
-            stream: StreamId::new("account", self.account_id.as_str()),
-            expected,
-            events: vec![event.to_new_event().expect("encode event")],
+            stream,
+            expected: ExpectedVersion::NoStream,
+            events: vec![event.expect("encode event")],
             meta: EventMeta {
                 actor: "kl_bench".to_owned(),
                 request_id: ids().request(),
             },
             data_key: None,
+            also: Vec::new(),
+            idempotency: None,
         };
         self.version = if self.version == KEYS_PER_ACCOUNT {
             0

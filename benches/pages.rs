@@ -9,9 +9,8 @@
 //!   robin over the streams, from two threads (so that the writer can stage one request while the
 //!   other is built). Every credential event also lands in the account's feed (`e/` rows), so the
 //!   account feed holds every position of the log and each stream feed a quarter of them.
-//!   Credentials and not `account_key.created`: every key event rewrites the whole account
-//!   aggregate, which holds every key, so a million keys on a few accounts is quadratic (the
-//!   probe below shows it).
+//!   Credentials and not `account_key.created`: each key has a stream of its own, with one event
+//!   of its own (the probe below measures key events on one account).
 //! - **Pages**: for the account feed and for stream 0, the page of `PAGE` events after cursor 0
 //!   (shallow) and after the cursor that leaves exactly one more event behind the page (deep:
 //!   position ~999,900, version ~249,900), each through `Store::read_feed` and through
@@ -29,8 +28,9 @@
 //! Knobs: `KEYLEDGER_BENCH_EVENTS` (credential events, default 1,000,000),
 //! `KEYLEDGER_BENCH_REPS` (default 2,000), `KEYLEDGER_BENCH_REBUILD=1` (also time a rebuild;
 //! adds about a minute).
-//! Probe: `KEYLEDGER_BENCH_PROBE_KEYS=N` instead appends N `account_key.created` events to one
-//! account in requests of `REQUEST` and prints how long each request and the replay take.
+//! Probe: `KEYLEDGER_BENCH_PROBE_KEYS=N` instead appends N `account_key.created` events (each on
+//! its key's own stream) to one account in requests of `REQUEST` and prints how long each
+//! request and the replay take.
 //! Run: `cargo bench --bench pages`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a benchmark may stop on any failure
@@ -43,13 +43,14 @@ use std::time::{Duration, Instant};
 use keyledger::crypto::{DataKey, KeyedHasher, MasterKey};
 use keyledger::domain::Scope;
 use keyledger::domain::account::{Account, AccountEvent};
+use keyledger::domain::account_key::ApiKeyEvent;
 use keyledger::domain::credential::{CredentialEvent, CredentialProfile, Registered, Updated};
-use keyledger::domain::{AccountId, CredentialId};
+use keyledger::domain::{AccountId, CredentialId, KeyId};
 use keyledger::es::{DomainEvent, Envelope, EventMeta, ExpectedVersion, NewEvent, StreamId};
 use keyledger::service::clock::SystemClock;
 use keyledger::service::events::{Events, FeedQuery, Reader};
 use keyledger::service::ids::Ids;
-use keyledger::storage::{AppendRequest, Durability, Feed, Store};
+use keyledger::storage::{AppendRequest, Durability, Feed, Store, StreamAppend};
 
 /// Credential streams of the account.
 const STREAMS: usize = 4;
@@ -181,6 +182,8 @@ impl Credential {
             events,
             meta: meta(),
             data_key: None,
+            also: Vec::new(),
+            idempotency: None,
         }
     }
 }
@@ -192,9 +195,12 @@ fn label_pad() -> String {
     "p".repeat(VALUE_LEN.saturating_sub(base).clamp(1, 100))
 }
 
-fn key_created(n: u64, name: &str) -> NewEvent {
-    AccountEvent::KeyCreated {
-        key_id: ids().key(),
+/// Key `n` of `account_id`, created on its own stream.
+fn key_created(account_id: &AccountId, n: u64, name: &str) -> StreamAppend {
+    let key_id = ids().key();
+    let event = ApiKeyEvent::Created {
+        key_id: key_id.clone(),
+        account_id: account_id.clone(),
         name: name.to_owned(),
         prefix: format!("kl_{:05x}", n & 0xf_ffff),
         scopes: Scope::DEFAULT.to_vec(),
@@ -203,13 +209,34 @@ fn key_created(n: u64, name: &str) -> NewEvent {
         created_at: chrono::Utc::now(),
     }
     .to_new_event()
-    .expect("encode account_key.created")
+    .expect("encode account_key.created");
+    StreamAppend {
+        stream: StreamId::new("account_key", key_id.as_str()),
+        expected: ExpectedVersion::NoStream,
+        events: vec![event],
+    }
 }
 
-/// Opens an account with `keys` key events in one request; answers its id.
-fn open_account(store: &Store, keys: u64) -> AccountId {
+/// Appends the key streams of `keys` in one request.
+fn append_keys(store: &Store, mut keys: Vec<StreamAppend>) {
+    let first = keys.remove(0);
+    store
+        .append_blocking(AppendRequest {
+            stream: first.stream,
+            expected: first.expected,
+            events: first.events,
+            meta: meta(),
+            data_key: None,
+            also: keys,
+            idempotency: None,
+        })
+        .expect("append keys");
+}
+
+/// Opens an account with `keys` keys in one request; answers its id and its keys' ids.
+fn open_account(store: &Store, keys: u64) -> (AccountId, Vec<KeyId>) {
     let account_id = ids().account();
-    let mut events = vec![
+    let events = vec![
         AccountEvent::Created {
             account_id: account_id.clone(),
             email: format!("pages-{}@example.com", account_id.as_str().to_lowercase()),
@@ -218,7 +245,13 @@ fn open_account(store: &Store, keys: u64) -> AccountId {
         .to_new_event()
         .expect("encode account.created"),
     ];
-    events.extend((1..=keys).map(|n| key_created(n, "bench key")));
+    let also: Vec<StreamAppend> = (1..=keys)
+        .map(|n| key_created(&account_id, n, "bench key"))
+        .collect();
+    let key_ids = also
+        .iter()
+        .filter_map(|k| KeyId::parse(k.stream.id()))
+        .collect();
     store
         .append_blocking(AppendRequest {
             stream: StreamId::new("account", account_id.as_str()),
@@ -226,9 +259,11 @@ fn open_account(store: &Store, keys: u64) -> AccountId {
             events,
             meta: meta(),
             data_key: None,
+            also,
+            idempotency: None,
         })
         .expect("open the account");
-    account_id
+    (account_id, key_ids)
 }
 
 fn dir_bytes(dir: &Path) -> u64 {
@@ -420,32 +455,24 @@ fn us(d: Duration) -> String {
     format!("{:.0}", d.as_secs_f64() * 1e6)
 }
 
-/// `account_key.created` on one account: every key event decodes and re-encodes the whole
-/// account aggregate, which holds every key.
+/// `account_key.created` for one account: each key event writes its own key's row, never the
+/// account's.
 fn probe_keys(keys: u64) {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(dir.path(), &MasterKey::generate(), Durability::Sync).expect("open");
-    let account_id = open_account(&store, 0);
+    let (account_id, _) = open_account(&store, 0);
     let stream = StreamId::new("account", account_id.as_str());
     let name = "k".repeat(40);
     let mut version = 1;
-    println!("| keys after request | request ms | events/s | aggregate row bytes |");
+    println!("| keys after request | request ms | events/s | account row bytes |");
     println!("|---:|---:|---:|---:|");
     while version - 1 < keys {
         let n = (REQUEST as u64).min(keys - (version - 1));
         let events = (version..version + n)
-            .map(|k| key_created(k, &name))
+            .map(|k| key_created(&account_id, k, &name))
             .collect();
         let started = Instant::now();
-        store
-            .append_blocking(AppendRequest {
-                stream: stream.clone(),
-                expected: ExpectedVersion::Exact(version),
-                events,
-                meta: meta(),
-                data_key: None,
-            })
-            .expect("append keys");
+        append_keys(&store, events);
         let took = started.elapsed();
         version += n;
         let row = store
@@ -497,7 +524,7 @@ fn main() {
     );
 
     let started = Instant::now();
-    let account_id = open_account(&store, ACCOUNT_KEYS);
+    let (account_id, key_ids) = open_account(&store, ACCOUNT_KEYS);
     let streams = load(&store, &account_id, credential_events);
     let load_time = started.elapsed();
     let total = store.last_position().expect("tail");
@@ -518,13 +545,9 @@ fn main() {
     let (_closing, never) = tokio::sync::watch::channel(false);
     let events = Events::new(store.clone(), never);
     // `Events::page` confirms the key it is read with after every read, as the API's feeds do.
-    let account = store
-        .load::<Account>(&StreamId::new("account", account_id.as_str()))
-        .expect("load the account")
-        .expect("the account exists");
     let reader = Reader {
         account_id: account_id.clone(),
-        key_id: account.state.keys.keys().next().expect("a key").clone(),
+        key_id: key_ids.first().expect("a key").clone(),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()

@@ -3,6 +3,7 @@
 //! hashes arrive in commands (ids are minted and the time is read in `service`).
 
 pub mod account;
+pub mod account_key;
 pub mod credential;
 pub mod ids;
 pub mod providers;

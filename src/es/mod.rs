@@ -7,7 +7,7 @@ mod envelope;
 mod upcast;
 
 pub use envelope::{Envelope, EventMeta, ExpectedVersion, NewEvent, StreamId};
-pub use upcast::{CURRENT_SCHEMA, upcast};
+pub use upcast::{FIRST_SCHEMA, current_schema, upcast};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -15,13 +15,10 @@ use serde::de::DeserializeOwned;
 /// A domain event: serialised adjacently tagged as `{"type": "...", "data": {...}}`, so the type
 /// string lives in the envelope and the fields in `data`.
 pub trait DomainEvent: Serialize + DeserializeOwned {
-    /// The payload schema version written for new events of every type of this enum: the
-    /// schema the upcasters lift every stored payload to.
-    const SCHEMA: u32 = CURRENT_SCHEMA;
-
-    /// Splits the serialised event into its type string and its payload. An event that does not
-    /// serialise as `{"type": "<non-empty string>", "data": ...}` is refused, never appended
-    /// with a made-up type.
+    /// Splits the serialised event into its type string and its payload, at the type's current
+    /// schema ([`current_schema`]: the one the upcasters lift every stored payload to). An event
+    /// that does not serialise as `{"type": "<non-empty string>", "data": ...}` is refused,
+    /// never appended with a made-up type.
     fn to_new_event(&self) -> Result<NewEvent, EncodeError> {
         let serde_json::Value::Object(mut map) = serde_json::to_value(self)? else {
             return Err(EncodeError::NotTagged("not a JSON object"));
@@ -37,15 +34,20 @@ pub trait DomainEvent: Serialize + DeserializeOwned {
             return Err(EncodeError::NotTagged("fields beside `type` and `data`"));
         }
         Ok(NewEvent {
+            schema: current_schema(&event_type),
             event_type,
-            schema: Self::SCHEMA,
             data,
         })
     }
 
     /// Decodes a stored event, upcasting older schemas first.
     fn from_envelope(envelope: &Envelope) -> Result<Self, DecodeError> {
-        let data = upcast(&envelope.event_type, envelope.schema, envelope.data.clone())?;
+        let data = upcast(
+            &envelope.stream_id(),
+            &envelope.event_type,
+            envelope.schema,
+            envelope.data.clone(),
+        )?;
         let tagged = serde_json::json!({ "type": envelope.event_type, "data": data });
         serde_json::from_value(tagged).map_err(|e| DecodeError::Payload {
             event_type: envelope.event_type.clone(),
@@ -115,7 +117,7 @@ mod tests {
     fn a_tagged_event_splits_into_type_and_data() {
         let new = Tagged::Happened { n: 3 }.to_new_event().unwrap();
         assert_eq!(new.event_type, "thing.happened");
-        assert_eq!(new.schema, CURRENT_SCHEMA);
+        assert_eq!(new.schema, FIRST_SCHEMA);
         assert_eq!(new.data, serde_json::json!({"n": 3}));
         let ended = Tagged::Ended.to_new_event().unwrap();
         assert_eq!(ended.event_type, "thing.ended");

@@ -11,6 +11,7 @@ use super::error::{ApiError, AuthErrors, BodyErrors, Conflict};
 use super::idempotency::{IdempotencyHeader, KeyScope, idempotent};
 use super::json::Json;
 use super::keys::ApiKeyObject;
+use crate::service::accounts::CreatedAccount;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(super::resource("/v1/accounts").post(create_account))
@@ -84,21 +85,25 @@ pub async fn create_account(
     caller: Signup,
     Json(body): Json<CreateAccountRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    idempotent(&req, KeyScope::account_creation(&caller), async move {
-        let created = state
-            .accounts
-            .create_account(&body.email, &caller.meta)
-            .await?;
-        Ok(HttpResponse::Created().json(AccountCreated {
-            account_id: created.account.account_id.into(),
-            email: created.account.email,
-            created_at: created.account.created_at,
-            api_key: created.token.into_inner(),
-            shown_once: true,
-            key: created.key.into(),
-        }))
+    let scope = KeyScope::account_creation(&caller);
+    idempotent(&req, scope, account_created, move |recording| async move {
+        let accounts = &state.accounts;
+        Ok(accounts
+            .create_account(&body.email, &caller.meta, &recording)
+            .await?)
     })
     .await
+}
+
+fn account_created(created: &CreatedAccount) -> HttpResponse {
+    HttpResponse::Created().json(AccountCreated {
+        account_id: created.account.account_id.to_string(),
+        email: created.account.email.clone(),
+        created_at: created.account.created_at,
+        api_key: created.token.expose().clone(),
+        shown_once: true,
+        key: created.key.clone().into(),
+    })
 }
 
 /// Get the calling key's account.

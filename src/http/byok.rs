@@ -398,9 +398,14 @@ fn with_etag(mut response: HttpResponse, revision: u64) -> HttpResponse {
     response
 }
 
-fn config_response(v: Versioned) -> HttpResponse {
-    let revision = v.revision;
-    with_etag(HttpResponse::Ok().json(ByokConfig::from(v)), revision)
+fn config_response(v: &Versioned) -> HttpResponse {
+    let config = ByokConfig::from(v.clone());
+    with_etag(HttpResponse::Ok().json(config), v.revision)
+}
+
+fn registered(v: &Versioned) -> HttpResponse {
+    let key = ByokKey::from(v.credential.clone());
+    with_etag(HttpResponse::Created().json(key), v.revision)
 }
 
 /// The provider catalog: each provider's credential fields and rules.
@@ -433,13 +438,12 @@ pub async fn register(
     caller: Authed<Write>,
     Json(body): Json<RegisterBody>,
 ) -> Result<HttpResponse, ApiError> {
-    idempotent(&req, KeyScope::account(&caller.account_id), async move {
-        let v = state
-            .credentials
-            .register(&caller.account_id, body.into(), &caller.meta)
-            .await?;
-        let key = ByokKey::from(v.credential);
-        Ok(with_etag(HttpResponse::Created().json(key), v.revision))
+    let scope = KeyScope::account(&caller.account_id);
+    idempotent(&req, scope, registered, move |recording| async move {
+        let credentials = &state.credentials;
+        Ok(credentials
+            .register(&caller.account_id, body.into(), &caller.meta, &recording)
+            .await?)
     })
     .await
 }
@@ -498,7 +502,7 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     let id = super::path::credential_id(&id)?;
     Ok(config_response(
-        state.credentials.get(&caller.account_id, &id)?,
+        &state.credentials.get(&caller.account_id, &id)?,
     ))
 }
 
@@ -524,7 +528,8 @@ pub async fn update(
     IfMatch(if_match): IfMatch,
     Json(body): Json<UpdateBody>,
 ) -> Result<HttpResponse, ApiError> {
-    idempotent(&req, KeyScope::account(&caller.account_id), async move {
+    let scope = KeyScope::account(&caller.account_id);
+    idempotent(&req, scope, config_response, move |recording| async move {
         let patch = CredentialPatch {
             alias: body.alias,
             label: body.label,
@@ -541,11 +546,11 @@ pub async fn update(
                 .collect(),
         };
         let id = super::path::credential_id(&id)?;
-        let v = state
-            .credentials
-            .update(&caller.account_id, &id, patch, if_match, &caller.meta)
-            .await?;
-        Ok(config_response(v))
+        let (account_id, meta) = (&caller.account_id, &caller.meta);
+        let credentials = &state.credentials;
+        Ok(credentials
+            .update(account_id, &id, patch, if_match, meta, &recording)
+            .await?)
     })
     .await
 }
@@ -576,24 +581,21 @@ async fn run_lifecycle(
     command: Lifecycle,
 ) -> Result<HttpResponse, ApiError> {
     let (req, state, caller, id, IfMatch(if_match), _) = request;
-    idempotent(&req, KeyScope::account(&caller.account_id), async move {
+    let scope = KeyScope::account(&caller.account_id);
+    idempotent(&req, scope, config_response, move |recording| async move {
         let id = super::path::credential_id(&id)?;
         let (account_id, meta) = (&caller.account_id, &caller.meta);
         let credentials = &state.credentials;
-        let v = match command {
-            Lifecycle::Enable => {
+        let enabled = |on| credentials.set_enabled(account_id, &id, on, if_match, meta, &recording);
+        Ok(match command {
+            Lifecycle::Enable => enabled(true).await,
+            Lifecycle::Disable => enabled(false).await,
+            Lifecycle::Revoke => {
                 credentials
-                    .set_enabled(account_id, &id, true, if_match, meta)
+                    .revoke(account_id, &id, if_match, meta, &recording)
                     .await
             }
-            Lifecycle::Disable => {
-                credentials
-                    .set_enabled(account_id, &id, false, if_match, meta)
-                    .await
-            }
-            Lifecycle::Revoke => credentials.revoke(account_id, &id, if_match, meta).await,
-        }?;
-        Ok(config_response(v))
+        }?)
     })
     .await
 }

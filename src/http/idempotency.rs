@@ -10,7 +10,11 @@
 //! - same key, another request: 422 `idempotency_key_reused`; same key while the first is still
 //!   executing: 409 `idempotency_in_progress`;
 //! - only 2xx responses are recorded, durably, before they are answered; a 4xx or 5xx releases
-//!   the key, so a corrected request may use it.
+//!   the key, so a corrected request may use it;
+//! - a response to a request that appended events is recorded in the same atomic batch as those
+//!   events (docs/adr/0020): the handler's work gets a [`Recording`] that turns the service's
+//!   answer into the response (the handler's `respond`) before the append, so that a crash
+//!   never keeps the events without the response and a retry never executes twice.
 //!
 //! Routes without a body take [`KeyOnlyBody`], so that a body carrying the key is read there
 //! too instead of being ignored. The body as sent is kept by `body.rs`; this module builds on it
@@ -18,7 +22,7 @@
 
 use std::future::Future;
 
-use actix_web::body::to_bytes;
+use actix_web::body::{MessageBody, to_bytes};
 use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{HeaderName, HeaderValue, IF_MATCH};
@@ -36,7 +40,7 @@ use super::body::{self, IDEMPOTENCY_FIELD};
 use super::error::{ApiError, ErrorCode};
 use super::{json, request_id};
 use crate::domain::AccountId;
-use crate::service::idempotency::Begin;
+use crate::service::idempotency::{Begin, Recording};
 
 /// The request header carrying the key.
 pub const HEADER: &str = "Idempotency-Key";
@@ -186,9 +190,8 @@ struct Recorded {
     base64: Option<String>,
 }
 
-/// Reads a response's body so it can be both recorded and answered.
-async fn record(response: HttpResponse) -> Result<(HttpResponse, Vec<u8>), ApiError> {
-    let status = response.status().as_u16();
+/// A response's status and headers, as recorded.
+fn head_of(response: &HttpResponse) -> (u16, Vec<(String, String)>) {
     let headers = response
         .headers()
         .iter()
@@ -196,23 +199,44 @@ async fn record(response: HttpResponse) -> Result<(HttpResponse, Vec<u8>), ApiEr
             Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
         })
         .collect();
+    (response.status().as_u16(), headers)
+}
+
+/// A response as recorded, from its head and body.
+fn encode(status: u16, headers: Vec<(String, String)>, body: &[u8]) -> serde_json::Result<Vec<u8>> {
+    let (text, base64) = match std::str::from_utf8(body) {
+        Ok(text) => (Some(text.to_owned()), None),
+        Err(_) => (None, Some(STANDARD.encode(body))),
+    };
+    serde_json::to_vec(&Recorded {
+        status,
+        headers,
+        text,
+        base64,
+    })
+}
+
+/// Reads a response's body so it can be both recorded and answered.
+async fn record(response: HttpResponse) -> Result<(HttpResponse, Vec<u8>), ApiError> {
+    let (status, headers) = head_of(&response);
     let (head, body) = response.into_parts();
     let body = to_bytes(body).await.map_err(|_| {
         tracing::error!("a response body could not be read for its idempotency record");
         ApiError::internal()
     })?;
-    let (text, base64) = match std::str::from_utf8(&body) {
-        Ok(text) => (Some(text.to_owned()), None),
-        Err(_) => (None, Some(STANDARD.encode(&body))),
-    };
-    let recorded = Recorded {
-        status,
-        headers,
-        text,
-        base64,
-    };
-    let recorded = serde_json::to_vec(&recorded).map_err(|_| ApiError::internal())?;
+    let recorded = encode(status, headers, &body).map_err(|_| ApiError::internal())?;
     Ok((head.set_body(body).map_into_boxed_body(), recorded))
+}
+
+/// A successful response as recorded, when its body is there whole (every JSON body is):
+/// what a [`Recording`] seals into the append. `None` leaves the recording to [`record`].
+fn record_now(response: HttpResponse) -> Option<Vec<u8>> {
+    if !response.status().is_success() {
+        return None;
+    }
+    let (status, headers) = head_of(&response);
+    let body = response.into_body().try_into_bytes().ok()?;
+    encode(status, headers, &body).ok()
 }
 
 fn replay(recorded: &[u8]) -> Result<HttpResponse, ApiError> {
@@ -238,18 +262,25 @@ fn replay(recorded: &[u8]) -> Result<HttpResponse, ApiError> {
     Ok(response.body(body))
 }
 
-/// Runs `work` at most once per idempotency key (see the module header); without a key, just
-/// runs it. `work` is a future, so nothing in it happens unless it is awaited here. Call this
-/// after the extractors, so that a request that fails authentication or validation never touches
-/// a key.
-pub async fn idempotent(
+/// Runs `work` at most once per idempotency key (see the module header) and answers what
+/// `respond` makes of its answer; without a key, just runs it. `work` gets the [`Recording`] to
+/// hand to the service, which records the response with the events it appends. `work` returns a
+/// future, so nothing in it happens unless it is awaited here. Call this after the extractors,
+/// so that a request that fails authentication or validation never touches a key.
+pub async fn idempotent<T, W, F>(
     req: &HttpRequest,
     scope: KeyScope,
-    work: impl Future<Output = Result<HttpResponse, ApiError>> + 'static,
-) -> Result<HttpResponse, ApiError> {
+    respond: fn(&T) -> HttpResponse,
+    work: W,
+) -> Result<HttpResponse, ApiError>
+where
+    T: 'static,
+    W: FnOnce(Recording<T>) -> F + 'static,
+    F: Future<Output = Result<T, ApiError>> + 'static,
+{
     let body = body::kept_json(req);
     let Some(key) = key_of(req, body.as_ref())? else {
-        return work.await;
+        return Ok(respond(&work(Recording::none()).await?));
     };
     let state = req
         .app_data::<web::Data<AppState>>()
@@ -278,9 +309,17 @@ pub async fn idempotent(
              retry once it has finished",
         )),
         Begin::Execute(pending) => {
+            let recording = state
+                .idempotency
+                .recording(&pending, move |answer: &T| record_now(respond(answer)));
             let run = async move {
-                let response = work.await?;
+                let response = respond(&work(recording).await?);
                 if !response.status().is_success() {
+                    return Ok(response);
+                }
+                // Recorded with its events: the same response, durable already.
+                if pending.is_recorded() {
+                    state.idempotency.release(pending);
                     return Ok(response);
                 }
                 let (response, recorded) = record(response).await?;
@@ -303,6 +342,23 @@ mod tests {
 
     fn canon(text: &str) -> String {
         String::from_utf8(canonical_body(Some(serde_json::from_str(text).unwrap()))).unwrap()
+    }
+
+    #[actix_web::test]
+    async fn a_response_recorded_before_it_is_sent_is_the_one_recorded_after() {
+        let respond = || {
+            HttpResponse::Created()
+                .insert_header(("ETag", "\"1\""))
+                .json(serde_json::json!({"id": "key_1", "api_key": "kl_x"}))
+        };
+        let now = record_now(respond()).expect("a JSON body is there whole");
+        let (answered, after) = record(respond()).await.unwrap();
+        assert_eq!(now, after);
+        assert_eq!(answered.status(), StatusCode::CREATED);
+        let replayed = replay(&now).unwrap();
+        assert_eq!(replayed.headers().get("etag").unwrap(), "\"1\"");
+        // Only successes are recorded.
+        assert!(record_now(HttpResponse::Conflict().json(serde_json::json!({}))).is_none());
     }
 
     #[test]

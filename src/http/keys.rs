@@ -12,7 +12,7 @@ use super::error::{ApiError, AuthErrors, BodyErrors, Conflict, NotFound};
 use super::idempotency::{IdempotencyHeader, KeyOnlyBody, KeyScope, idempotent};
 use super::json::Json;
 use super::views::ScopeView;
-use crate::service::accounts::KeyView;
+use crate::service::accounts::{CreatedKey, KeyView};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -119,19 +119,24 @@ pub async fn create_key(
     caller: Authed<Admin>,
     Json(body): Json<CreateKeyRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    idempotent(&req, KeyScope::account(&caller.account_id), async move {
+    let scope = KeyScope::account(&caller.account_id);
+    idempotent(&req, scope, key_created, move |recording| async move {
         let scopes = body.scopes.into_iter().map(Into::into).collect();
-        let created = state
-            .accounts
-            .mint_key(&caller.account_id, &body.name, scopes, &caller.meta)
-            .await?;
-        Ok(HttpResponse::Created().json(ApiKeyCreated {
-            key: created.key.into(),
-            api_key: created.token.into_inner(),
-            shown_once: true,
-        }))
+        let (account_id, meta) = (&caller.account_id, &caller.meta);
+        let accounts = &state.accounts;
+        Ok(accounts
+            .mint_key(account_id, &body.name, scopes, meta, &recording)
+            .await?)
     })
     .await
+}
+
+fn key_created(created: &CreatedKey) -> HttpResponse {
+    HttpResponse::Created().json(ApiKeyCreated {
+        key: created.key.clone().into(),
+        api_key: created.token.expose().clone(),
+        shown_once: true,
+    })
 }
 
 /// List the account's API keys, revoked ones included.
@@ -175,13 +180,17 @@ pub async fn revoke_key(
     id: web::Path<String>,
     _: KeyOnlyBody,
 ) -> Result<HttpResponse, ApiError> {
-    idempotent(&req, KeyScope::account(&caller.account_id), async move {
+    let scope = KeyScope::account(&caller.account_id);
+    idempotent(&req, scope, key_revoked, move |recording| async move {
         let key_id = super::path::key_id(&id)?;
-        let key = state
-            .accounts
-            .revoke_key(&caller.account_id, &key_id, &caller.meta)
-            .await?;
-        Ok(HttpResponse::Ok().json(ApiKeyObject::from(key)))
+        let accounts = &state.accounts;
+        Ok(accounts
+            .revoke_key(&caller.account_id, &key_id, &caller.meta, &recording)
+            .await?)
     })
     .await
+}
+
+fn key_revoked(key: &KeyView) -> HttpResponse {
+    HttpResponse::Ok().json(ApiKeyObject::from(key.clone()))
 }

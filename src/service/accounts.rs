@@ -1,4 +1,7 @@
-//! Accounts, their API keys, and authentication of presented tokens.
+//! Accounts, their API keys, and authentication of presented tokens. An account and each of
+//! its keys are aggregates of their own (`account:<account_id>`, `account_key:<key_id>`): an
+//! account is opened with its first key in one append, and a key is minted or revoked on its own
+//! stream (docs/adr/0020).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -6,13 +9,15 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 
 use super::clock::SharedClock;
+use super::idempotency::Recording;
 use super::ids::Ids;
-use super::{ServiceError, Taken, Target, execute};
+use super::{Executed, ServiceError, Taken, Target, execute};
 use crate::crypto::{Redacted, TokenHash, generate_token, token_prefix};
-use crate::domain::account::{self, Account, AccountCommand, ApiKey, NewKey};
+use crate::domain::account::{self, Account, AccountCommand};
+use crate::domain::account_key::{self, ApiKey, ApiKeyCommand, NewKey};
 use crate::domain::{AccountId, KeyId, Scope};
-use crate::es::{Aggregate, EventMeta, StreamId};
-use crate::storage::{Store, StoreError};
+use crate::es::{Aggregate, DomainEvent, EventMeta, ExpectedVersion, StreamId};
+use crate::storage::{Index, Store, StoreError, StreamAppend};
 
 /// Marker of account API tokens.
 pub const TOKEN_MARKER: &str = "kl_";
@@ -77,31 +82,48 @@ fn stream(account_id: &AccountId) -> StreamId {
     StreamId::new(Account::KIND, account_id.as_str())
 }
 
-/// Whether a key exists on its account and is not revoked, by the account's projected state:
-/// one point read, which sees every revocation already in the store.
+fn key_stream(key_id: &KeyId) -> StreamId {
+    StreamId::new(ApiKey::KIND, key_id.as_str())
+}
+
+/// Another account's key is answered exactly like a missing one.
+fn owned<'a>(key: Option<&'a ApiKey>, account_id: &AccountId) -> Option<&'a ApiKey> {
+    key.filter(|k| k.account_id == *account_id)
+}
+
+/// Whether a key of the account exists and is not revoked, and its account is there, by their
+/// projected state: point reads, which see every revocation already in the store.
 pub fn key_is_live(
     store: &Store,
     account_id: &AccountId,
     key_id: &KeyId,
 ) -> Result<bool, StoreError> {
-    Ok(store
-        .load::<Account>(&stream(account_id))?
-        .is_some_and(|account| {
-            account
-                .state
-                .keys
-                .get(key_id)
-                .is_some_and(ApiKey::is_active)
-        }))
+    let key = store.load::<ApiKey>(&key_stream(key_id))?;
+    if !owned(key.as_ref().map(|k| &k.state), account_id).is_some_and(ApiKey::is_active) {
+        return Ok(false);
+    }
+    Ok(store.load::<Account>(&stream(account_id))?.is_some())
 }
 
-fn target<'a>(account_id: &AccountId, meta: &'a EventMeta) -> Target<'a> {
+fn target<'a>(stream: StreamId, meta: &'a EventMeta) -> Target<'a> {
     Target {
-        stream: stream(account_id),
+        stream,
         if_match: None,
         meta,
         data_key: None,
+        also: Vec::new(),
     }
+}
+
+/// A key just minted: no last use yet.
+fn fresh(executed: Executed<ApiKey>) -> Result<KeyView, ServiceError> {
+    let key = executed
+        .state
+        .ok_or(ServiceError::NotFound("no such API key"))?;
+    Ok(KeyView {
+        key,
+        last_used_at: None,
+    })
 }
 
 impl Accounts {
@@ -133,38 +155,66 @@ impl Accounts {
         &self.store
     }
 
+    /// Opens an account with its first key (`default`, the default scopes), in one append: the
+    /// key's creation goes to its own stream beside the account's.
     pub async fn create_account(
         &self,
         email: &str,
         meta: &EventMeta,
+        recording: &Recording<CreatedAccount>,
     ) -> Result<CreatedAccount, ServiceError> {
         let email = account::normalize_email(email)?;
         let account_id = self.ids.account();
         let (first_key, token) = self.new_key("default".to_owned(), Scope::DEFAULT.to_vec());
-        let key_id = first_key.key_id.clone();
-        let state = execute::<Account>(&self.store, target(&account_id, meta), |state| {
-            Ok(account::decide(
-                state,
-                AccountCommand::Open {
-                    account_id: account_id.clone(),
-                    email: email.clone(),
-                    first_key: first_key.clone(),
+        let at = first_key.at;
+        let key_stream = key_stream(&first_key.key_id);
+        let key_events = account_key::decide(
+            None,
+            ApiKeyCommand::Mint {
+                account_id: account_id.clone(),
+                key: first_key,
+            },
+        )?;
+        let key = key_events
+            .iter()
+            .fold(None, |k, e| Some(ApiKey::apply(k, e)))
+            .ok_or(ServiceError::NotFound("no such API key"))?;
+        let mut target = target(stream(&account_id), meta);
+        target.also.push(StreamAppend {
+            stream: key_stream,
+            expected: ExpectedVersion::NoStream,
+            events: key_events
+                .iter()
+                .map(DomainEvent::to_new_event)
+                .collect::<Result<_, _>>()
+                .map_err(StoreError::from)?,
+        });
+        let decide = |state: Option<&Account>| {
+            let open = AccountCommand::Open {
+                account_id: account_id.clone(),
+                email: email.clone(),
+                at,
+            };
+            Ok(account::decide(state, open)?)
+        };
+        let answer = |executed: Executed<Account>| {
+            Ok(CreatedAccount {
+                account: executed
+                    .state
+                    .ok_or(ServiceError::NotFound("no such account"))?,
+                key: KeyView {
+                    key: key.clone(),
+                    last_used_at: None,
                 },
-            )?)
-        })
-        .await
-        .map(|executed| executed.state)
-        .map_err(|e| match e {
-            ServiceError::Taken(_) => ServiceError::Taken(Taken::Email),
-            other => other,
-        })?;
-        let account = state.ok_or(ServiceError::NotFound("no such account"))?;
-        let key = self.view(account.keys.get(&key_id))?;
-        Ok(CreatedAccount {
-            account,
-            key,
-            token,
-        })
+                token: token.clone(),
+            })
+        };
+        execute(&self.store, target, decide, answer, recording)
+            .await
+            .map_err(|e| match e {
+                ServiceError::Taken(_) => ServiceError::Taken(Taken::Email),
+                other => other,
+            })
     }
 
     pub fn get_account(&self, account_id: &AccountId) -> Result<Account, ServiceError> {
@@ -180,26 +230,36 @@ impl Accounts {
         name: &str,
         scopes: Vec<Scope>,
         meta: &EventMeta,
+        recording: &Recording<CreatedKey>,
     ) -> Result<CreatedKey, ServiceError> {
-        account::validate_key_name(name)?;
-        account::validate_scopes(&scopes)?;
+        account_key::validate_key_name(name)?;
+        account_key::validate_scopes(&scopes)?;
+        self.get_account(account_id)?;
         let (key, token) = self.new_key(name.trim().to_owned(), scopes);
-        let key_id = key.key_id.clone();
-        let state = execute::<Account>(&self.store, target(account_id, meta), |state| {
-            Ok(account::decide(
-                state,
-                AccountCommand::MintKey(key.clone()),
-            )?)
-        })
-        .await?
-        .state;
-        let key = self.view(state.as_ref().and_then(|a| a.keys.get(&key_id)))?;
-        Ok(CreatedKey { key, token })
+        let decide = |state: Option<&ApiKey>| {
+            let mint = ApiKeyCommand::Mint {
+                account_id: account_id.clone(),
+                key: key.clone(),
+            };
+            Ok(account_key::decide(state, mint)?)
+        };
+        let answer = |executed| {
+            Ok(CreatedKey {
+                key: fresh(executed)?,
+                token: token.clone(),
+            })
+        };
+        let target = target(key_stream(&key.key_id), meta);
+        execute(&self.store, target, decide, answer, recording).await
     }
 
+    /// The account's keys, oldest first, revoked ones included.
     pub fn list_keys(&self, account_id: &AccountId) -> Result<Vec<KeyView>, ServiceError> {
-        let account = self.get_account(account_id)?;
-        account.keys.values().map(|k| self.view(Some(k))).collect()
+        self.get_account(account_id)?;
+        let (keys, _) =
+            self.store
+                .list::<ApiKey>(Index::AccountKeys(account_id), None, usize::MAX, |_| true)?;
+        keys.iter().map(|k| self.view(Some(&k.state))).collect()
     }
 
     pub async fn revoke_key(
@@ -207,20 +267,16 @@ impl Accounts {
         account_id: &AccountId,
         key_id: &KeyId,
         meta: &EventMeta,
+        recording: &Recording<KeyView>,
     ) -> Result<KeyView, ServiceError> {
         let at = self.clock.now();
-        let state = execute::<Account>(&self.store, target(account_id, meta), |state| {
-            Ok(account::decide(
-                state,
-                AccountCommand::RevokeKey {
-                    key_id: key_id.clone(),
-                    at,
-                },
-            )?)
-        })
-        .await?
-        .state;
-        self.view(state.as_ref().and_then(|a| a.keys.get(key_id)))
+        let decide = |state: Option<&ApiKey>| {
+            let revoke = ApiKeyCommand::Revoke { at };
+            Ok(account_key::decide(owned(state, account_id), revoke)?)
+        };
+        let answer = |executed: Executed<ApiKey>| self.view(executed.state.as_ref());
+        let target = target(key_stream(key_id), meta);
+        execute(&self.store, target, decide, answer, recording).await
     }
 
     /// Resolves a presented bearer token to its principal, or `None` for an unknown or revoked
@@ -233,12 +289,16 @@ impl Accounts {
         let Some((account_id, key_id)) = self.store.find_token(&hash)? else {
             return Ok(None);
         };
-        let Some(account) = self.store.load::<Account>(&stream(&account_id))? else {
+        let Some(stored) = self.store.load::<ApiKey>(&key_stream(&key_id))? else {
             return Ok(None);
         };
-        let Some(key) = account.state.keys.get(&key_id) else {
+        let Some(key) = owned(Some(&stored.state), &account_id) else {
             return Ok(None);
         };
+        // A key is good only while its account is there too, as when the account held its keys.
+        if self.store.load::<Account>(&stream(&account_id))?.is_none() {
+            return Ok(None);
+        }
         // The index led here by hash; confirm against the key's own record in constant time.
         let genuine =
             TokenHash::from_hex(&key.token_hash).is_some_and(|stored| stored.matches(&hash));
@@ -303,19 +363,30 @@ mod tests {
         let meta = EventMeta::default();
 
         let created = accounts
-            .create_account("ada@example.com", &meta)
+            .create_account("ada@example.com", &meta, &Recording::none())
             .await
             .unwrap();
         assert_eq!(created.account.created_at, at);
         assert_eq!(created.key.key.created_at, at);
         let minted = accounts
-            .mint_key(&created.account.account_id, "ci", vec![Scope::Read], &meta)
+            .mint_key(
+                &created.account.account_id,
+                "ci",
+                vec![Scope::Read],
+                &meta,
+                &Recording::none(),
+            )
             .await
             .unwrap();
         // One generator: a later key sorts after the first, even at the same instant.
         assert!(minted.key.key.key_id > created.key.key.key_id);
         let revoked = accounts
-            .revoke_key(&created.account.account_id, &minted.key.key.key_id, &meta)
+            .revoke_key(
+                &created.account.account_id,
+                &minted.key.key.key_id,
+                &meta,
+                &Recording::none(),
+            )
             .await
             .unwrap();
         assert_eq!(revoked.key.revoked_at, Some(at));

@@ -10,6 +10,7 @@ use base64::engine::general_purpose::STANDARD;
 
 use super::clock::SharedClock;
 use super::cursor::{Cursors, InvalidCursor, Listing};
+use super::idempotency::Recording;
 use super::ids::Ids;
 use super::{Executed, ServiceError, Target, execute};
 use crate::crypto::{DataKey, MasterKey, Redacted};
@@ -22,6 +23,7 @@ use crate::es::{Aggregate, EventMeta, StreamId};
 use crate::storage::{DataKeyChange, Index, Store};
 
 /// A credential with its revision: its stream version, the `ETag` / `If-Match` value.
+#[derive(Clone)]
 pub struct Versioned {
     pub credential: Credential,
     pub revision: u64,
@@ -67,6 +69,22 @@ fn owned<'a>(
     }
 }
 
+/// Where a change to an existing credential goes, under which conditions.
+fn change<'a>(
+    byok_id: &CredentialId,
+    if_match: Option<u64>,
+    meta: &'a EventMeta,
+    data_key: Option<DataKeyChange>,
+) -> Target<'a> {
+    Target {
+        stream: stream(byok_id),
+        if_match,
+        meta,
+        data_key,
+        also: Vec::new(),
+    }
+}
+
 fn versioned(executed: Executed<Credential>) -> Result<Versioned, ServiceError> {
     let credential = executed
         .state
@@ -107,6 +125,7 @@ impl Credentials {
         account_id: &AccountId,
         request: RegisterRequest,
         meta: &EventMeta,
+        recording: &Recording<Versioned>,
     ) -> Result<Versioned, ServiceError> {
         let registration = credential::prepare_register(request)?;
         let byok_id = self.ids.credential();
@@ -140,13 +159,13 @@ impl Credentials {
                     .wrap(&key, &data_key_ad(account_id, &byok_id))
                     .map_err(crate::storage::StoreError::from)?,
             }),
+            also: Vec::new(),
         };
-        let executed = execute::<Credential>(&self.store, target, |state| {
+        let decide = |state: Option<&Credential>| {
             let command = CredentialCommand::Register(Box::new(command.clone()));
             Ok(credential::decide(state, command)?)
-        })
-        .await?;
-        versioned(executed)
+        };
+        execute(&self.store, target, decide, versioned, recording).await
     }
 
     pub fn get(
@@ -193,31 +212,23 @@ impl Credentials {
         Ok((page, next))
     }
 
-    /// Applies a command to one of the account's credentials.
+    /// Applies a command to one of the account's credentials, under `target`'s conditions.
     async fn command(
         &self,
         account_id: &AccountId,
         byok_id: &CredentialId,
-        if_match: Option<u64>,
-        meta: &EventMeta,
-        data_key: Option<DataKeyChange>,
+        target: Target<'_>,
         command: impl Fn() -> CredentialCommand,
+        recording: &Recording<Versioned>,
     ) -> Result<Versioned, ServiceError> {
         // Ownership first: another account's credential answers 404 before any `If-Match`
         // comparison could reveal that it exists, or its revision.
         self.get(account_id, byok_id)?;
-        let target = Target {
-            stream: stream(byok_id),
-            if_match,
-            meta,
-            data_key,
-        };
-        let executed = execute::<Credential>(&self.store, target, |state| {
+        let decide = |state: Option<&Credential>| {
             let state = owned(state, account_id)?;
             Ok(credential::decide(state, command())?)
-        })
-        .await?;
-        versioned(executed)
+        };
+        execute(&self.store, target, decide, versioned, recording).await
     }
 
     pub async fn update(
@@ -227,15 +238,16 @@ impl Credentials {
         patch: CredentialPatch,
         if_match: Option<u64>,
         meta: &EventMeta,
+        recording: &Recording<Versioned>,
     ) -> Result<Versioned, ServiceError> {
         let at = self.clock.now();
-        self.command(account_id, byok_id, if_match, meta, None, || {
-            CredentialCommand::Update {
-                patch: Box::new(patch.clone()),
-                at,
-            }
-        })
-        .await
+        let update = || CredentialCommand::Update {
+            patch: Box::new(patch.clone()),
+            at,
+        };
+        let target = change(byok_id, if_match, meta, None);
+        self.command(account_id, byok_id, target, update, recording)
+            .await
     }
 
     pub async fn set_enabled(
@@ -245,16 +257,19 @@ impl Credentials {
         enabled: bool,
         if_match: Option<u64>,
         meta: &EventMeta,
+        recording: &Recording<Versioned>,
     ) -> Result<Versioned, ServiceError> {
         let at = self.clock.now();
-        self.command(account_id, byok_id, if_match, meta, None, || {
+        let set = || {
             if enabled {
                 CredentialCommand::Enable { at }
             } else {
                 CredentialCommand::Disable { at }
             }
-        })
-        .await
+        };
+        let target = change(byok_id, if_match, meta, None);
+        self.command(account_id, byok_id, target, set, recording)
+            .await
     }
 
     /// Revokes for good and destroys the data key, so the sealed secret in the log can never be
@@ -265,15 +280,16 @@ impl Credentials {
         byok_id: &CredentialId,
         if_match: Option<u64>,
         meta: &EventMeta,
+        recording: &Recording<Versioned>,
     ) -> Result<Versioned, ServiceError> {
         let destroy = DataKeyChange::Destroy {
             record: byok_id.to_string(),
         };
         let at = self.clock.now();
-        self.command(account_id, byok_id, if_match, meta, Some(destroy), || {
-            CredentialCommand::Revoke { at }
-        })
-        .await
+        let revoke = || CredentialCommand::Revoke { at };
+        let target = change(byok_id, if_match, meta, Some(destroy));
+        self.command(account_id, byok_id, target, revoke, recording)
+            .await
     }
 
     /// Opens a credential's secret fields. The data plane's only way to plaintext; fails for

@@ -1,13 +1,19 @@
 //! Idempotency keys (docs/design.md §6, ADR 0008): claims a key for a request, answers a recorded
 //! response, or records one. What a request and a response are is the HTTP layer's business:
 //! here they are bytes. Also sweeps expired records, at most once an hour.
+//!
+//! A command run under a key is given a [`Recording`] of its answer: `execute` renders the
+//! answer it is about to append for, seals it, and sends it in the same append as the events
+//! (docs/adr/0020), so that no crash can keep the events without the answer and let a retry
+//! execute again. An answer that appended nothing is recorded after it, by [`Idempotency::finish`].
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::ServiceError;
 use super::clock::SharedClock;
-use crate::storage::{IdempotencyClaim, IdempotencyTicket, Store};
+use crate::storage::{IdempotencyClaim, IdempotencyRecord, IdempotencyTicket, Store};
 
 /// How often expired records are deleted (they are ignored from the moment they expire).
 const SWEEP_EVERY: Duration = Duration::from_secs(60 * 60);
@@ -25,8 +31,68 @@ pub enum Begin {
     InProgress,
 }
 
-/// A key held by the one request executing under it.
-pub struct Pending(IdempotencyTicket);
+/// A key held by the one request executing under it, until this and every [`Recording`] made
+/// from it are dropped.
+pub struct Pending {
+    ticket: Arc<IdempotencyTicket>,
+    recorded: Arc<AtomicBool>,
+}
+
+impl Pending {
+    /// Whether the answer was recorded with the events it answers for: nothing is left to record.
+    pub fn is_recorded(&self) -> bool {
+        self.recorded.load(Ordering::Acquire)
+    }
+}
+
+/// Turns an answer into the response bytes to record, or `None` when it cannot be done before
+/// the answer is sent (the response is then recorded after the append, on its own).
+type Render<T> = Box<dyn Fn(&T) -> Option<Vec<u8>> + Send + Sync>;
+
+/// How a command's answer (`T`) is recorded for the idempotency key of its request: rendered,
+/// sealed and written in the batch of the events it answers for. Without a key it records
+/// nothing.
+pub struct Recording<T> {
+    keeper: Option<Keeper<T>>,
+}
+
+struct Keeper<T> {
+    store: Store,
+    clock: SharedClock,
+    ticket: Arc<IdempotencyTicket>,
+    render: Render<T>,
+    recorded: Arc<AtomicBool>,
+}
+
+impl<T> Recording<T> {
+    /// For a request without an idempotency key.
+    pub fn none() -> Self {
+        Self { keeper: None }
+    }
+
+    /// The record of `answer`, sealed to travel in the append that produces it; `None` without
+    /// a key, or for an answer that is recorded after the append instead.
+    pub(super) fn seal(&self, answer: &T) -> Result<Option<IdempotencyRecord>, ServiceError> {
+        let Some(keeper) = &self.keeper else {
+            return Ok(None);
+        };
+        let Some(response) = (keeper.render)(answer) else {
+            return Ok(None);
+        };
+        let now = keeper.clock.now().timestamp_millis();
+        let record = keeper
+            .store
+            .seal_idempotent_response(&keeper.ticket, &response, now)?;
+        Ok(Some(record))
+    }
+
+    /// The append that carried the record is durable.
+    pub(super) fn recorded(&self) {
+        if let Some(keeper) = &self.keeper {
+            keeper.recorded.store(true, Ordering::Release);
+        }
+    }
+}
 
 pub struct Idempotency {
     store: Store,
@@ -57,21 +123,49 @@ impl Idempotency {
             .store
             .claim_idempotency_key(scope, key, fingerprint, self.now_millis())?;
         Ok(match claim {
-            IdempotencyClaim::Execute(ticket) => Begin::Execute(Pending(ticket)),
+            IdempotencyClaim::Execute(ticket) => Begin::Execute(Pending {
+                ticket: Arc::new(ticket),
+                recorded: Arc::default(),
+            }),
             IdempotencyClaim::Replay(response) => Begin::Replay(response),
             IdempotencyClaim::Reused => Begin::KeyReused,
             IdempotencyClaim::InProgress => Begin::InProgress,
         })
     }
 
-    /// Records the response of a successful request, durably, then releases its key.
+    /// The recording of the answer of the command run under `pending`, which `render` turns
+    /// into the response to record.
+    pub fn recording<T>(
+        &self,
+        pending: &Pending,
+        render: impl Fn(&T) -> Option<Vec<u8>> + Send + Sync + 'static,
+    ) -> Recording<T> {
+        Recording {
+            keeper: Some(Keeper {
+                store: self.store.clone(),
+                clock: self.clock.clone(),
+                ticket: pending.ticket.clone(),
+                render: Box::new(render),
+                recorded: pending.recorded.clone(),
+            }),
+        }
+    }
+
+    /// Records the response of a successful request that was not recorded with its events
+    /// (it appended none), durably, then releases its key.
     pub async fn finish(&self, pending: Pending, response: &[u8]) -> Result<(), ServiceError> {
         self.store
-            .record_idempotent_response(&pending.0, response, self.now_millis())
+            .record_idempotent_response(&pending.ticket, response, self.now_millis())
             .await?;
+        self.release(pending);
+        Ok(())
+    }
+
+    /// Releases the key of a request whose response is recorded already
+    /// ([`Pending::is_recorded`]).
+    pub fn release(&self, pending: Pending) {
         drop(pending);
         self.sweep_if_due();
-        Ok(())
     }
 
     /// Deletes expired records on the blocking pool, at most once per [`SWEEP_EVERY`] (the first

@@ -11,12 +11,16 @@ pub mod idempotency;
 pub mod ids;
 pub mod page;
 
+use idempotency::Recording;
+
 use crate::domain::account::AccountError;
 use crate::domain::credential::CredentialError;
 use crate::es::{Aggregate, DomainEvent, EventMeta, ExpectedVersion, StreamId};
 /// Whether the server may report itself ready, as the store judges it.
 pub use crate::storage::Readiness;
-use crate::storage::{AppendError, AppendRequest, DataKeyChange, Store, StoreError, UniqueIndex};
+use crate::storage::{
+    AppendError, AppendRequest, DataKeyChange, Store, StoreError, StreamAppend, UniqueIndex,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -43,6 +47,8 @@ pub enum Taken {
     Account,
     /// The credential's stream already exists.
     Credential,
+    /// The API key's stream already exists.
+    Key,
 }
 
 impl std::fmt::Display for Taken {
@@ -51,6 +57,7 @@ impl std::fmt::Display for Taken {
             Self::Email => "email",
             Self::Account => "account",
             Self::Credential => "credential",
+            Self::Key => "API key",
         })
     }
 }
@@ -69,6 +76,7 @@ impl From<AccountError> for ServiceError {
             AccountError::AlreadyExists => ServiceError::Taken(Taken::Account),
             AccountError::NotFound => ServiceError::NotFound("no such account"),
             AccountError::KeyNotFound => ServiceError::NotFound("no such API key"),
+            AccountError::KeyExists => ServiceError::Taken(Taken::Key),
             AccountError::Invalid { param, message } => ServiceError::Invalid {
                 param: param.to_owned(),
                 message,
@@ -122,6 +130,9 @@ pub struct Target<'a> {
     pub meta: &'a EventMeta,
     /// A data key to store or destroy with the events, if any are decided.
     pub data_key: Option<DataKeyChange>,
+    /// Events of other streams to append with the decided ones, all or nothing (an account's
+    /// first key, on the key's own stream).
+    pub also: Vec<StreamAppend>,
 }
 
 /// An aggregate after a command, with its stream version.
@@ -130,18 +141,25 @@ pub struct Executed<A> {
     pub stream_version: u64,
 }
 
-/// Loads an aggregate, decides, and appends with the version it decided on. Answers the state
-/// after the command (unchanged when it decided on no events).
-pub async fn execute<A: Aggregate>(
+/// Loads an aggregate, decides, and appends with the version it decided on. Answers what
+/// `answer` makes of the state after the command (unchanged when it decided on no events).
+///
+/// The answer is made before the append, from the state the events will produce, so that
+/// `recording` can seal it into the same append: the idempotency record of the request is then
+/// durable exactly when its events are (docs/adr/0020). `answer` may run once per attempt.
+pub async fn execute<A: Aggregate, T>(
     store: &Store,
     target: Target<'_>,
     decide: impl Fn(Option<&A>) -> Result<Vec<A::Event>, ServiceError>,
-) -> Result<Executed<A>, ServiceError> {
+    answer: impl Fn(Executed<A>) -> Result<T, ServiceError>,
+    recording: &Recording<T>,
+) -> Result<T, ServiceError> {
     let Target {
         stream,
         if_match,
         meta,
         data_key,
+        also,
     } = target;
     let mut attempt = 0;
     loop {
@@ -159,7 +177,7 @@ pub async fn execute<A: Aggregate>(
         let state = loaded.map(|s| s.state);
         let events = decide(state.as_ref())?;
         if events.is_empty() {
-            return Ok(Executed {
+            return answer(Executed {
                 state,
                 stream_version,
             });
@@ -169,6 +187,14 @@ pub async fn execute<A: Aggregate>(
             .map(DomainEvent::to_new_event)
             .collect::<Result<Vec<_>, _>>()
             .map_err(StoreError::from)?;
+        // What the append makes of the stream if it is accepted: the writer gives the events
+        // the versions after the one expected.
+        let answered = answer(Executed {
+            state: events.iter().fold(state, |s, e| Some(A::apply(s, e))),
+            stream_version: stream_version + events.len() as u64,
+        })?;
+        let record = recording.seal(&answered)?;
+        let carries_record = record.is_some();
         let request = AppendRequest {
             stream: stream.clone(),
             expected: if stream_version == 0 {
@@ -179,13 +205,15 @@ pub async fn execute<A: Aggregate>(
             events: new_events,
             meta: meta.clone(),
             data_key: data_key.clone(),
+            also: also.clone(),
+            idempotency: record,
         };
         match store.append(request).await {
-            Ok(appended) => {
-                return Ok(Executed {
-                    state: events.iter().fold(state, |s, e| Some(A::apply(s, e))),
-                    stream_version: appended.last().map_or(stream_version, |e| e.stream_version),
-                });
+            Ok(_) => {
+                if carries_record {
+                    recording.recorded();
+                }
+                return Ok(answered);
             }
             Err(AppendError::Conflict { .. }) if if_match.is_none() && attempt < RETRIES => {}
             Err(e) => return Err(e.into()),

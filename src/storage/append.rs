@@ -5,7 +5,7 @@
 use tokio::sync::oneshot;
 
 use super::writer::Job;
-use super::{AppendError, Store, StoreError};
+use super::{AppendError, IdempotencyRecord, Store, StoreError};
 use crate::es::{Envelope, EventMeta, ExpectedVersion, NewEvent, StreamId};
 
 pub struct AppendRequest {
@@ -15,6 +15,21 @@ pub struct AppendRequest {
     pub meta: EventMeta,
     /// A data key to store or destroy atomically with the events.
     pub data_key: Option<DataKeyChange>,
+    /// Events of other streams appended with these, all or nothing, after them and under the
+    /// same meta (an account and its first key's stream).
+    pub also: Vec<StreamAppend>,
+    /// The idempotency record of the request these events answer, written in their batch: once
+    /// they are durable, so is the answer a retry gets (`idempotency.rs`).
+    pub idempotency: Option<IdempotencyRecord>,
+}
+
+/// Events for one more stream of an [`AppendRequest`], checked against its own expected
+/// version.
+#[derive(Clone)]
+pub struct StreamAppend {
+    pub stream: StreamId,
+    pub expected: ExpectedVersion,
+    pub events: Vec<NewEvent>,
 }
 
 /// A change to the key files under `keys/` (`keyring.rs`), ordered by the writer around the
@@ -28,7 +43,8 @@ pub enum DataKeyChange {
 }
 
 impl Store {
-    /// Appends events to one stream, acknowledged once they are durable.
+    /// Appends events to one stream (and those of `also` to theirs), acknowledged once they are
+    /// durable; answers every envelope appended, this stream's first.
     pub async fn append(&self, request: AppendRequest) -> Result<Vec<Envelope>, AppendError> {
         let (tx, rx) = oneshot::channel();
         self.send(Job::Append(request, tx))?;

@@ -1,8 +1,8 @@
 //! Entry points that only tests and benchmarks use: tampering with the log or the projections
-//! (to show that `verify` notices and `rebuild` repairs), forcing a store schema version, reading
-//! a whole stream or the log's tail, and appending from outside an async runtime. Compiled only
-//! with the `test-hooks` feature, which the crate's own tests and benches enable through their
-//! dev-dependency on it; release builds never have it.
+//! (to show that `verify` notices and `rebuild` repairs), forcing a store schema version or rows
+//! an older build wrote, reading a whole stream or the log's tail, and appending from outside an
+//! async runtime. Compiled only with the `test-hooks` feature, which the crate's own tests and
+//! benches enable through their dev-dependency on it; release builds never have it.
 
 use std::path::Path;
 
@@ -91,6 +91,24 @@ pub fn force_schema_version(dir: &Path, version: u32) -> Result<(), StoreError> 
 pub fn force_admin_token_row(dir: &Path, raw: &[u8]) -> Result<(), StoreError> {
     let db = sled::Config::new().path(dir).open()?;
     db.insert(keys::ADMIN_TOKEN, raw)?;
+    db.flush()?;
+    Ok(())
+}
+
+/// Rewrites rows of an existing, closed store: deletes every row under each prefix of `remove`,
+/// then writes `put`, so that the rows an older build wrote can be put back for a test of how
+/// this build takes them over.
+pub fn force_rows(dir: &Path, remove: &[&[u8]], put: &[(&[u8], &[u8])]) -> Result<(), StoreError> {
+    let db = sled::Config::new().path(dir).open()?;
+    for prefix in remove {
+        for item in db.scan_prefix(prefix) {
+            let (key, _) = item?;
+            db.remove(key)?;
+        }
+    }
+    for (key, value) in put {
+        db.insert(key, *value)?;
+    }
     db.flush()?;
     Ok(())
 }

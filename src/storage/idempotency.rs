@@ -20,10 +20,15 @@
 //!   says nothing about the request to someone without the master key.
 //! - Page cursors are signed under another key derived from it ([`Store::cursor_mac`]): stored
 //!   nowhere, and the same on every start, so a cursor outlives a restart.
-//! - Records are written through the writer (`Job::Rows`), durable (flush + fdatasync) before the
-//!   response is answered. A record is honoured for [`RETENTION_MS`] after it was written and
-//!   ignored after that; [`Store::sweep_idempotency`] deletes ignored ones with a
-//!   compare-and-swap, so a newer record written under the same key meanwhile survives.
+//! - A record of an answer that appended events is sealed before the append
+//!   ([`Store::seal_idempotent_response`]) and travels in it (`AppendRequest::idempotency`): the
+//!   writer puts it in the same atomic batch as those events, so no crash can keep the events
+//!   and lose the answer, which would let a retry execute again (docs/adr/0020). A record of an
+//!   answer that appended nothing is written through the writer on its own (`Job::Rows`). Both
+//!   are durable (flush + fdatasync) before the response is answered. A record is honoured for
+//!   [`RETENTION_MS`] after it was written and ignored after that; [`Store::sweep_idempotency`]
+//!   deletes ignored ones with a compare-and-swap, so a newer record written under the same key
+//!   meanwhile survives.
 //! - Not events and not projections: `verify` and `rebuild` ignore `d/`; a rebuild keeps it.
 //! - A key being executed is held in memory only (the store has one process, sled's lock sees to
 //!   that): a crash releases it, and a retry after the crash executes.
@@ -74,6 +79,18 @@ pub enum IdempotencyClaim {
 }
 
 type InFlight = Arc<Mutex<HashMap<Vec<u8>, Fingerprint>>>;
+
+/// A sealed record, ready to be written: into the batch of the events it answers for
+/// (`AppendRequest::idempotency`), or on its own. Boxed, as it rides in the writer's jobs,
+/// whose size every append pays for, and most appends carry none.
+pub struct IdempotencyRecord(Box<(Vec<u8>, Vec<u8>)>);
+
+impl IdempotencyRecord {
+    /// The row and value the writer puts in its batch.
+    pub(super) fn into_row(self) -> (Vec<u8>, Vec<u8>) {
+        *self.0
+    }
+}
 
 /// A key held by one executing request; dropping it releases the key.
 pub struct IdempotencyTicket {
@@ -251,14 +268,14 @@ impl Store {
         }))
     }
 
-    /// Keeps the response of the request holding `ticket`, sealed, and answers once it is
-    /// durable. The caller releases the key by dropping the ticket afterwards.
-    pub async fn record_idempotent_response(
+    /// Seals the response of the request holding `ticket` into its record, to be written with
+    /// the events that produce it (`AppendRequest::idempotency`). `now` is unix milliseconds.
+    pub fn seal_idempotent_response(
         &self,
         ticket: &IdempotencyTicket,
         response: &[u8],
         now: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<IdempotencyRecord, StoreError> {
         let header = encode_header(now, &ticket.fingerprint);
         let sealed = self
             .inner
@@ -266,8 +283,21 @@ impl Store {
             .seal
             .seal(&seal_ad(&ticket.row, &header), response)?;
         let value = [header, sealed].concat();
+        Ok(IdempotencyRecord(Box::new((ticket.row.clone(), value))))
+    }
+
+    /// Keeps the response of the request holding `ticket`, sealed, on its own (the request
+    /// appended nothing), and answers once it is durable. The caller releases the key by
+    /// dropping the ticket afterwards.
+    pub async fn record_idempotent_response(
+        &self,
+        ticket: &IdempotencyTicket,
+        response: &[u8],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let record = self.seal_idempotent_response(ticket, response, now)?;
         let (tx, rx) = oneshot::channel();
-        self.send(Job::Rows((vec![(ticket.row.clone(), value)], tx)))?;
+        self.send(Job::Rows((vec![record.into_row()], tx)))?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -301,7 +331,8 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::Durability;
+    use crate::es::{EventMeta, ExpectedVersion, NewEvent, StreamId};
+    use crate::storage::{AppendError, AppendRequest, Durability};
 
     const HOUR: i64 = 60 * 60 * 1000;
 
@@ -388,6 +419,53 @@ mod tests {
         // Another scope, or another key, is another record.
         drop(execute(claim(&store, "acct_2", "k", b"{}", t0)));
         drop(execute(claim(&store, "acct_1", "k2", b"{}", t0)));
+        store.shutdown();
+    }
+
+    /// An account's creation carrying the record of its answer, expecting `expected`.
+    fn creation(expected: ExpectedVersion, record: IdempotencyRecord) -> AppendRequest {
+        let data = serde_json::json!({
+            "account_id": "acct_01M83WSGZCA5P4FYV8YQM5SFYW",
+            "email": "ada@example.com",
+            "created_at": "2026-11-23T09:46:29Z",
+        });
+        AppendRequest {
+            stream: StreamId::new("account", "acct_01M83WSGZCA5P4FYV8YQM5SFYW"),
+            expected,
+            events: vec![NewEvent {
+                event_type: "account.created".into(),
+                schema: 1,
+                data,
+            }],
+            meta: EventMeta::default(),
+            data_key: None,
+            also: Vec::new(),
+            idempotency: Some(record),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_record_sealed_into_an_append_is_written_with_its_events_or_not_at_all() {
+        let (_dir, store) = fresh();
+        let ticket = execute(claim(&store, "operator", "k", b"{}", 0));
+        let record = store.seal_idempotent_response(&ticket, b"201", 0).unwrap();
+        let refused = store
+            .append(creation(ExpectedVersion::Exact(5), record))
+            .await;
+        assert!(matches!(refused, Err(AppendError::Conflict { .. })));
+        drop(ticket);
+        // The refused append recorded nothing: the key executes again.
+        let ticket = execute(claim(&store, "operator", "k", b"{}", 0));
+        let record = store.seal_idempotent_response(&ticket, b"201", 0).unwrap();
+        let appended = store
+            .append(creation(ExpectedVersion::NoStream, record))
+            .await
+            .unwrap();
+        assert_eq!(appended.len(), 1);
+        // Written with the events, before the append was acknowledged.
+        assert!(store.inner.db.get(&ticket.row).unwrap().is_some());
+        drop(ticket);
+        assert_eq!(replayed(claim(&store, "operator", "k", b"{}", 1)), b"201");
         store.shutdown();
     }
 

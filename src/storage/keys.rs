@@ -9,9 +9,10 @@
 //! | `l/` | `l/<position u64>` | `hmac(32) ‖ envelope JSON` | the log |
 //! | `h/` | `h/<stream>` | head version `u64` | projection |
 //! | `s/` | `s/<stream> 0x00 <version u64>` | position `u64` | projection |
-//! | `a/` | `a/<stream>` | `{"stream_version", "state"}` aggregate JSON | projection |
+//! | `a/` | `a/<stream>` | `{"stream_version", "state"}` aggregate JSON (`account:`, `account_key:`, `byok:`) | projection |
 //! | `i/` | `i/email/<email>`, `i/token/<hash 32>` | account id; `account_id 0x00 key_id` | projection |
 //! | `i/` | `i/byok/<account_id> 0x00 <byok_id>` | empty: the account's credentials, oldest first | projection |
+//! | `i/` | `i/keys/<account_id> 0x00 <key_id>` | empty: the account's API keys, oldest first | projection |
 //! | `e/` | `e/<account_id> 0x00 <position u64>` | empty: the account's feed, in log order | projection |
 //! | `u/` | `u/key/<key_id>` | last-used unix millis `i64` | operational, not derived |
 //! | `d/` | `d/<scope> 0x00 <hmac 32>` | idempotency record: `0x01 ‖ created i64 ‖ fingerprint 32 ‖ sealed response` (see `idempotency.rs`) | operational, not derived |
@@ -80,6 +81,15 @@ pub fn byok_index_prefix(account_id: &AccountId) -> Vec<u8> {
 
 pub fn byok_index(account_id: &AccountId, byok_id: &CredentialId) -> Vec<u8> {
     concat(&[&byok_index_prefix(account_id), byok_id.as_str().as_bytes()])
+}
+
+/// Every key row of one account.
+pub fn key_index_prefix(account_id: &AccountId) -> Vec<u8> {
+    concat(&[b"i/keys/", account_id.as_str().as_bytes(), &[0]])
+}
+
+pub fn key_index(account_id: &AccountId, key_id: &KeyId) -> Vec<u8> {
+    concat(&[&key_index_prefix(account_id), key_id.as_str().as_bytes()])
 }
 
 /// Every feed row of one account.

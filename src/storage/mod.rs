@@ -19,9 +19,11 @@
 //! | `idempotency.rs` | idempotency records |
 //! | `keyring.rs` | the data key files under `keys/` |
 //! | `keys.rs`, `kv.rs`, `projection.rs` | the key layout, the row views, the inline projections |
+//! | `account_keys.rs` | the projection of API keys: their rows, the account's key index, the token index, in both layouts |
 //! | `verify.rs` | the hash chain, replay, `verify` and `rebuild` |
 //! | `hooks.rs` | entry points for tests and benches only (`test-hooks` feature) |
 
+mod account_keys;
 mod append;
 mod error;
 mod feed;
@@ -46,13 +48,15 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::Sender;
 
-pub use append::{AppendRequest, DataKeyChange};
+pub use append::{AppendRequest, DataKeyChange, StreamAppend};
 pub use error::{AppendError, StoreError, UniqueIndex};
 pub use feed::{Feed, FeedPage};
 pub use files::private_umask;
 #[cfg(feature = "test-hooks")]
-pub use hooks::{force_admin_token_row, force_schema_version};
-pub use idempotency::{Fingerprint, IdempotencyClaim, IdempotencyTicket, RETENTION_MS};
+pub use hooks::{force_admin_token_row, force_rows, force_schema_version};
+pub use idempotency::{
+    Fingerprint, IdempotencyClaim, IdempotencyRecord, IdempotencyTicket, RETENTION_MS,
+};
 use integrity::Integrity;
 pub use integrity::Readiness;
 use keyring::Keyring;

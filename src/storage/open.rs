@@ -20,7 +20,7 @@ use crate::domain::credential::Credential;
 use crate::es::{Aggregate, StreamId};
 
 /// The on-disk store schema (the layout of `keys.rs`) this build reads and writes. Not to be
-/// confused with an event's payload schema (`es::CURRENT_SCHEMA`).
+/// confused with an event's payload schema (`es::current_schema`).
 pub const STORE_SCHEMA_VERSION: u32 = 1;
 
 const CHAIN_KEY_AD: &[u8] = b"keyledger/store/chain-key";
@@ -324,6 +324,8 @@ mod tests {
                 }],
                 meta: EventMeta::default(),
                 data_key: None,
+                also: Vec::new(),
+                idempotency: None,
             };
             store.append(request).await.unwrap();
         }

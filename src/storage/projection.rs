@@ -5,10 +5,10 @@
 use serde::{Deserialize, Serialize};
 
 use super::kv::{Kv, KvRead};
-use super::{StoreError, UniqueIndex, keys};
-use crate::crypto::TokenHash;
+use super::{StoreError, UniqueIndex, account_keys, keys};
 use crate::domain::AccountId;
 use crate::domain::account::{Account, AccountEvent};
+use crate::domain::account_key::{ApiKey, ApiKeyEvent};
 use crate::domain::credential::{Credential, CredentialEvent};
 use crate::es::{Aggregate, DecodeError, DomainEvent, Envelope};
 
@@ -16,8 +16,10 @@ use crate::es::{Aggregate, DecodeError, DomainEvent, Envelope};
 /// changes (an aggregate's fields, their names or order, a key layout under a projection
 /// prefix): a store recorded at another format has its projections rebuilt from the log when it
 /// opens, so `verify` keeps comparing like with like (docs/adr/0013). 2: the `a/` rows name
-/// `stream_version` and the credential's `secret_version`, with its profile flattened.
-pub const FORMAT_VERSION: u32 = 2;
+/// `stream_version` and the credential's `secret_version`, with its profile flattened. 3: each
+/// API key has its own row (`a/account_key:<key_id>`) and the account's key index
+/// (`i/keys/`); the account's row no longer holds its keys (docs/adr/0020).
+pub const FORMAT_VERSION: u32 = 3;
 
 /// Why an event could not be projected. `Unique` rejects the append that carried it (a unique
 /// index is enforced where the index is written, atomically with the write).
@@ -53,6 +55,7 @@ pub fn project(kv: &mut impl Kv, envelope: &Envelope) -> Result<(), ProjectionEr
     match envelope.stream_id().kind() {
         Account::KIND => project_account(kv, envelope),
         Credential::KIND => project_credential(kv, envelope),
+        ApiKey::KIND => account_keys::project_key(kv, envelope),
         other => Err(ProjectionError::UnknownStream(other.to_owned())),
     }
 }
@@ -89,37 +92,22 @@ fn apply_aggregate<A: Aggregate>(
 }
 
 fn project_account(kv: &mut impl Kv, envelope: &Envelope) -> Result<(), ProjectionError> {
-    let (before, after, event) = apply_aggregate::<Account>(kv, envelope)?;
-    add_to_account_feed(kv, &after.account_id, envelope);
-    match event {
-        AccountEvent::Created { email, .. } => {
-            let key = keys::email(&email);
-            if kv.get(&key)?.is_some() {
-                return Err(ProjectionError::Unique {
-                    index: UniqueIndex::Email,
-                    value: email,
-                });
-            }
-            kv.put(key, String::from(after.account_id).into_bytes());
-        }
-        AccountEvent::KeyCreated {
-            key_id, token_hash, ..
-        } => {
-            let value = [
-                after.account_id.as_str().as_bytes(),
-                &[0],
-                key_id.as_str().as_bytes(),
-            ]
-            .concat();
-            kv.put(token_index_key(&token_hash)?, value);
-        }
-        AccountEvent::KeyRevoked { key_id, .. } => {
-            // A revoked token leaves the index at once, so it no longer authenticates.
-            if let Some(key) = before.as_ref().and_then(|a| a.keys.get(&key_id)) {
-                kv.delete(token_index_key(&key.token_hash)?);
-            }
-        }
+    // Key events on an account's stream: the layout of stores written before keys had streams
+    // of their own.
+    if ApiKeyEvent::is_key_event(&envelope.event_type) {
+        return account_keys::project_key_on_account_stream(kv, envelope);
     }
+    let (_, after, event) = apply_aggregate::<Account>(kv, envelope)?;
+    add_to_account_feed(kv, &after.account_id, envelope);
+    let AccountEvent::Created { email, .. } = event;
+    let key = keys::email(&email);
+    if kv.get(&key)?.is_some() {
+        return Err(ProjectionError::Unique {
+            index: UniqueIndex::Email,
+            value: email,
+        });
+    }
+    kv.put(key, String::from(after.account_id).into_bytes());
     Ok(())
 }
 
@@ -135,17 +123,9 @@ fn project_credential(kv: &mut impl Kv, envelope: &Envelope) -> Result<(), Proje
     Ok(())
 }
 
-fn add_to_account_feed(kv: &mut impl Kv, account_id: &AccountId, envelope: &Envelope) {
+pub(super) fn add_to_account_feed(kv: &mut impl Kv, account_id: &AccountId, envelope: &Envelope) {
     kv.put(
         keys::account_feed(account_id, envelope.position),
         Vec::new(),
     );
-}
-
-fn token_index_key(token_hash: &str) -> Result<Vec<u8>, StoreError> {
-    let hash = TokenHash::from_hex(token_hash).ok_or_else(|| StoreError::Corrupt {
-        what: "token hash in an account_key.created event".into(),
-        reason: "not 32 hex-encoded bytes".into(),
-    })?;
-    Ok(keys::token(&hash.0))
 }

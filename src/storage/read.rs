@@ -13,6 +13,8 @@ use crate::es::{Aggregate, Envelope, StreamId};
 pub enum Index<'a> {
     /// An account's credentials, oldest first.
     AccountCredentials(&'a AccountId),
+    /// An account's API keys, oldest first.
+    AccountKeys(&'a AccountId),
 }
 
 /// The tree seen through the projections' row interface, for query paths that share their
@@ -90,6 +92,10 @@ impl Store {
             Index::AccountCredentials(account_id) => (
                 keys::byok_index_prefix(account_id),
                 "credential index of an account",
+            ),
+            Index::AccountKeys(account_id) => (
+                keys::key_index_prefix(account_id),
+                "key index of an account",
             ),
         };
         let start = match after {

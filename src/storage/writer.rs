@@ -8,7 +8,7 @@
 use std::fs::File;
 use std::sync::Arc;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use crossbeam_channel::Receiver;
 use tokio::sync::oneshot;
 
@@ -32,8 +32,10 @@ pub type RowsJob = (
 
 pub enum Job {
     Append(AppendRequest, oneshot::Sender<AppendResult>),
-    /// Rows that are neither events nor projections (idempotency records), written in the next
-    /// group's batch and acknowledged after the same flush and fdatasync as its appends.
+    /// Rows that are neither events nor projections (the idempotency record of an answer that
+    /// appended nothing), written in the next group's batch and acknowledged after the same
+    /// flush and fdatasync as its appends. A record that answers for events travels with them
+    /// instead (`AppendRequest::idempotency`).
     Rows(RowsJob),
     /// Runs with the log quiet: nothing is appended while it looks.
     Exclusive(Box<dyn FnOnce(&sled::Tree) + Send>),
@@ -96,8 +98,8 @@ impl Writer {
         let (mut position, mut hash) = (self.position, self.last_hash);
         let mut outcomes = Vec::with_capacity(group.len());
         let (mut new_keys, mut ended_keys) = (Vec::new(), Vec::new());
-        for (request, reply) in group {
-            let outcome = self.stage(&mut overlay, &request, &mut position, &mut hash);
+        for (mut request, reply) in group {
+            let outcome = self.stage_joined(&mut overlay, &mut request, &mut position, &mut hash);
             match outcome {
                 Ok(_) => {
                     overlay.commit_stage();
@@ -173,12 +175,52 @@ impl Writer {
         }
     }
 
+    /// Stages an append and the streams joined to it (`AppendRequest::also`), all or nothing,
+    /// with its idempotency record: a refusal of any part leaves the counters where they were,
+    /// and the caller discards the whole stage.
+    fn stage_joined(
+        &self,
+        overlay: &mut Overlay<'_>,
+        request: &mut AppendRequest,
+        position: &mut u64,
+        hash: &mut [u8; 32],
+    ) -> AppendResult {
+        let (start, start_hash) = (*position, *hash);
+        // Every event of one append shares its time, whichever stream it goes to.
+        let occurred_at = Utc::now();
+        let mut appended = self.stage(overlay, request, position, hash, occurred_at)?;
+        for part in std::mem::take(&mut request.also) {
+            let part = AppendRequest {
+                stream: part.stream,
+                expected: part.expected,
+                events: part.events,
+                meta: request.meta.clone(),
+                data_key: None,
+                also: Vec::new(),
+                idempotency: None,
+            };
+            match self.stage(overlay, &part, position, hash, occurred_at) {
+                Ok(more) => appended.extend(more),
+                Err(refused) => {
+                    (*position, *hash) = (start, start_hash);
+                    return Err(refused);
+                }
+            }
+        }
+        if let Some(record) = request.idempotency.take() {
+            let (key, value) = record.into_row();
+            overlay.put(key, value);
+        }
+        Ok(appended)
+    }
+
     fn stage(
         &self,
         overlay: &mut Overlay<'_>,
         request: &AppendRequest,
         position: &mut u64,
         hash: &mut [u8; 32],
+        occurred_at: DateTime<Utc>,
     ) -> AppendResult {
         let stream = request.stream.as_str();
         let current = match overlay.get(&keys::head(stream))? {
@@ -196,7 +238,6 @@ impl Writer {
             });
         }
         let (mut p, mut h) = (*position, *hash);
-        let occurred_at = Utc::now();
         let mut appended = Vec::with_capacity(request.events.len());
         for (offset, event) in (1u64..).zip(&request.events) {
             p += 1;

@@ -1,8 +1,11 @@
 //! Every recorded event shape under fixtures/events still decodes (through the upcasters) and
 //! applies.
 
+use std::collections::BTreeMap;
+
 use keyledger::domain::KeyId;
 use keyledger::domain::account::{Account, AccountEvent};
+use keyledger::domain::account_key::{ApiKey, ApiKeyEvent};
 use keyledger::domain::credential::{Credential, CredentialState};
 use keyledger::es::{Aggregate, DomainEvent, Envelope};
 
@@ -24,13 +27,34 @@ fn replay<A: Aggregate>(name: &str) -> A {
     state.unwrap_or_else(|| panic!("{name} holds no event"))
 }
 
+/// The recorded account stream holds the account's creation and, in the layout of stores
+/// written before keys had streams of their own, its key events: each decodes as its own
+/// aggregate's, schema 1 of a key's creation lifted to name the account of the stream.
 #[test]
 fn account_events_of_schema_1_decode_and_apply() {
-    let account: Account = replay("account-schema-1.ndjson");
+    let events = recorded("account-schema-1.ndjson");
+    let (created, keys) = events.split_first().unwrap();
+    let account = Account::apply(None, &AccountEvent::from_envelope(created).unwrap());
     assert_eq!(account.email, "ada@example.com");
-    assert_eq!(account.keys.len(), 2);
-    let revoked = &account.keys[&KeyId::parse("key_01M83WT0000000000000000003").unwrap()];
+    let mut by_id: BTreeMap<KeyId, ApiKey> = BTreeMap::new();
+    for envelope in keys {
+        assert!(ApiKeyEvent::is_key_event(&envelope.event_type));
+        let event = ApiKeyEvent::from_envelope(envelope).expect("decodes");
+        let before = by_id.remove(event.key_id());
+        by_id.insert(event.key_id().clone(), ApiKey::apply(before, &event));
+    }
+    assert_eq!(by_id.len(), 2);
+    assert!(by_id.values().all(|k| k.account_id == account.account_id));
+    let revoked = &by_id[&KeyId::parse("key_01M83WT0000000000000000003").unwrap()];
     assert!(revoked.revoked_at.is_some());
+}
+
+#[test]
+fn key_events_of_schema_2_decode_and_apply() {
+    let key: ApiKey = replay("account_key-schema-2.ndjson");
+    assert_eq!(key.account_id.as_str(), "acct_01M8SGWHAHDG3Q8EYSMBAD5BGF");
+    assert_eq!(key.name, "dashboard");
+    assert!(key.revoked_at.is_some());
 }
 
 #[test]

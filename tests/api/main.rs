@@ -17,6 +17,7 @@ mod errors;
 mod events;
 mod fixtures;
 mod idempotency;
+mod key_streams;
 mod keys;
 mod names;
 mod openapi;

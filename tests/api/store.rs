@@ -10,11 +10,12 @@ use std::sync::Barrier;
 use chrono::Utc;
 use keyledger::crypto::MasterKey;
 use keyledger::domain::account::AccountEvent;
+use keyledger::domain::account_key::ApiKeyEvent;
 use keyledger::domain::{AccountId, KeyId, Scope};
 use keyledger::es::{DomainEvent, Envelope, EventMeta, ExpectedVersion, StreamId};
 use keyledger::startup::{Application, StartupError};
 use keyledger::storage::{
-    AppendError, AppendRequest, Durability, STORE_SCHEMA_VERSION, Store, StoreError,
+    AppendError, AppendRequest, Durability, STORE_SCHEMA_VERSION, Store, StoreError, StreamAppend,
     force_admin_token_row, force_schema_version,
 };
 use serde_json::{Value, json};
@@ -110,7 +111,7 @@ fn append(
     store: &Store,
     stream: &StreamId,
     expected: ExpectedVersion,
-    event: AccountEvent,
+    event: impl DomainEvent,
 ) -> Result<Vec<Envelope>, AppendError> {
     store.append_blocking(AppendRequest {
         stream: stream.clone(),
@@ -121,6 +122,8 @@ fn append(
             request_id: "req_test".into(),
         },
         data_key: None,
+        also: Vec::new(),
+        idempotency: None,
     })
 }
 
@@ -178,19 +181,27 @@ fn racing_appends_with_the_same_expected_version_have_one_winner() {
         let created = &outcomes[winner].as_ref().unwrap()[0];
         assert_eq!(created.stream_version, 1);
 
-        // Both try to add a key on top of version 1.
+        // A key of the account, on its own stream; both try to revoke it on top of version 1.
+        let key_id = KeyId::from_ulid(round.into());
+        let key_stream = StreamId::new("account_key", key_id.as_str());
+        let key = ApiKeyEvent::Created {
+            key_id: key_id.clone(),
+            account_id: account_id.clone(),
+            name: "racer".into(),
+            prefix: "kl_race".into(),
+            scopes: vec![Scope::Read],
+            token_hash: format!("{round:064x}"),
+            created_at: Utc::now(),
+        };
+        let minted = append(&store, &key_stream, ExpectedVersion::NoStream, key).unwrap();
         let outcomes = race(|contender| {
             append(
                 &store,
-                &stream,
+                &key_stream,
                 ExpectedVersion::Exact(1),
-                AccountEvent::KeyCreated {
-                    key_id: KeyId::from_ulid((round * 2 + contender as u64).into()),
-                    name: "racer".into(),
-                    prefix: "kl_race".into(),
-                    scopes: vec![Scope::Read],
-                    token_hash: format!("{:064x}", round * 2 + contender as u64),
-                    created_at: Utc::now(),
+                ApiKeyEvent::Revoked {
+                    key_id: key_id.clone(),
+                    revoked_at: Utc::now() + chrono::Duration::seconds(contender as i64),
                 },
             )
         });
@@ -198,15 +209,89 @@ fn racing_appends_with_the_same_expected_version_have_one_winner() {
         let added = &outcomes[winner].as_ref().unwrap()[0];
         assert_eq!(added.stream_version, 2);
 
-        let events = store.stream_events(&stream).unwrap();
+        assert_eq!(
+            store.stream_events(&stream).unwrap(),
+            std::slice::from_ref(created)
+        );
+        let events = store.stream_events(&key_stream).unwrap();
         assert_eq!(events.len(), 2, "round {round}");
-        assert_eq!(&events[0], created);
+        assert_eq!(events[0], minted[0]);
         assert_eq!(&events[1], added);
     }
-    assert_eq!(store.last_position().unwrap(), ROUNDS * 2);
+    assert_eq!(store.last_position().unwrap(), ROUNDS * 3);
     let report = store.verify().unwrap();
     assert!(report.is_sound(), "{:?}", report.mismatches);
-    assert_eq!(report.events, ROUNDS * 2);
+    assert_eq!(report.events, ROUNDS * 3);
+    store.shutdown();
+}
+
+/// An account opened with its first key on the key's own stream, as one append.
+fn open_with_key(store: &Store, account: u128, key: u128) -> Result<Vec<Envelope>, AppendError> {
+    let account_id = AccountId::from_ulid(account);
+    let key_id = KeyId::from_ulid(key);
+    let created = AccountEvent::Created {
+        account_id: account_id.clone(),
+        email: format!("{account}@example.com"),
+        created_at: Utc::now(),
+    };
+    let minted = ApiKeyEvent::Created {
+        key_id: key_id.clone(),
+        account_id: account_id.clone(),
+        name: "default".into(),
+        prefix: "kl_joined".into(),
+        scopes: vec![Scope::Admin],
+        token_hash: format!("{key:064x}"),
+        created_at: Utc::now(),
+    };
+    store.append_blocking(AppendRequest {
+        stream: StreamId::new("account", account_id.as_str()),
+        expected: ExpectedVersion::NoStream,
+        events: vec![created.to_new_event().unwrap()],
+        meta: EventMeta::default(),
+        data_key: None,
+        also: vec![StreamAppend {
+            stream: StreamId::new("account_key", key_id.as_str()),
+            expected: ExpectedVersion::NoStream,
+            events: vec![minted.to_new_event().unwrap()],
+        }],
+        idempotency: None,
+    })
+}
+
+#[test]
+fn an_append_to_several_streams_is_all_or_nothing() {
+    let (_dir, store) = open_temp_store();
+    let opened = open_with_key(&store, 1, 1).unwrap();
+    let placed: Vec<(u64, &str, u64)> = opened
+        .iter()
+        .map(|e| {
+            (
+                e.position,
+                e.stream.split_once(':').unwrap().0,
+                e.stream_version,
+            )
+        })
+        .collect();
+    assert_eq!(placed, [(1, "account", 1), (2, "account_key", 1)]);
+    assert_eq!(
+        opened[0].occurred_at, opened[1].occurred_at,
+        "one append, one time"
+    );
+    // Another account whose key stream exists already: refused whole, its account included.
+    let refused = open_with_key(&store, 2, 1);
+    assert!(
+        matches!(refused, Err(AppendError::Conflict { actual: 1, .. })),
+        "{refused:?}"
+    );
+    let second = StreamId::new("account", AccountId::from_ulid(2).as_str());
+    assert!(store.stream_events(&second).unwrap().is_empty());
+    assert_eq!(store.last_position().unwrap(), 2);
+    // The log goes on from where it was, gap-free.
+    let next = open_with_key(&store, 2, 2).unwrap();
+    assert_eq!(next[0].position, 3);
+    let report = store.verify().unwrap();
+    assert!(report.is_sound(), "{:?}", report.mismatches);
+    assert_eq!(report.events, 4);
     store.shutdown();
 }
 
@@ -334,22 +419,32 @@ async fn positions_are_gap_free_and_versions_count_per_stream() {
     }
     let ids: std::collections::BTreeSet<_> = log.iter().map(|e| &e.event_id).collect();
     assert_eq!(ids.len(), log.len(), "event ids are unique");
-    assert_eq!(per_stream.len(), accounts.len());
+    // A stream per account and one per key: two first keys and nine minted.
+    let kind = |stream: &str| stream.split_once(':').unwrap().0.to_owned();
+    let kinds: Vec<String> = per_stream.keys().map(|s| kind(s)).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "account").count(),
+        accounts.len()
+    );
+    assert_eq!(kinds.iter().filter(|k| *k == "account_key").count(), 11);
 
     for (stream, events) in &per_stream {
         let versions: Vec<u64> = events.iter().map(|e| e.stream_version).collect();
         let expected: Vec<u64> = (1..=events.len() as u64).collect();
         assert_eq!(versions, expected, "{stream}");
-        let by_stream = app
-            .store
-            .stream_events(&StreamId::new("account", stream.split_once(':').unwrap().1))
-            .unwrap();
+        let (kind, id) = stream.split_once(':').unwrap();
+        let by_stream = app.store.stream_events(&StreamId::new(kind, id)).unwrap();
         assert_eq!(
             by_stream,
             events.iter().map(|e| (*e).clone()).collect::<Vec<_>>()
         );
-        assert_eq!(events[0].event_type, "account.created");
-        assert_eq!(events[0].actor, "operator");
+        if kind == "account" {
+            assert_eq!(events.len(), 1, "{stream}");
+            assert_eq!(events[0].event_type, "account.created");
+            assert_eq!(events[0].actor, "operator");
+        } else {
+            assert_eq!(events[0].event_type, "account_key.created");
+        }
     }
 
     // Key events name the acting key by its public prefix, never the token.
