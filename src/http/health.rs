@@ -28,18 +28,22 @@ pub struct Health {
 }
 
 /// Liveness: the process is up.
-#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "health",
-    responses((status = 200, description = "Alive", body = Health)))]
+#[utoipa::path(get, path = "/healthz", operation_id = "get_liveness", tag = "health",
+    responses((status = 200, description = "Alive", body = Health)),
+    security(),
+)]
 pub async fn healthz() -> web::Json<Health> {
     web::Json(Health { status: "ok" })
 }
 
 /// Readiness: the store is open and its writer running.
-#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "health",
+#[utoipa::path(get, path = "/readyz", operation_id = "get_readiness", tag = "health",
     responses(
         (status = 200, description = "Ready", body = Health),
         (status = 503, description = "Not ready", body = Health),
-    ))]
+    ),
+    security(),
+)]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     if state.accounts.store().is_running() {
         HttpResponse::Ok().json(Health { status: "ok" })

@@ -6,6 +6,7 @@
 
 pub mod accounts;
 pub mod auth;
+mod bodies;
 mod body;
 pub mod byok;
 mod cursor;
@@ -18,6 +19,7 @@ pub mod keys;
 pub mod openapi;
 mod path;
 pub mod request_id;
+mod schema;
 pub mod views;
 
 use actix_web::{HttpResponse, web};
@@ -64,9 +66,19 @@ pub async fn route_not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::new(ErrorCode::RouteNotFound, "no such route"))
 }
 
-async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::new(
+async fn method_not_allowed(req: actix_web::HttpRequest) -> HttpResponse {
+    use actix_web::ResponseError;
+    let mut response = ApiError::new(
         ErrorCode::MethodNotAllowed,
         "this route does not answer that method",
-    ))
+    )
+    .error_response();
+    // RFC 9110 §15.5.6: a 405 lists the methods the resource answers, as the contract has them.
+    let allowed = req.match_pattern().and_then(|path| openapi::methods(&path));
+    if let Some(value) = allowed.and_then(|methods| methods.parse().ok()) {
+        response
+            .headers_mut()
+            .insert(actix_web::http::header::ALLOW, value);
+    }
+    response
 }

@@ -9,6 +9,7 @@ mod accounts;
 mod architecture;
 mod byok;
 mod client;
+mod contract;
 mod crash;
 mod errors;
 mod events;
