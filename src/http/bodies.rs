@@ -16,7 +16,7 @@ use utoipa::openapi::schema::{
 use utoipa::openapi::{Ref, RefOr};
 
 use super::idempotency::KeyOnlyBody;
-use super::schema;
+use super::schema::{self, Blank};
 use crate::domain::credential::{MAX_WEIGHT, MIN_WEIGHT};
 use crate::domain::providers::{
     BaseUrlRule, FieldKind, FieldSpec, MAX_JSON_SECRET_LEN, MAX_SECRET_LEN, MAX_SETTING_LEN,
@@ -60,19 +60,19 @@ pub fn shared_components() -> Vec<(&'static str, Schema)> {
 }
 
 /// A credential field's value schema.
-fn field_schema(field: &FieldSpec) -> Schema {
+fn field_schema(field: &FieldSpec, blank: Blank) -> Schema {
     let what = if field.secret {
         "Secret: sealed, never shown again."
     } else {
         "Setting: kept in the clear and shown by `get`."
     };
     match field.kind {
-        FieldKind::Token if field.secret => schema::token_field(MAX_SECRET_LEN, what),
-        FieldKind::Token => schema::token_field(MAX_SETTING_LEN, what),
+        FieldKind::Token if field.secret => schema::token_field(MAX_SECRET_LEN, what, blank),
+        FieldKind::Token => schema::token_field(MAX_SETTING_LEN, what, blank),
         FieldKind::ServiceAccountJson => schema::service_account_field(MAX_JSON_SECRET_LEN),
-        FieldKind::Url => schema::url_field(),
-        FieldKind::Region => schema::region_field(),
-        FieldKind::List => schema::list_field(MAX_SETTING_LEN),
+        FieldKind::Url => schema::url_field(blank),
+        FieldKind::Region => schema::region_field(blank),
+        FieldKind::List => schema::list_field(MAX_SETTING_LEN, blank),
     }
 }
 
@@ -194,7 +194,7 @@ fn variant(group: &Group) -> Schema {
         )));
     let mut needs_credentials = false;
     for field in provider.fields {
-        credentials = credentials.property(field.name, field_schema(field));
+        credentials = credentials.property(field.name, field_schema(field, Blank::Refused));
         // `api_key` may also come at the top level: the cross-field rules require one of them.
         if field.required && field.name != "api_key" {
             credentials = credentials.required(field.name);
@@ -266,7 +266,7 @@ fn variant(group: &Group) -> Schema {
 
 /// The pattern a field's values follow, for the top-level `api_key` shorthand.
 fn field_pattern(field: &FieldSpec) -> String {
-    match field_schema(field) {
+    match field_schema(field, Blank::Refused) {
         Schema::Object(object) => object.pattern.unwrap_or_default(),
         _ => String::new(),
     }
@@ -323,12 +323,6 @@ fn settings_fields() -> BTreeMap<&'static str, &'static FieldSpec> {
 
 /// `ByokUpdate`: each field present is changed.
 pub fn update_schema() -> Schema {
-    let blank = || {
-        ObjectBuilder::new()
-            .schema_type(Type::String)
-            .pattern(Some(format!("^[{}]*$", schema::WHITESPACE)))
-            .description(Some("Empty: removes an optional field."))
-    };
     let mut credentials = ObjectBuilder::new()
         .schema_type(Type::Object)
         .additional_properties(Some(AdditionalProperties::FreeForm(false)))
@@ -338,10 +332,7 @@ pub fn update_schema() -> Schema {
              change only by rotation.",
         ));
     for (name, field) in settings_fields() {
-        credentials = credentials.property(
-            name,
-            OneOfBuilder::new().item(field_schema(field)).item(blank()),
-        );
+        credentials = credentials.property(name, field_schema(field, Blank::Removes));
     }
     let list = |description: &str| {
         let mut list = schema::model_list(description);

@@ -43,9 +43,32 @@ fn nullable(types: Type) -> SchemaType {
     SchemaType::from_iter([types, Type::Null])
 }
 
+/// Whether a credential field may be blank: in an update, a blank value removes the field.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Blank {
+    Refused,
+    Removes,
+}
+
 /// `^W*V W*$`: a value the server trims before checking `core`.
 fn trimmed(core: &str) -> String {
     format!("^[{WHITESPACE}]*{core}[{WHITESPACE}]*$")
+}
+
+/// A trimmed value that may also be blank when `blank` says so.
+fn trimmed_field(core: &str, blank: Blank) -> String {
+    match blank {
+        Blank::Refused => trimmed(core),
+        Blank::Removes => trimmed(&format!("({core})?")),
+    }
+}
+
+/// What a description adds for a field that may be blank.
+fn blank_note(blank: Blank) -> &'static str {
+    match blank {
+        Blank::Refused => "",
+        Blank::Removes => " Blank removes an optional field.",
+    }
 }
 
 /// A non-empty run of at most `max` characters with no whitespace or control character.
@@ -206,53 +229,58 @@ pub fn base_url() -> Schema {
 
 /// A credential field the server trims and checks as a token: no whitespace or control
 /// character inside, at most `max` characters.
-pub fn token_field(max: usize, description: &str) -> Schema {
+pub fn token_field(max: usize, description: &str, blank: Blank) -> Schema {
     string()
         .description(Some(format!(
             "{description} Trimmed; then 1 to {max} characters without whitespace or control \
-             characters."
+             characters.{}",
+            blank_note(blank)
         )))
-        .pattern(Some(trimmed(&token_core(max))))
+        .pattern(Some(trimmed_field(&token_core(max), blank)))
         .into()
 }
 
 /// A credential field holding a region, trimmed first.
-pub fn region_field() -> Schema {
+pub fn region_field(blank: Blank) -> Schema {
     string()
         .description(Some(format!(
             "A region: 1 to {MAX_REGION_LEN} of `a-z`, `0-9` and `-`, starting with a letter or \
-             digit. Trimmed."
+             digit. Trimmed.{}",
+            blank_note(blank)
         )))
-        .pattern(Some(trimmed(&region_core())))
+        .pattern(Some(trimmed_field(&region_core(), blank)))
         .into()
 }
 
 /// A credential field holding a URL (azure's `endpoint`), trimmed first.
-pub fn url_field() -> Schema {
+pub fn url_field(blank: Blank) -> Schema {
     string()
-        .description(Some(
+        .description(Some(format!(
             "An `https://` URL without user info, query or fragment (plain `http://` only to \
              local and private addresses). Trimmed, so no `format: uri`: surrounding spaces are \
-             allowed.",
-        ))
-        .pattern(Some(trimmed(&url_core())))
+             allowed.{}",
+            blank_note(blank)
+        )))
+        .pattern(Some(trimmed_field(&url_core(), blank)))
         .max_length(Some(MAX_URL_LEN))
         .into()
 }
 
 /// A credential field holding a comma-separated list of names (azure's `deployments`).
-pub fn list_field(max_item: usize) -> Schema {
+pub fn list_field(max_item: usize, blank: Blank) -> Schema {
     let item = format!("[^{WHITESPACE}{CONTROL},]{{1,{max_item}}}");
     let space = format!("[{WHITESPACE}]*");
     string()
         .description(Some(format!(
             "A comma-separated list of names without spaces (`gpt-4o,gpt-4o-mini`), each 1 to \
-             {max_item} characters, at most {} characters in all.",
-            4 * max_item
+             {max_item} characters, at most {} characters in all.{}",
+            4 * max_item,
+            blank_note(blank)
         )))
         .max_length(Some(4 * max_item))
-        .pattern(Some(format!(
-            "^{space}{item}({space},{space}{item})*{space}$"
+        .pattern(Some(trimmed_field(
+            &format!("{item}({space},{space}{item})*"),
+            blank,
         )))
         .into()
 }
