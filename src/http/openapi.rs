@@ -98,7 +98,7 @@ impl Modify for Contract {
                 with_request_id(&mut response.headers);
             }
         }
-        let body_schemas = request_body_schemas(&mut doc.paths);
+        let body_schemas = refine_operations(&mut doc.paths);
         for name in body_schemas {
             add_idempotency_field(components, &name);
         }
@@ -136,9 +136,9 @@ fn operations(item: &mut utoipa::openapi::PathItem) -> impl Iterator<Item = &mut
     .filter_map(Option::as_mut)
 }
 
-/// Gives every operation its security and its response headers; answers the component names
-/// of the JSON request bodies.
-fn request_body_schemas(paths: &mut Paths) -> Vec<String> {
+/// Gives every operation its security, its shared parameters' rules and its response headers;
+/// answers the component names of the JSON request bodies.
+fn refine_operations(paths: &mut Paths) -> Vec<String> {
     let mut bodies = Vec::new();
     for (path, item) in paths.paths.iter_mut() {
         for op in operations(item) {
