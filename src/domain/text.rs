@@ -45,7 +45,7 @@ impl TextFault {
 
 /// Code points that are invisible or change how the text around them is shown: category Cf,
 /// the default-ignorable code points, line and paragraph separators. Inclusive ranges, sorted.
-const INVISIBLE: &[(u32, u32)] = &[
+pub const INVISIBLE: &[(u32, u32)] = &[
     (0x00AD, 0x00AD),   // soft hyphen
     (0x034F, 0x034F),   // combining grapheme joiner
     (0x0600, 0x0605),   // Arabic number signs
@@ -74,9 +74,14 @@ const INVISIBLE: &[(u32, u32)] = &[
     (0xE0000, 0xE0FFF), // tags and variation selectors supplement
 ];
 
+/// Noncharacters: U+FDD0 to U+FDEF, and the last two code points of every plane.
+pub fn is_noncharacter(c: u32) -> bool {
+    (0xFDD0..=0xFDEF).contains(&c) || c & 0xFFFE == 0xFFFE
+}
+
 fn is_invisible(c: char) -> bool {
     let c = u32::from(c);
-    let noncharacter = (0xFDD0..=0xFDEF).contains(&c) || c & 0xFFFE == 0xFFFE;
+    let noncharacter = is_noncharacter(c);
     noncharacter || INVISIBLE.iter().any(|(lo, hi)| (*lo..=*hi).contains(&c))
 }
 

@@ -5,12 +5,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
 
-use super::AppState;
 use super::auth::{Authed, Read, Signup};
 use super::error::{ApiError, AuthErrors, BodyErrors, Conflict};
 use super::idempotency::{IdempotencyHeader, KeyScope, idempotent};
 use super::json::Json;
 use super::keys::ApiKeyObject;
+use super::{AppState, schema};
 use crate::service::accounts::CreatedAccount;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -26,12 +26,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 )]
 pub struct AccountsApi;
 
+/// The body of `create_account`.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"email": "ada@example.com"}))]
-pub struct CreateAccountRequest {
+pub struct AccountCreate {
     /// The tenant's email; unique across the server, stored and compared trimmed, in Unicode
     /// NFKC and lower case. No control or invisible characters.
+    #[schema(schema_with = schema::email)]
     pub email: String,
 }
 
@@ -53,8 +55,9 @@ pub struct AccountCreated {
     pub key: ApiKeyObject,
 }
 
+/// An account (a tenant).
 #[derive(Serialize, ToSchema)]
-#[schema(example = json!({"account_id": "acct_01JD5Q3M8X2Y4Z6A7B8C9D0E1F", "email": "ada@example.com",
+#[schema(as = Account, example = json!({"account_id": "acct_01JD5Q3M8X2Y4Z6A7B8C9D0E1F", "email": "ada@example.com",
     "created_at": "2026-11-23T10:00:00Z"}))]
 pub struct AccountObject {
     pub account_id: String,
@@ -69,7 +72,7 @@ pub struct AccountObject {
 #[utoipa::path(
     post, path = "/v1/accounts", operation_id = "create_account", tag = "accounts",
     params(IdempotencyHeader),
-    request_body = CreateAccountRequest,
+    request_body = AccountCreate,
     responses(
         (status = 201, description = "The account was created", body = AccountCreated,
             headers(("Idempotent-Replayed" = String, description = "`true` on a replayed response"))),
@@ -83,7 +86,7 @@ pub async fn create_account(
     req: HttpRequest,
     state: web::Data<AppState>,
     caller: Signup,
-    Json(body): Json<CreateAccountRequest>,
+    Json(body): Json<AccountCreate>,
 ) -> Result<HttpResponse, ApiError> {
     let scope = KeyScope::account_creation(&caller);
     idempotent(&req, scope, account_created, move |recording| async move {

@@ -10,10 +10,12 @@ use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use futures_util::future::{Ready, ready};
 use serde::{Deserialize, Deserializer, Serialize};
-use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa::openapi::{RefOr, schema::Schema};
+use utoipa::{IntoParams, OpenApi, PartialSchema, ToSchema};
 
 use super::AppState;
 use super::auth::{Authed, Read, Write};
+use super::bodies;
 use super::error::{ApiError, AuthErrors, BadRequest, BodyErrors, Conflict, ErrorCode, NotFound};
 use super::idempotency::{IdempotencyHeader, KeyOnlyBody, KeyScope, idempotent};
 use super::json::Json;
@@ -46,12 +48,14 @@ pub struct ByokApi;
 #[into_params(parameter_in = Header)]
 #[allow(dead_code)]
 pub struct ConditionalHeaders {
-    /// The revision (`ETag`) the change is based on; another current revision answers 409.
+    /// The revision (`ETag`) the change is based on, in quotes as the `ETag` gives it, or `*`
+    /// (the credential exists, as every command checks anyway); another current revision
+    /// answers 409.
     #[param(rename = "If-Match", nullable = false)]
     if_match: Option<String>,
-    /// 1 to 255 characters, scoped to the account: a retry with the same key and the same
-    /// request is answered the first response again (for 48 hours) instead of executing twice.
-    /// Or send it as the top-level body field `idempotency_key`.
+    /// 1 to 255 printable ASCII characters, scoped to the account: a retry with the same key
+    /// and the same request is answered the first response again (for 48 hours) instead of
+    /// executing twice. Or send it as the top-level body field `idempotency_key`.
     #[param(rename = "Idempotency-Key", nullable = false)]
     idempotency_key: Option<String>,
 }
@@ -116,17 +120,14 @@ impl FromRequest for IfMatch {
     }
 }
 
-#[derive(Deserialize, ToSchema)]
+/// The register body. Its schema (`ByokRegister`, one variant per provider) is built from the
+/// catalog in `bodies.rs`.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"provider": "openai", "alias": "prod-eu", "api_key": "sk-…",
-    "label": "Production, EU traffic", "models": ["gpt-4o", "gpt-4o-mini"], "weight": 100,
-    "capability": "chat"}))]
 pub struct RegisterBody {
     /// A provider id from `GET /v1/byok/providers`.
     pub provider: String,
-    /// `[a-z0-9_-]`, 1 to 64 characters, starting with a letter or digit.
-    // Required; an `Option` so that leaving it out is answered with `param: alias`.
-    #[schema(required = true, nullable = false)]
+    /// Required; an `Option` so that leaving it out is answered with `param: alias`.
     pub alias: Option<String>,
     /// The provider's credential fields (see the catalog). Secret fields are sealed and never
     /// shown again.
@@ -147,7 +148,7 @@ pub struct RegisterBody {
     #[serde(default)]
     pub blacklisted_models: Vec<String>,
     /// Load-balancing weight, 1 to 1000 (default 100).
-    #[schema(minimum = 1, maximum = 1000)]
+    #[serde(default, deserialize_with = "whole")]
     pub weight: Option<u32>,
     /// An initial binding (with `module` and `model`); at least `capability` or `module`.
     pub capability: Option<String>,
@@ -157,6 +158,27 @@ pub struct RegisterBody {
 
 /// The one place the body becomes the domain's request. Both literals name every field, so a
 /// field added on either side without the other does not compile.
+impl PartialSchema for RegisterBody {
+    fn schema() -> RefOr<Schema> {
+        RefOr::T(bodies::register_schema())
+    }
+}
+
+impl ToSchema for RegisterBody {
+    fn name() -> std::borrow::Cow<'static, str> {
+        bodies::REGISTER.into()
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        for (name, schema) in bodies::shared_components() {
+            schemas.push((name.to_owned(), RefOr::T(schema)));
+        }
+        for (name, schema) in bodies::register_variants() {
+            schemas.push((name, RefOr::T(schema)));
+        }
+    }
+}
+
 impl From<RegisterBody> for RegisterRequest {
     fn from(b: RegisterBody) -> Self {
         RegisterRequest {
@@ -174,6 +196,38 @@ impl From<RegisterBody> for RegisterRequest {
             module: b.module,
             model: b.model,
         }
+    }
+}
+
+/// A whole number however JSON spells it: `200` and `200.0` are the same number (JSON Schema's
+/// `integer` counts both); a fraction, a negative number or one past `u32` is refused.
+fn whole<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let Some(number) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    number
+        .as_u64()
+        .or_else(|| {
+            number
+                .as_f64()
+                .filter(|f| f.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(f))
+                .map(|f| f as u64)
+        })
+        .and_then(|n| u32::try_from(n).ok())
+        .map(Some)
+        .ok_or_else(|| {
+            serde::de::Error::invalid_value(
+                serde::de::Unexpected::Other("number"),
+                &"a whole number from 0 to 4294967295",
+            )
+        })
+}
+
+/// [`whole`], and `null` refused: the weight always has a value.
+fn whole_not_null<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    match whole(d)? {
+        Some(weight) => Ok(Some(weight)),
+        None => Err(serde::de::Error::custom(NOT_NULLABLE)),
     }
 }
 
@@ -204,36 +258,46 @@ where
 /// `declared_region` or an optional credential field (where the provider requires the field it
 /// is a 422, as an empty value is); on `alias`, `weight`, `models`, `blacklisted_models` and
 /// `credentials`, which always have a value, `null` is a 422. Secrets are not changed here: that
-/// is rotation.
-#[derive(Deserialize, ToSchema)]
+/// is rotation. Its schema (`ByokUpdate`) is built in `bodies.rs`.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"label": "Production, EU and US", "weight": 200}))]
 pub struct UpdateBody {
     #[serde(default, deserialize_with = "not_null")]
-    #[schema(nullable = false)]
     pub alias: Option<String>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
     pub label: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
     pub base_url: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
     pub declared_region: Option<Option<String>>,
     #[serde(default, deserialize_with = "not_null")]
-    #[schema(nullable = false)]
     pub models: Option<Vec<String>>,
     #[serde(default, deserialize_with = "not_null")]
-    #[schema(nullable = false)]
     pub blacklisted_models: Option<Vec<String>>,
-    #[serde(default, deserialize_with = "not_null")]
-    #[schema(minimum = 1, maximum = 1000, nullable = false)]
+    #[serde(default, deserialize_with = "whole_not_null")]
     pub weight: Option<u32>,
     /// Non-secret credential fields (such as azure's `endpoint`); an empty value or `null`
     /// removes an optional one.
     #[serde(default)]
     pub credentials: BTreeMap<String, Option<String>>,
+}
+
+impl PartialSchema for UpdateBody {
+    fn schema() -> RefOr<Schema> {
+        RefOr::T(bodies::update_schema())
+    }
+}
+
+impl ToSchema for UpdateBody {
+    fn name() -> std::borrow::Cow<'static, str> {
+        bodies::UPDATE.into()
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        for (name, schema) in bodies::shared_components() {
+            schemas.push((name.to_owned(), RefOr::T(schema)));
+        }
+    }
 }
 
 /// The answer to `register`.
@@ -409,8 +473,10 @@ fn registered(v: &Versioned) -> HttpResponse {
 }
 
 /// The provider catalog: each provider's credential fields and rules.
-#[utoipa::path(get, path = "/v1/byok/providers", operation_id = "byok_providers", tag = "byok",
-    responses((status = 200, description = "The catalog", body = ProviderList)))]
+#[utoipa::path(get, path = "/v1/byok/providers", operation_id = "list_providers", tag = "byok",
+    responses((status = 200, description = "The catalog", body = ProviderList)),
+    security(),
+)]
 pub async fn list_providers() -> web::Json<ProviderList> {
     web::Json(ProviderList {
         items: provider_infos(),
@@ -419,13 +485,35 @@ pub async fn list_providers() -> web::Json<ProviderList> {
 
 /// Register a credential.
 #[utoipa::path(
-    post, path = "/v1/byok/register", operation_id = "byok_register", tag = "byok",
+    post, path = "/v1/byok/register", operation_id = "register_credential", tag = "byok",
     params(IdempotencyHeader),
     request_body = RegisterBody,
     responses(
         (status = 201, description = "Registered; the secret is sealed and never shown again", body = ByokKey,
             headers(("ETag" = String, description = "The credential's revision"),
-                ("Idempotent-Replayed" = String, description = "`true` on a replayed response"))),
+                ("Idempotent-Replayed" = String, description = "`true` on a replayed response")),
+            links(
+                ("get_credential" = (operation_id = "get_credential",
+                    parameters(("id" = "$response.body#/byok_id")),
+                    description = "Read the credential")),
+                ("update_credential" = (operation_id = "update_credential",
+                    parameters(("id" = "$response.body#/byok_id"),
+                        ("header.If-Match" = "$response.header.ETag")),
+                    description = "Change its settings, on condition of this revision")),
+                ("disable_credential" = (operation_id = "disable_credential",
+                    parameters(("id" = "$response.body#/byok_id"),
+                        ("header.If-Match" = "$response.header.ETag")),
+                    description = "Take it out of service")),
+                ("enable_credential" = (operation_id = "enable_credential",
+                    parameters(("id" = "$response.body#/byok_id")),
+                    description = "Bring it back into service")),
+                ("revoke_credential" = (operation_id = "revoke_credential",
+                    parameters(("id" = "$response.body#/byok_id")),
+                    description = "Revoke it for good")),
+                ("list_credential_events" = (operation_id = "list_credential_events",
+                    parameters(("id" = "$response.body#/byok_id")),
+                    description = "Read its events")),
+            )),
         (status = 409, response = Conflict),
         BodyErrors,
         AuthErrors,
@@ -450,10 +538,13 @@ pub async fn register(
 
 /// List the account's credentials, oldest first.
 #[utoipa::path(
-    get, path = "/v1/byok/list", operation_id = "byok_list", tag = "byok",
+    get, path = "/v1/byok/list", operation_id = "list_credentials", tag = "byok",
     params(ListQuery),
     responses(
-        (status = 200, description = "A page of credentials", body = ByokList),
+        (status = 200, description = "A page of credentials", body = ByokList,
+            links(("next_page" = (operation_id = "list_credentials",
+                parameters(("cursor" = "$response.body#/next_cursor")),
+                description = "The next page (absent after the last one); send the same filter")))),
         (status = 400, response = BadRequest),
         AuthErrors,
     ),
@@ -485,11 +576,29 @@ pub async fn list(
 
 /// Get a credential.
 #[utoipa::path(
-    get, path = "/v1/byok/get/{id}", operation_id = "byok_get", tag = "byok",
+    get, path = "/v1/byok/get/{id}", operation_id = "get_credential", tag = "byok",
     params(("id" = String, Path, description = "The credential's id (`byok_…`)")),
     responses(
         (status = 200, description = "The credential", body = ByokConfig,
-            headers(("ETag" = String, description = "The credential's revision"))),
+            headers(("ETag" = String, description = "The credential's revision")),
+            links(
+                ("update_credential" = (operation_id = "update_credential",
+                    parameters(("id" = "$request.path.id"),
+                        ("header.If-Match" = "$response.header.ETag")),
+                    description = "Change its settings, on condition of this revision")),
+                ("disable_credential" = (operation_id = "disable_credential",
+                    parameters(("id" = "$request.path.id"),
+                        ("header.If-Match" = "$response.header.ETag")),
+                    description = "Take it out of service, on condition of this revision")),
+                ("enable_credential" = (operation_id = "enable_credential",
+                    parameters(("id" = "$request.path.id"),
+                        ("header.If-Match" = "$response.header.ETag")),
+                    description = "Bring it back, on condition of this revision")),
+                ("revoke_credential" = (operation_id = "revoke_credential",
+                    parameters(("id" = "$request.path.id"),
+                        ("header.If-Match" = "$response.header.ETag")),
+                    description = "Revoke it, on condition of this revision")),
+            )),
         (status = 404, response = NotFound),
         AuthErrors,
     ),
@@ -508,14 +617,21 @@ pub async fn get(
 
 /// Update a credential's settings (not its secret).
 #[utoipa::path(
-    patch, path = "/v1/byok/update/{id}", operation_id = "byok_update", tag = "byok",
-    params(("id" = String, Path, description = "The credential's id"),
-        ConditionalHeaders),
+    patch, path = "/v1/byok/update/{id}", operation_id = "update_credential", tag = "byok",
+    params(("id" = String, Path, description = "The credential's id (`byok_…`)"), ConditionalHeaders),
     request_body = UpdateBody,
     responses(
         (status = 200, description = "The updated credential", body = ByokConfig,
             headers(("ETag" = String, description = "The credential's revision"),
-                ("Idempotent-Replayed" = String, description = "`true` on a replayed response"))),
+                ("Idempotent-Replayed" = String, description = "`true` on a replayed response")),
+            links(
+                ("get_credential" = (operation_id = "get_credential",
+                    parameters(("id" = "$response.body#/byok_id")),
+                    description = "Read the credential again")),
+                ("list_credential_events" = (operation_id = "list_credential_events",
+                    parameters(("id" = "$response.body#/byok_id")),
+                    description = "Read its events, this change included")),
+            )),
         ChangeErrors, BodyErrors, AuthErrors,
     ),
     security(("bearer" = []))
@@ -612,12 +728,22 @@ pub enum ChangeErrors {
 
 /// Enable a credential (a no-op on an active one).
 #[utoipa::path(
-    post, path = "/v1/byok/enable/{id}", operation_id = "byok_enable", tag = "byok",
-    params(("id" = String, Path, description = "The credential's id"), ConditionalHeaders),
+    post, path = "/v1/byok/enable/{id}", operation_id = "enable_credential", tag = "byok",
+    params(("id" = String, Path, description = "The credential's id (`byok_…`)"), ConditionalHeaders),
+    request_body(content = KeyOnlyBody,
+        description = "Optional: only an `idempotency_key`"),
     responses(
         (status = 200, description = "The credential", body = ByokConfig,
             headers(("ETag" = String, description = "The credential's revision"),
-                ("Idempotent-Replayed" = String, description = "`true` on a replayed response"))),
+                ("Idempotent-Replayed" = String, description = "`true` on a replayed response")),
+            links(
+                ("get_credential" = (operation_id = "get_credential",
+                    parameters(("id" = "$response.body#/byok_id")),
+                    description = "Read the credential again")),
+                ("list_credential_events" = (operation_id = "list_credential_events",
+                    parameters(("id" = "$response.body#/byok_id")),
+                    description = "Read its events, this change included")),
+            )),
         ChangeErrors, BodyErrors, AuthErrors,
     ),
     security(("bearer" = []))
@@ -628,12 +754,22 @@ pub async fn enable(request: LifecycleRequest) -> Result<HttpResponse, ApiError>
 
 /// Disable a credential: resolve stops choosing it (a no-op on a disabled one).
 #[utoipa::path(
-    post, path = "/v1/byok/disable/{id}", operation_id = "byok_disable", tag = "byok",
-    params(("id" = String, Path, description = "The credential's id"), ConditionalHeaders),
+    post, path = "/v1/byok/disable/{id}", operation_id = "disable_credential", tag = "byok",
+    params(("id" = String, Path, description = "The credential's id (`byok_…`)"), ConditionalHeaders),
+    request_body(content = KeyOnlyBody,
+        description = "Optional: only an `idempotency_key`"),
     responses(
         (status = 200, description = "The credential", body = ByokConfig,
             headers(("ETag" = String, description = "The credential's revision"),
-                ("Idempotent-Replayed" = String, description = "`true` on a replayed response"))),
+                ("Idempotent-Replayed" = String, description = "`true` on a replayed response")),
+            links(
+                ("get_credential" = (operation_id = "get_credential",
+                    parameters(("id" = "$response.body#/byok_id")),
+                    description = "Read the credential again")),
+                ("list_credential_events" = (operation_id = "list_credential_events",
+                    parameters(("id" = "$response.body#/byok_id")),
+                    description = "Read its events, this change included")),
+            )),
         ChangeErrors, BodyErrors, AuthErrors,
     ),
     security(("bearer" = []))
@@ -644,12 +780,22 @@ pub async fn disable(request: LifecycleRequest) -> Result<HttpResponse, ApiError
 
 /// Revoke a credential for good and destroy its data key. Idempotent.
 #[utoipa::path(
-    delete, path = "/v1/byok/revoke/{id}", operation_id = "byok_revoke", tag = "byok",
-    params(("id" = String, Path, description = "The credential's id"), ConditionalHeaders),
+    delete, path = "/v1/byok/revoke/{id}", operation_id = "revoke_credential", tag = "byok",
+    params(("id" = String, Path, description = "The credential's id (`byok_…`)"), ConditionalHeaders),
+    request_body(content = KeyOnlyBody,
+        description = "Optional: only an `idempotency_key`"),
     responses(
         (status = 200, description = "The revoked credential", body = ByokConfig,
             headers(("ETag" = String, description = "The credential's revision"),
-                ("Idempotent-Replayed" = String, description = "`true` on a replayed response"))),
+                ("Idempotent-Replayed" = String, description = "`true` on a replayed response")),
+            links(
+                ("get_credential" = (operation_id = "get_credential",
+                    parameters(("id" = "$response.body#/byok_id")),
+                    description = "Read the credential again")),
+                ("list_credential_events" = (operation_id = "list_credential_events",
+                    parameters(("id" = "$response.body#/byok_id")),
+                    description = "Read its events, this change included")),
+            )),
         ChangeErrors, BodyErrors, AuthErrors,
     ),
     security(("bearer" = []))

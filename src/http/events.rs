@@ -52,9 +52,47 @@ pub struct FeedParams {
     pub types: Option<String>,
     /// Long poll: when nothing is there yet, wait up to this many seconds (at most 30) for the
     /// next event.
-    #[param(maximum = 30)]
+    #[param(minimum = 0, maximum = 30)]
     pub wait: Option<u64>,
 }
+
+/// The headers of `stream_events`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct StreamHeaders {
+    /// Resume after this event: the `id` of the last event received (its position), as a
+    /// reconnecting client sends it.
+    #[param(rename = "Last-Event-ID", nullable = false)]
+    last_event_id: Option<String>,
+}
+
+/// One Server-Sent Event of `stream_events`, as the OpenAPI document describes the stream: `id`
+/// is the event's position (for `Last-Event-ID`), `event` its type, `data` the event as JSON.
+pub struct SseEvent;
+
+impl utoipa::PartialSchema for SseEvent {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        let text = || ObjectBuilder::new().schema_type(Type::String);
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property("id", text().pattern(Some("^[0-9]+$")))
+            .required("id")
+            .property("event", text().description(Some("The event's type.")))
+            .required("event")
+            .property(
+                "data",
+                text()
+                    .content_media_type("application/json")
+                    .content_schema(Some(utoipa::openapi::Ref::from_schema_name("Event"))),
+            )
+            .required("data")
+            .into()
+    }
+}
+
+impl ToSchema for SseEvent {}
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -90,6 +128,13 @@ fn invalid(param: &str, message: &str) -> ApiError {
 /// The ordinal a cursor issued for `feed` resumes after; no cursor starts from the first event.
 fn after(events: &Events, feed: &Feed<'_>, cursor: Option<&str>) -> Result<u64, ApiError> {
     cursor.map_or(Ok(0), |c| Ok(events.resume_after(feed, c)?))
+}
+
+/// An event id as the stream sends it (its position in decimal), as `Last-Event-ID` brings it
+/// back: 1 to 19 ASCII digits and nothing else, as the contract's pattern says.
+fn event_id(text: &str) -> Option<u64> {
+    let digits = (1..=19).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit());
+    digits.then(|| text.parse().ok()).flatten()
 }
 
 fn types(raw: Option<&str>) -> Vec<String> {
@@ -158,10 +203,14 @@ async fn page(
 
 /// One credential's events, oldest first.
 #[utoipa::path(
-    get, path = "/v1/byok/events/{id}", operation_id = "byok_events", tag = "events",
-    params(("id" = String, Path, description = "The credential's id"), FeedParams),
+    get, path = "/v1/byok/events/{id}", operation_id = "list_credential_events", tag = "events",
+    params(("id" = String, Path, description = "The credential's id (`byok_…`)"), FeedParams),
     responses(
-        (status = 200, description = "A page of the credential's events", body = EventPage),
+        (status = 200, description = "A page of the credential's events", body = EventPage,
+            links(("next_page" = (operation_id = "list_credential_events",
+                parameters(("id" = "$request.path.id"),
+                    ("cursor" = "$response.body#/next_cursor")),
+                description = "Read on after this page")))),
         (status = 400, response = BadRequest),
         (status = 404, response = NotFound),
         AuthErrors,
@@ -194,7 +243,15 @@ pub async fn credential_events(
     get, path = "/v1/events", operation_id = "list_events", tag = "events",
     params(FeedParams),
     responses(
-        (status = 200, description = "A page of the account's events", body = EventPage),
+        (status = 200, description = "A page of the account's events", body = EventPage,
+            links(
+                ("next_page" = (operation_id = "list_events",
+                    parameters(("cursor" = "$response.body#/next_cursor")),
+                    description = "Read on after this page")),
+                ("stream_events" = (operation_id = "stream_events",
+                    parameters(("cursor" = "$response.body#/next_cursor")),
+                    description = "Tail the feed from here as Server-Sent Events")),
+            )),
         (status = 400, response = BadRequest),
         AuthErrors,
     ),
@@ -217,10 +274,10 @@ pub async fn account_events(
 /// streaming HTTP client (generated clients that read whole bodies cannot use this operation).
 #[utoipa::path(
     get, path = "/v1/events/stream", operation_id = "stream_events", tag = "events",
-    params(StreamParams,
-        ("Last-Event-ID" = Option<String>, Header, nullable = false, description = "Resume after this event's id")),
+    params(StreamParams, StreamHeaders),
     responses(
-        (status = 200, description = "An endless `text/event-stream`", content_type = "text/event-stream", body = String),
+        (status = 200, description = "An endless `text/event-stream`; the schema describes one event",
+            content_type = "text/event-stream", body = inline(SseEvent)),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
@@ -234,17 +291,13 @@ pub async fn stream_events(
     params: web::Query<StreamParams>,
 ) -> Result<HttpResponse, ApiError> {
     let resume = match req.headers().get("last-event-id") {
-        Some(value) => value
-            .to_str()
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::InvalidHeader,
-                    "Last-Event-ID must be an event id",
-                )
-                .with_param("Last-Event-ID")
-            })?,
+        Some(value) => value.to_str().ok().and_then(event_id).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::InvalidHeader,
+                "Last-Event-ID must be an event id: 1 to 19 digits",
+            )
+            .with_param("Last-Event-ID")
+        })?,
         None => after(
             &state.events,
             &Feed::Account(&caller.account_id),

@@ -48,8 +48,10 @@ pub enum NotReady {
 }
 
 /// Liveness: the process is up.
-#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "health",
-    responses((status = 200, description = "Alive", body = Health)))]
+#[utoipa::path(get, path = "/healthz", operation_id = "get_liveness", tag = "health",
+    responses((status = 200, description = "Alive", body = Health)),
+    security(),
+)]
 pub async fn healthz() -> web::Json<Health> {
     web::Json(Health {
         status: "ok",
@@ -59,12 +61,14 @@ pub async fn healthz() -> web::Json<Health> {
 
 /// Readiness: the store passed its check on start (the same as `keyledger verify`), no damaged
 /// record has been found since, and its writer is running.
-#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "health",
+#[utoipa::path(get, path = "/readyz", operation_id = "get_readiness", tag = "health",
     responses(
         (status = 200, description = "Ready", body = Health),
         (status = 503, description = "Not ready, and why", body = Health,
             example = json!({"status": "unavailable", "reason": "checking"})),
-    ))]
+    ),
+    security(),
+)]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let reason = match state.accounts.store().readiness() {
         Readiness::Ready => {
@@ -85,12 +89,14 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 
 /// Metrics in the Prometheus text exposition format (version 0.0.4), among them
 /// `keyledger_corrupt_records_total`.
-#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "health",
+#[utoipa::path(get, path = "/metrics", operation_id = "get_metrics", tag = "health",
     responses(
         (status = 200, description = "Every metric", content_type = "text/plain; version=0.0.4",
             body = String),
         (status = 500, response = super::error::InternalError),
-    ))]
+    ),
+    security(),
+)]
 pub async fn metrics() -> Result<HttpResponse, ApiError> {
     let text = crate::metrics::render().map_err(|error| {
         tracing::error!(%error, "metrics cannot be rendered");

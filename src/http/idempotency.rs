@@ -50,9 +50,9 @@ pub const HEADER: &str = "Idempotency-Key";
 #[into_params(parameter_in = Header)]
 #[allow(dead_code)]
 pub struct IdempotencyHeader {
-    /// 1 to 255 characters, scoped to the account: a retry with the same key and the same
-    /// request is answered the first response again (for 48 hours) instead of executing twice.
-    /// Or send it as the top-level body field `idempotency_key`.
+    /// 1 to 255 printable ASCII characters, scoped to the account: a retry with the same key
+    /// and the same request is answered the first response again (for 48 hours) instead of
+    /// executing twice. Or send it as the top-level body field `idempotency_key`.
     #[param(rename = "Idempotency-Key", nullable = false)]
     idempotency_key: Option<String>,
 }

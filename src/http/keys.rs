@@ -6,12 +6,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
 
-use super::AppState;
 use super::auth::{Admin, Authed};
 use super::error::{ApiError, AuthErrors, BodyErrors, Conflict, NotFound};
 use super::idempotency::{IdempotencyHeader, KeyOnlyBody, KeyScope, idempotent};
 use super::json::Json;
 use super::views::ScopeView;
+use super::{AppState, schema};
 use crate::service::accounts::{CreatedKey, KeyView};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -31,20 +31,23 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 )]
 pub struct KeysApi;
 
+/// The body of `create_api_key`.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"name": "ci deploys", "scopes": ["read", "write"]}))]
-pub struct CreateKeyRequest {
+pub struct ApiKeyCreate {
     /// 1 to 128 characters, without control or invisible characters.
+    #[schema(schema_with = schema::key_name)]
     pub name: String,
-    /// At least one. `admin` covers `write` and `read`; `write` covers `read`; `resolve` is
-    /// covered by nothing else.
+    /// At least one; duplicates are dropped. `admin` covers `write` and `read`; `write` covers
+    /// `read`; `resolve` is covered by nothing else.
+    #[schema(min_items = 1)]
     pub scopes: Vec<ScopeView>,
 }
 
 /// An account API key. Never includes the token.
 #[derive(Serialize, ToSchema)]
-#[schema(example = json!({"id": "key_01JD5Q3M8X2Y4Z6A7B8C9D0E1G", "name": "ci deploys",
+#[schema(as = ApiKey, example = json!({"id": "key_01JD5Q3M8X2Y4Z6A7B8C9D0E1G", "name": "ci deploys",
     "prefix": "kl_3f9a0c1b2", "scopes": ["write", "read"], "created_at": "2026-11-23T10:00:00Z",
     "last_used_at": null, "revoked_at": null}))]
 pub struct ApiKeyObject {
@@ -103,10 +106,13 @@ pub struct ApiKeyList {
 #[utoipa::path(
     post, path = "/v1/account/keys", operation_id = "create_api_key", tag = "keys",
     params(IdempotencyHeader),
-    request_body = CreateKeyRequest,
+    request_body = ApiKeyCreate,
     responses(
         (status = 201, description = "The key was minted; its token is shown once", body = ApiKeyCreated,
-            headers(("Idempotent-Replayed" = String, description = "`true` on a replayed response"))),
+            headers(("Idempotent-Replayed" = String, description = "`true` on a replayed response")),
+            links(("revoke_api_key" = (operation_id = "revoke_api_key",
+                parameters(("id" = "$response.body#/id")),
+                description = "Revoke the key just minted")))),
         (status = 409, response = Conflict),
         BodyErrors,
         AuthErrors,
@@ -117,7 +123,7 @@ pub async fn create_key(
     req: HttpRequest,
     state: web::Data<AppState>,
     caller: Authed<Admin>,
-    Json(body): Json<CreateKeyRequest>,
+    Json(body): Json<ApiKeyCreate>,
 ) -> Result<HttpResponse, ApiError> {
     let scope = KeyScope::account(&caller.account_id);
     idempotent(&req, scope, key_created, move |recording| async move {
@@ -161,8 +167,9 @@ pub async fn list_keys(
 /// Revoke an API key, effective at once. Revoking a revoked key answers it unchanged.
 #[utoipa::path(
     delete, path = "/v1/account/keys/{id}", operation_id = "revoke_api_key", tag = "keys",
-    params(("id" = String, Path, description = "The key's id (`key_…`)"),
-        IdempotencyHeader),
+    params(("id" = String, Path, description = "The key's id (`key_…`)"), IdempotencyHeader),
+    request_body(content = KeyOnlyBody,
+        description = "Optional: only an `idempotency_key`"),
     responses(
         (status = 200, description = "The key, revoked", body = ApiKeyObject,
             headers(("Idempotent-Replayed" = String, description = "`true` on a replayed response"))),

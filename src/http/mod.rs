@@ -8,6 +8,7 @@
 
 pub mod accounts;
 pub mod auth;
+mod bodies;
 mod body;
 pub mod byok;
 mod cursor;
@@ -22,6 +23,7 @@ mod path;
 pub mod receive;
 pub mod request_id;
 mod routing;
+mod schema;
 pub mod views;
 
 use actix_web::web;

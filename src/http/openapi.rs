@@ -4,19 +4,25 @@
 //!
 //! Each resource module declares its own part (`AccountsApi`, `KeysApi`, …: its operations, the
 //! schemas they use, its tag); this module only builds the root (info, license, version,
-//! security scheme, webhooks) and merges the parts into it, so an endpoint is added in its own
-//! file.
+//! servers, security, webhooks, the document's own operation), merges the parts into it, and
+//! then states once what holds for every operation ([`Contract`]): the bearer scheme is the
+//! default and public operations say `security: []`; every response carries `X-Request-ID`;
+//! `ETag` and `Idempotent-Replayed` have one schema; every JSON body takes `idempotency_key`.
 
 use std::sync::Arc;
 
 use actix_web::http::header::CONTENT_ENCODING;
 use actix_web::{HttpResponse, web};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{LicenseBuilder, Paths};
+use utoipa::openapi::header::{Header, HeaderBuilder};
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::schema::Schema;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::server::ServerBuilder;
+use utoipa::openapi::{Components, LicenseBuilder, Paths, Ref, RefOr, Required};
 use utoipa::{Modify, OpenApi};
 
 use super::error::{ApiError, ErrorCode};
-use super::{accounts, byok, error, events, health, keys};
+use super::{accounts, byok, error, events, health, keys, schema};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -26,12 +32,28 @@ use super::{accounts, byok, error, events, health, keys};
         description = "Event-sourced control plane for bring-your-own-key LLM provider credentials. \
             Every error answers the `ErrorEnvelope`; every response carries `X-Request-ID`.",
     ),
-    modifiers(&Contract),
+    paths(openapi_document),
+    tags((name = "meta", description = "The contract itself")),
 )]
 struct Root;
 
-/// What the derive cannot say: the bearer scheme, the license, the version, and the webhooks
-/// section (filled in as events gain webhooks).
+/// The schema of the optional body of the mutations that take no input.
+const OPTIONAL_BODY: &str = "IdempotencyOptions";
+
+/// The header every response carries.
+const REQUEST_ID: &str = "X-Request-ID";
+
+/// The operations anyone may call, without a token.
+const PUBLIC: [&str; 5] = [
+    "get_openapi",
+    "list_providers",
+    "get_liveness",
+    "get_readiness",
+    "get_metrics",
+];
+
+/// What holds for the whole document, stated once after the parts are merged (see the module
+/// header).
 struct Contract;
 
 impl Modify for Contract {
@@ -43,7 +65,20 @@ impl Modify for Contract {
                 .identifier(Some("Apache-2.0"))
                 .build(),
         );
-        doc.components.get_or_insert_with(Default::default).add_security_scheme(
+        doc.servers = Some(vec![
+            ServerBuilder::new()
+                .url("http://127.0.0.1:8080")
+                .description(Some(
+                    "`keyledger serve` on its default address (`--listen`)",
+                ))
+                .build(),
+        ]);
+        doc.security = Some(vec![SecurityRequirement::new(
+            "bearer",
+            Vec::<String>::new(),
+        )]);
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(
                 HttpBuilder::new()
@@ -54,9 +89,150 @@ impl Modify for Contract {
                     .build(),
             ),
         );
+        components.headers.insert(
+            REQUEST_ID.to_owned(),
+            RefOr::T(header(
+                schema::request_id(),
+                "The request's id: the client's own `X-Request-ID` when it sent a well-formed \
+                 one (1 to 64 of `A-Z`, `a-z`, `0-9`, `-`, `_`), else a new `req_<ULID>`. The \
+                 server log names it; error bodies repeat it as `request_id`.",
+            )),
+        );
+        for response in components.responses.values_mut() {
+            if let RefOr::T(response) = response {
+                with_request_id(&mut response.headers);
+            }
+        }
+        let body_schemas = refine_operations(&mut doc.paths);
+        for name in body_schemas {
+            add_idempotency_field(components, &name);
+        }
         doc.webhooks = Some(Paths::new());
     }
 }
+
+fn header(schema: Schema, description: &str) -> Header {
+    HeaderBuilder::new()
+        .schema(Some(schema))
+        .description(Some(description))
+        .build()
+}
+
+fn with_request_id(headers: &mut std::collections::BTreeMap<String, RefOr<Header>>) {
+    headers.insert(
+        REQUEST_ID.to_owned(),
+        RefOr::Ref(Ref::new(format!("#/components/headers/{REQUEST_ID}"))),
+    );
+}
+
+/// Every operation of a path item.
+fn operations(item: &mut utoipa::openapi::PathItem) -> impl Iterator<Item = &mut Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.options,
+        &mut item.head,
+        &mut item.patch,
+        &mut item.trace,
+    ]
+    .into_iter()
+    .filter_map(Option::as_mut)
+}
+
+/// Gives every operation its security, its shared parameters' rules and its response headers;
+/// answers the component names of the JSON request bodies.
+fn refine_operations(paths: &mut Paths) -> Vec<String> {
+    let mut bodies = Vec::new();
+    for (path, item) in paths.paths.iter_mut() {
+        for op in operations(item) {
+            let public = op
+                .operation_id
+                .as_deref()
+                .is_some_and(|id| PUBLIC.contains(&id));
+            if public {
+                op.security = Some(Vec::new());
+            } else if op.security.as_ref().is_some_and(|s| {
+                s.iter()
+                    .all(|r| serde_json::to_value(r).is_ok_and(|v| v == serde_json::json!({})))
+            }) {
+                // `security()` in a path attribute means public as well.
+                op.security = Some(Vec::new());
+            }
+            for parameter in op.parameters.iter_mut().flatten() {
+                if let RefOr::T(parameter) = parameter {
+                    refine_parameter(path, parameter);
+                }
+            }
+            for response in op.responses.responses.values_mut() {
+                let RefOr::T(response) = response else {
+                    continue;
+                };
+                with_request_id(&mut response.headers);
+                for (name, header) in response.headers.iter_mut() {
+                    let schema = match name.as_str() {
+                        "ETag" => schema::etag(),
+                        "Idempotent-Replayed" => schema::replayed(),
+                        _ => continue,
+                    };
+                    if let RefOr::T(header) = header {
+                        header.schema = Some(RefOr::T(schema));
+                    }
+                }
+            }
+            let Some(RefOr::T(body)) = &mut op.request_body else {
+                continue;
+            };
+            for content in body.content.values() {
+                if let RefOr::T(content) = content
+                    && let Some(RefOr::Ref(reference)) = &content.schema
+                    && let Some(name) = reference.ref_location.rsplit('/').next()
+                {
+                    bodies.push(name.to_owned());
+                }
+            }
+            // The mutations without input take a body only to carry an idempotency key.
+            if bodies.last().is_some_and(|name| name == OPTIONAL_BODY) {
+                body.required = Some(Required::False);
+            }
+        }
+    }
+    bodies
+}
+
+/// The rules of the parameters every operation that takes them shares, by name: `If-Match`,
+/// `Idempotency-Key`, `Last-Event-ID`, and a path's typed `id`.
+fn refine_parameter(path: &str, parameter: &mut utoipa::openapi::path::Parameter) {
+    use utoipa::openapi::path::ParameterIn;
+    let schema = match (&parameter.parameter_in, parameter.name.as_str()) {
+        (ParameterIn::Header, "If-Match") => schema::if_match(),
+        (ParameterIn::Header, "Idempotency-Key") => schema::idempotency_key_header(),
+        (ParameterIn::Header, "Last-Event-ID") => schema::event_id(),
+        (ParameterIn::Path, "id") if path.starts_with("/v1/account/keys/") => schema::key_id(),
+        (ParameterIn::Path, "id") if path.starts_with("/v1/byok/") => schema::credential_id(),
+        _ => return,
+    };
+    parameter.schema = Some(RefOr::T(schema));
+}
+
+/// Every JSON body takes a top-level `idempotency_key`, which the server reads before the
+/// route sees the body (see `body.rs`): the schemas that do not state it yet get it here.
+fn add_idempotency_field(components: &mut Components, name: &str) {
+    if let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(name) {
+        object
+            .properties
+            .entry("idempotency_key".to_owned())
+            .or_insert_with(|| RefOr::T(schema::idempotency_key_field()));
+    }
+}
+
+/// The OpenAPI document: this contract, as `openapi/openapi.json` holds it.
+#[utoipa::path(get, path = "/openapi.json", operation_id = "get_openapi", tag = "meta",
+    responses((status = 200, description = "The OpenAPI 3.1 document",
+        content_type = "application/json", body = Object)))]
+#[allow(dead_code)]
+fn openapi_document() {}
 
 /// Every resource's part, in the order their tags are listed.
 fn resources() -> [utoipa::openapi::OpenApi; 6] {
@@ -75,6 +251,7 @@ pub fn spec() -> utoipa::openapi::OpenApi {
     for part in resources() {
         doc.merge(part);
     }
+    Contract.modify(&mut doc);
     doc
 }
 
@@ -160,6 +337,8 @@ mod tests {
     #[test]
     fn merging_keeps_every_operation_of_every_part() {
         let mut parts: Vec<String> = resources().iter().flat_map(operations).collect();
+        // The root's own operation: the document itself.
+        parts.extend(operations(&Root::openapi()));
         parts.sort();
         assert_eq!(parts, operations(&spec()));
     }

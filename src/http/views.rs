@@ -113,7 +113,7 @@ impl From<Binding> for BindingView {
 // version is named `stream_version` here (the log stores it as `version`). Private payload
 // fields are already gone (`service::events::public`).
 #[derive(Debug, Serialize, ToSchema)]
-#[schema(as = Envelope, example = json!({"event_id": "01JD5Q3M8X2Y4Z6A7B8C9D0E1J", "position": 42,
+#[schema(as = Event, example = json!({"event_id": "01JD5Q3M8X2Y4Z6A7B8C9D0E1J", "position": 42,
     "stream": "byok:byok_01JD5Q3M8X2Y4Z6A7B8C9D0E1H", "stream_version": 3,
     "type": "byok.disabled",
     "schema": 1, "occurred_at": "2026-11-23T10:05:00Z", "actor": "kl_3f9a0c1b2",
@@ -159,13 +159,14 @@ impl From<Envelope> for Event {
 
 /// What `GET /v1/byok/providers` answers for one provider.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
-#[schema(example = json!({"id": "azure", "name": "Azure OpenAI",
+#[schema(as = Provider, example = json!({"id": "azure", "name": "Azure OpenAI",
     "required_fields": ["api_key", "endpoint", "api_version", "deployments"],
     "optional_fields": [], "secret_fields": ["api_key"], "takes_base_url": false,
     "requires_base_url": false, "requires_declared_region": false, "residency": "global",
     "default_base_url": null}))]
 pub struct ProviderInfo {
     /// Stable provider id, as given to `register`.
+    #[schema(schema_with = provider_id)]
     pub id: String,
     pub name: String,
     /// Fields `credentials` must contain.
@@ -213,6 +214,14 @@ impl From<&Provider> for ProviderInfo {
             default_base_url: p.default_base_url.map(str::to_owned),
         }
     }
+}
+
+/// A provider id: one of the catalog's.
+pub fn provider_id() -> utoipa::openapi::schema::Schema {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(catalog().iter().map(|p| p.id)))
+        .into()
 }
 
 /// The catalog as served, in catalog order.

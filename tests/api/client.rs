@@ -7,82 +7,28 @@
 //! `If-Match`), disables, enables and revokes a credential and reads its events, using only the
 //! generated models; an unknown id, a stale revision and a revoked key answer the error envelope.
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use keyledger::crypto::MasterKey;
 
+use crate::helpers::python::{install, path_with, root, run_bounded, venv};
 use crate::helpers::{ADMIN_TOKEN, Binary, serve_command};
 
 /// Bounds each Python process: the generator (with its ruff post-hooks) and the script.
 const PYTHON_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Bounds installing the generator from PyPI, which a slow network makes slow.
-const INSTALL_TIMEOUT: Duration = Duration::from_secs(600);
-
 /// The virtualenv `scripts/python-client-env` installs the generator into.
 fn pyenv() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    // A relative KEYLEDGER_PYENV is relative to the repository, as in the script.
-    root.join(std::env::var_os("KEYLEDGER_PYENV").unwrap_or_else(|| "target/pyenv".into()))
+    venv("KEYLEDGER_PYENV", "target/pyenv")
 }
 
-/// Runs `scripts/python-client-env` once per test process, which installs the pinned generator
-/// into `pyenv()` unless it is there already (then it only checks). The script itself takes a
-/// lock, so test processes running at once take turns; answers its output, or why it failed.
+/// Runs `scripts/python-client-env` once per test process (see `helpers::python::install`).
 fn ensure_generator() -> &'static Result<String, String> {
     static INSTALLED: OnceLock<Result<String, String>> = OnceLock::new();
-    INSTALLED.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let logs = tempfile::tempdir().map_err(|e| format!("no temp dir: {e}"))?;
-        let mut install = Command::new("bash");
-        install
-            .arg(root.join("scripts/python-client-env"))
-            .current_dir(root);
-        let (installed, output) =
-            run_bounded(install, &logs.path().join("install.log"), INSTALL_TIMEOUT);
-        if installed { Ok(output) } else { Err(output) }
-    })
-}
-
-/// Runs `command` with stdout and stderr into one log, killing it after `timeout`; answers
-/// whether it exited successfully, and its output.
-fn run_bounded(mut command: Command, log: &Path, timeout: Duration) -> (bool, String) {
-    let out = File::create(log).expect("log file");
-    let err = out.try_clone().expect("log file");
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break Some(status);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut output = std::fs::read_to_string(log).unwrap_or_default();
-    match status {
-        Some(status) if status.success() => (true, output),
-        Some(status) => {
-            output.push_str(&format!("\n[{status}]"));
-            (false, output)
-        }
-        None => {
-            output.push_str(&format!("\n[killed after {timeout:?}]"));
-            (false, output)
-        }
-    }
+    INSTALLED.get_or_init(|| install("python-client-env"))
 }
 
 #[test]
@@ -102,15 +48,11 @@ fn a_generated_python_client_drives_the_whole_lifecycle() {
         "scripts/python-client-env ran but left no generator at {}",
         generator.display()
     );
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = root();
     let dir = tempfile::tempdir().expect("temp dir");
 
     // The generator runs ruff as a post-hook, found on PATH.
-    let mut path = std::ffi::OsString::from(&bin);
-    if let Some(rest) = std::env::var_os("PATH") {
-        path.push(":");
-        path.push(rest);
-    }
+    let path = path_with(&bin);
     let mut generate = Command::new(&generator);
     generate
         .args(["generate", "--meta", "none", "--fail-on-warning", "--path"])

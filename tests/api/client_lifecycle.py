@@ -12,38 +12,42 @@ from http import HTTPStatus
 from keyledger_client import AuthenticatedClient
 from keyledger_client.api.accounts import create_account, get_account
 from keyledger_client.api.byok import (
-    byok_disable,
-    byok_enable,
-    byok_get,
-    byok_list,
-    byok_providers,
-    byok_register,
-    byok_revoke,
-    byok_update,
+    disable_credential,
+    enable_credential,
+    get_credential,
+    list_credentials,
+    list_providers,
+    register_credential,
+    revoke_credential,
+    update_credential,
 )
-from keyledger_client.api.events import byok_events
+from keyledger_client.api.events import list_credential_events
 from keyledger_client.api.keys import create_api_key, list_api_keys, revoke_api_key
 from keyledger_client.models import (
+    Account,
+    AccountCreate,
     AccountCreated,
-    AccountObject,
+    ApiKey,
+    ApiKeyCreate,
     ApiKeyCreated,
     ApiKeyList,
-    ApiKeyObject,
     ByokConfig,
     ByokKey,
     ByokList,
-    CreateAccountRequest,
-    CreateKeyRequest,
+    ByokRegisterApiKey,
+    ByokRegisterApiKeyProvider,
+    ByokRegisterOpenai,
+    ByokRegisterOpenaiCredentials,
+    ByokRegisterOpenaiProvider,
+    ByokUpdate,
     CredentialState,
-    Envelope,
     ErrorEnvelope,
     ErrorType,
+    Event,
     EventPage,
+    IdempotencyOptions,
     ProviderList,
-    RegisterBody,
-    RegisterBodyCredentials,
     Scope,
-    UpdateBody,
 )
 from keyledger_client.types import Unset
 
@@ -116,7 +120,7 @@ def main(base_url, admin_token):
     # Account, with the admin token; its first key is shown once.
     created = expect(
         create_account.sync_detailed(
-            client=admin, body=CreateAccountRequest(email="generated-client@example.com")
+            client=admin, body=AccountCreate(email="generated-client@example.com")
         ),
         HTTPStatus.CREATED,
         AccountCreated,
@@ -124,7 +128,7 @@ def main(base_url, admin_token):
     check(created.account_id.startswith("acct_"), f"account id {created.account_id}")
     check(created.shown_once is True, "shown_once")
     check(created.api_key.startswith("kl_"), "api_key")
-    check(isinstance(created.key, ApiKeyObject), "key is not an ApiKeyObject")
+    check(isinstance(created.key, ApiKey), "key is not an ApiKey")
     check(
         created.key.scopes == [Scope.ADMIN, Scope.WRITE, Scope.READ], f"scopes {created.key.scopes}"
     )
@@ -134,7 +138,7 @@ def main(base_url, admin_token):
     account = AuthenticatedClient(
         base_url=base_url, token=created.api_key, raise_on_unexpected_status=True
     )
-    me = expect(get_account.sync_detailed(client=account), HTTPStatus.OK, AccountObject)
+    me = expect(get_account.sync_detailed(client=account), HTTPStatus.OK, Account)
     check(me.account_id == created.account_id, "GET /v1/account answers another account")
     check(me.email == "generated-client@example.com", f"email {me.email}")
 
@@ -149,7 +153,7 @@ def main(base_url, admin_token):
     # Mint a key, then list.
     minted = expect(
         create_api_key.sync_detailed(
-            client=account, body=CreateKeyRequest(name="ci deploys", scopes=[Scope.WRITE])
+            client=account, body=ApiKeyCreate(name="ci deploys", scopes=[Scope.WRITE])
         ),
         HTTPStatus.CREATED,
         ApiKeyCreated,
@@ -164,21 +168,21 @@ def main(base_url, admin_token):
         [k.id for k in keys.items] == [created.key.id, minted.id],
         f"listed keys {[k.id for k in keys.items]}",
     )
-    check(all(isinstance(k, ApiKeyObject) for k in keys.items), "list items are not ApiKeyObject")
+    check(all(isinstance(k, ApiKey) for k in keys.items), "list items are not ApiKey")
 
     # The provider catalog.
-    providers = expect(byok_providers.sync_detailed(client=account), HTTPStatus.OK, ProviderList)
+    providers = expect(list_providers.sync_detailed(client=account), HTTPStatus.OK, ProviderList)
     openai = [p for p in providers.items if p.id == "openai"]
     check(len(openai) == 1, "openai is not in the catalog")
     check("api_key" in openai[0].secret_fields, "openai's api_key is not secret")
 
     # Register an openai credential (and an anthropic one, for the provider filter).
-    credentials = RegisterBodyCredentials()
-    credentials["organization"] = "org-client-test"
-    registered = byok_register.sync_detailed(
+    # The body is the provider's own variant of the register schema.
+    credentials = ByokRegisterOpenaiCredentials(organization="org-client-test")
+    registered = register_credential.sync_detailed(
         client=account,
-        body=RegisterBody(
-            provider="openai",
+        body=ByokRegisterOpenai(
+            provider=ByokRegisterOpenaiProvider.OPENAI,
             alias="prod-eu",
             api_key=OPENAI_SECRET,
             credentials=credentials,
@@ -198,10 +202,13 @@ def main(base_url, admin_token):
     check(OPENAI_SECRET.encode() not in registered.content, "register echoed the secret")
 
     other = expect(
-        byok_register.sync_detailed(
+        register_credential.sync_detailed(
             client=account,
-            body=RegisterBody(
-                provider="anthropic", alias="claude", api_key=ANTHROPIC_SECRET, capability="chat"
+            body=ByokRegisterApiKey(
+                provider=ByokRegisterApiKeyProvider.ANTHROPIC,
+                alias="claude",
+                api_key=ANTHROPIC_SECRET,
+                capability="chat",
             ),
         ),
         HTTPStatus.CREATED,
@@ -209,7 +216,7 @@ def main(base_url, admin_token):
     )
 
     # Get it: every field as registered, no secret.
-    config = expect_config(byok_get.sync_detailed(key.byok_id, client=account))
+    config = expect_config(get_credential.sync_detailed(key.byok_id, client=account))
     check(config.byok_id == key.byok_id, "byok_id")
     check(config.provider == "openai", "provider")
     check(config.alias == "prod-eu", "alias")
@@ -234,21 +241,21 @@ def main(base_url, admin_token):
     check(config.created_at.tzinfo is not None, "created_at is not timezone-aware")
 
     # List, whole and filtered by provider.
-    everything = expect(byok_list.sync_detailed(client=account), HTTPStatus.OK, ByokList)
+    everything = expect(list_credentials.sync_detailed(client=account), HTTPStatus.OK, ByokList)
     check([c.byok_id for c in everything.items] == [key.byok_id, other.byok_id], "list order")
     check(all(isinstance(c, ByokConfig) for c in everything.items), "list items are not ByokConfig")
     only_openai = expect(
-        byok_list.sync_detailed(client=account, provider="openai"), HTTPStatus.OK, ByokList
+        list_credentials.sync_detailed(client=account, provider="openai"), HTTPStatus.OK, ByokList
     )
     check([c.byok_id for c in only_openai.items] == [key.byok_id], "provider filter")
     check(not only_openai.next_cursor, f"next_cursor {only_openai.next_cursor!r} on the last page")
 
     # Update the label, conditional on the revision just read.
     updated = expect_config(
-        byok_update.sync_detailed(
+        update_credential.sync_detailed(
             key.byok_id,
             client=account,
-            body=UpdateBody(label="Production, EU and US"),
+            body=ByokUpdate(label="Production, EU and US"),
             if_match=etag(config.revision),
         )
     )
@@ -261,10 +268,10 @@ def main(base_url, admin_token):
 
     # A stale revision is refused and changes nothing.
     expect_error(
-        byok_update.sync_detailed(
+        update_credential.sync_detailed(
             key.byok_id,
             client=account,
-            body=UpdateBody(label="stale"),
+            body=ByokUpdate(label="stale"),
             if_match=etag(config.revision),
         ),
         HTTPStatus.CONFLICT,
@@ -274,32 +281,39 @@ def main(base_url, admin_token):
 
     # Disable, enable, revoke, each on the revision the previous step answered.
     disabled = expect_config(
-        byok_disable.sync_detailed(key.byok_id, client=account, if_match=etag(updated.revision))
+        disable_credential.sync_detailed(key.byok_id, client=account, if_match=etag(updated.revision))
     )
     check(disabled.state == CredentialState.DISABLED, f"state after disable {disabled.state}")
+    # The optional body of a lifecycle command carries an idempotency key; a retry with it is
+    # answered the first response again, even though the credential is now disabled.
+    once = IdempotencyOptions(idempotency_key="disable-once")
+    first = expect_config(disable_credential.sync_detailed(key.byok_id, client=account, body=once))
+    again = disable_credential.sync_detailed(key.byok_id, client=account, body=once)
+    check(expect_config(again).revision == first.revision, "a retried disable answered anew")
+    check(again.headers.get("idempotent-replayed") == "true", "no Idempotent-Replayed")
     only_disabled = expect(
-        byok_list.sync_detailed(client=account, state=CredentialState.DISABLED),
+        list_credentials.sync_detailed(client=account, state=CredentialState.DISABLED),
         HTTPStatus.OK,
         ByokList,
     )
     check([c.byok_id for c in only_disabled.items] == [key.byok_id], "state filter")
     active = expect_config(
-        byok_enable.sync_detailed(key.byok_id, client=account, if_match=etag(disabled.revision))
+        enable_credential.sync_detailed(key.byok_id, client=account, if_match=etag(disabled.revision))
     )
     check(active.state == CredentialState.ACTIVE, f"state after enable {active.state}")
     revoked = expect_config(
-        byok_revoke.sync_detailed(key.byok_id, client=account, if_match=etag(active.revision))
+        revoke_credential.sync_detailed(key.byok_id, client=account, if_match=etag(active.revision))
     )
     check(revoked.state == CredentialState.REVOKED, f"state after revoke {revoked.state}")
 
-    got = expect_config(byok_get.sync_detailed(key.byok_id, client=account))
+    got = expect_config(get_credential.sync_detailed(key.byok_id, client=account))
     check(got.state == CredentialState.REVOKED, f"state read after revoke {got.state}")
     check(got.revision == revoked.revision, "get after revoke answers another revision")
 
     # The credential's events: one per change, its revision their count.
-    events = byok_events.sync_detailed(key.byok_id, client=account)
+    events = list_credential_events.sync_detailed(key.byok_id, client=account)
     page = expect(events, HTTPStatus.OK, EventPage)
-    check(all(isinstance(e, Envelope) for e in page.items), "event items are not Envelope")
+    check(all(isinstance(e, Event) for e in page.items), "event items are not Event")
     check(
         [e.type_ for e in page.items]
         == ["byok.registered", "byok.updated", "byok.disabled", "byok.enabled", "byok.revoked"],
@@ -315,7 +329,7 @@ def main(base_url, admin_token):
 
     # An unknown id answers the documented error envelope.
     expect_error(
-        byok_get.sync_detailed("byok_01JD5Q3M8X2Y4Z6A7B8C9D0E1H", client=account),
+        get_credential.sync_detailed("byok_01JD5Q3M8X2Y4Z6A7B8C9D0E1H", client=account),
         HTTPStatus.NOT_FOUND,
         ErrorType.NOT_FOUND_ERROR,
         "resource_missing",
@@ -323,14 +337,14 @@ def main(base_url, admin_token):
 
     # Revoke the minted key: it is marked revoked and stops authenticating.
     gone = expect(
-        revoke_api_key.sync_detailed(minted.id, client=account), HTTPStatus.OK, ApiKeyObject
+        revoke_api_key.sync_detailed(minted.id, client=account), HTTPStatus.OK, ApiKey
     )
     check(gone.id == minted.id and gone.revoked_at is not None, "revoked key")
     minted_client = AuthenticatedClient(
         base_url=base_url, token=minted.api_key, raise_on_unexpected_status=True
     )
     expect_error(
-        byok_list.sync_detailed(client=minted_client),
+        list_credentials.sync_detailed(client=minted_client),
         HTTPStatus.UNAUTHORIZED,
         ErrorType.AUTHENTICATION_ERROR,
         "invalid_token",

@@ -10,6 +10,7 @@ mod architecture;
 mod bodies;
 mod byok;
 mod client;
+mod contract;
 mod crash;
 mod cursors;
 mod damage;

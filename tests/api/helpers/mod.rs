@@ -6,6 +6,7 @@
 mod binary;
 mod credentials;
 mod files;
+pub mod python;
 mod requests;
 
 use std::collections::BTreeSet;
