@@ -37,6 +37,13 @@ fn nullable(name: &str) -> RefOr<Schema> {
     RefOr::T(schema::nullable_ref(name))
 }
 
+/// Registers the shared field components with a body schema that refers to them.
+pub fn push_shared_components(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+    for (name, schema) in shared_components() {
+        schemas.push((name.to_owned(), RefOr::T(schema)));
+    }
+}
+
 /// The field schemas every credential body shares, by component name.
 pub fn shared_components() -> Vec<(&'static str, Schema)> {
     vec![

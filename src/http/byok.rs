@@ -156,8 +156,6 @@ pub struct RegisterBody {
     pub model: Option<String>,
 }
 
-/// The one place the body becomes the domain's request. Both literals name every field, so a
-/// field added on either side without the other does not compile.
 impl PartialSchema for RegisterBody {
     fn schema() -> RefOr<Schema> {
         RefOr::T(bodies::register_schema())
@@ -170,15 +168,15 @@ impl ToSchema for RegisterBody {
     }
 
     fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
-        for (name, schema) in bodies::shared_components() {
-            schemas.push((name.to_owned(), RefOr::T(schema)));
-        }
+        bodies::push_shared_components(schemas);
         for (name, schema) in bodies::register_variants() {
             schemas.push((name, RefOr::T(schema)));
         }
     }
 }
 
+/// The one place the body becomes the domain's request. Both literals name every field, so a
+/// field added on either side without the other does not compile.
 impl From<RegisterBody> for RegisterRequest {
     fn from(b: RegisterBody) -> Self {
         RegisterRequest {
@@ -294,9 +292,7 @@ impl ToSchema for UpdateBody {
     }
 
     fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
-        for (name, schema) in bodies::shared_components() {
-            schemas.push((name.to_owned(), RefOr::T(schema)));
-        }
+        bodies::push_shared_components(schemas);
     }
 }
 
