@@ -19,6 +19,7 @@ use crate::service::credentials::Credentials;
 use crate::service::events::Events;
 use crate::service::idempotency::Idempotency;
 use crate::service::ids::Ids;
+use crate::service::policy::Policies;
 use crate::storage::{Store, StoreError};
 
 /// How long a client has to send a request's headers.
@@ -105,6 +106,7 @@ impl Application {
                 ids.clone(),
             ),
             events: Events::new(store.clone(), closing.subscribe()),
+            policies: Policies::new(store.clone(), clock.clone()),
             idempotency: Idempotency::new(store.clone(), clock),
             ids,
             open_signup: settings.open_signup,

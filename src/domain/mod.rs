@@ -6,6 +6,7 @@ pub mod account;
 pub mod account_key;
 pub mod credential;
 pub mod ids;
+pub mod policy;
 pub mod providers;
 mod scope;
 pub mod text;

@@ -1,5 +1,5 @@
-//! The `/v1/byok` credential contract: register, list, get, update, enable, disable, revoke, and
-//! the provider catalog. Every mutation honours `If-Match: "<revision>"`; reads and mutations
+//! The `/v1/byok` credential contract: register, list, get, update, enable, disable, revoke,
+//! bind, unbind, and the provider catalog. Every mutation honours `If-Match: "<revision>"`; reads and mutations
 //! answer the revision in `ETag`. Declares its part of the OpenAPI document.
 
 use std::collections::BTreeMap;
@@ -20,7 +20,9 @@ use super::error::{ApiError, AuthErrors, BadRequest, BodyErrors, Conflict, Error
 use super::idempotency::{IdempotencyHeader, KeyOnlyBody, KeyScope, idempotent};
 use super::json::Json;
 use super::views::{BindingView, CredentialStateView, ProviderInfo, provider_infos};
-use crate::domain::credential::{Credential, CredentialPatch, CredentialProfile, RegisterRequest};
+use crate::domain::credential::{
+    Binding, Credential, CredentialPatch, CredentialProfile, RegisterRequest,
+};
 use crate::service::credentials::{ListFilter, Versioned};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -32,13 +34,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/v1/byok/update/{id}").patch(update))
         .service(resource("/v1/byok/enable/{id}").post(enable))
         .service(resource("/v1/byok/disable/{id}").post(disable))
-        .service(resource("/v1/byok/revoke/{id}").delete(revoke));
+        .service(resource("/v1/byok/revoke/{id}").delete(revoke))
+        .service(resource("/v1/byok/bind/{id}").post(bind))
+        .service(resource("/v1/byok/unbind/{id}").post(unbind));
 }
 
 /// The credential operations and the schemas they use.
 #[derive(OpenApi)]
 #[openapi(
-    paths(list_providers, register, list, get, update, enable, disable, revoke),
+    paths(list_providers, register, list, get, update, enable, disable, revoke, bind, unbind),
     tags((name = "byok", description = "Provider credentials: the /v1/byok contract")),
 )]
 pub struct ByokApi;
@@ -154,6 +158,9 @@ pub struct RegisterBody {
     pub capability: Option<String>,
     pub module: Option<String>,
     pub model: Option<String>,
+    /// Requested model -> the provider's id for it.
+    #[serde(default)]
+    pub model_map: BTreeMap<String, String>,
 }
 
 impl PartialSchema for RegisterBody {
@@ -193,6 +200,7 @@ impl From<RegisterBody> for RegisterRequest {
             capability: b.capability,
             module: b.module,
             model: b.model,
+            model_map: b.model_map,
         }
     }
 }
@@ -230,14 +238,18 @@ fn whole_not_null<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Err
 }
 
 /// A field that is present deserialises to `Some`, even when it is `null` (`Some(None)`).
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(d).map(Some)
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// The message for `null` on a field that always holds a value.
 const NOT_NULLABLE: &str = "this field always has a value and cannot be null: null clears only \
-                            label, base_url, declared_region and optional credential fields; \
-                            send [] to empty a list";
+                            label, base_url, declared_region, model_map and optional credential \
+                            fields; send [] to empty a list";
 
 /// A field that always holds a value: present and `null` is refused rather than read as absent,
 /// so that `null` never silently changes nothing.
@@ -253,7 +265,8 @@ where
 }
 
 /// Each field present is changed; absent fields are kept. `null` clears `label`, `base_url`,
-/// `declared_region` or an optional credential field (where the provider requires the field it
+/// `declared_region`, `model_map` (an object replaces the whole map) or an optional credential
+/// field (where the provider requires the field it
 /// is a 422, as an empty value is); on `alias`, `weight`, `models`, `blacklisted_models` and
 /// `credentials`, which always have a value, `null` is a 422. Secrets are not changed here: that
 /// is rotation. Its schema (`ByokUpdate`) is built in `bodies.rs`.
@@ -278,6 +291,9 @@ pub struct UpdateBody {
     /// removes an optional one.
     #[serde(default)]
     pub credentials: BTreeMap<String, Option<String>>,
+    /// The whole new model map; `null` (or `{}`) clears it.
+    #[serde(default, deserialize_with = "present")]
+    pub model_map: Option<Option<BTreeMap<String, String>>>,
 }
 
 impl PartialSchema for UpdateBody {
@@ -331,6 +347,7 @@ impl From<Credential> for ByokKey {
     "bindings": [{"capability": "chat"}], "residency": "global", "declared_region": null,
     "base_url": null,
     "models": ["gpt-4o", "gpt-4o-mini"], "blacklisted_models": [], "weight": 100,
+    "model_map": {"gpt-4o": "prod-gpt4o-eu"},
     "created_at": "2026-11-23T10:00:00Z", "updated_at": "2026-11-23T10:00:00Z"}))]
 pub struct ByokConfig {
     pub byok_id: String,
@@ -356,6 +373,8 @@ pub struct ByokConfig {
     pub models: Vec<String>,
     pub blacklisted_models: Vec<String>,
     pub weight: u32,
+    /// Requested model -> the provider's id for it (`{}`: every model is sent as requested).
+    pub model_map: BTreeMap<String, String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -378,6 +397,7 @@ impl From<Versioned> for ByokConfig {
                     weight,
                     bindings,
                     settings,
+                    model_map,
                 },
             state,
             secret_version,
@@ -404,6 +424,7 @@ impl From<Versioned> for ByokConfig {
             models,
             blacklisted_models,
             weight,
+            model_map,
             created_at,
             updated_at,
         }
@@ -416,7 +437,8 @@ impl From<Versioned> for ByokConfig {
     "secret_version": 1, "version": 1, "revision": 1, "secret_hint": "x9Qz", "settings": {},
     "bindings": [{"capability": "chat"}], "residency": "global", "declared_region": null,
     "base_url": null, "models": [],
-    "blacklisted_models": [], "weight": 100, "created_at": "2026-11-23T10:00:00Z",
+    "blacklisted_models": [], "weight": 100, "model_map": {},
+    "created_at": "2026-11-23T10:00:00Z",
     "updated_at": "2026-11-23T10:00:00Z"}], "next_cursor": "AWJ5b2tfMDFKRDVRM004WDJZNFo2QTdCOEM5RDBFMUgOFd7WQrp9y9GePAGHGDF0"}))]
 pub struct ByokList {
     /// Oldest first.
@@ -616,20 +638,7 @@ pub async fn get(
     patch, path = "/v1/byok/update/{id}", operation_id = "update_credential", tag = "byok",
     params(("id" = String, Path, description = "The credential's id (`byok_…`)"), ConditionalHeaders),
     request_body = UpdateBody,
-    responses(
-        (status = 200, description = "The updated credential", body = ByokConfig,
-            headers(("ETag" = String, description = "The credential's revision"),
-                ("Idempotent-Replayed" = String, description = "`true` on a replayed response")),
-            links(
-                ("get_credential" = (operation_id = "get_credential",
-                    parameters(("id" = "$response.body#/byok_id")),
-                    description = "Read the credential again")),
-                ("list_credential_events" = (operation_id = "list_credential_events",
-                    parameters(("id" = "$response.body#/byok_id")),
-                    description = "Read its events, this change included")),
-            )),
-        ChangeErrors, BodyErrors, AuthErrors,
-    ),
+    responses(Changed, ChangeErrors, BodyErrors, AuthErrors),
     security(("bearer" = []))
 )]
 pub async fn update(
@@ -650,6 +659,7 @@ pub async fn update(
             models: body.models,
             blacklisted_models: body.blacklisted_models,
             weight: body.weight,
+            model_map: body.model_map.map(Option::unwrap_or_default),
             // `null` removes a field as an empty value does, and is refused where that is.
             credentials: body
                 .credentials
@@ -667,12 +677,14 @@ pub async fn update(
     .await
 }
 
-/// The commands that move a credential through its lifecycle.
-#[derive(Clone, Copy)]
-enum Lifecycle {
+/// The changes to one existing credential that answer it as it is afterwards.
+#[derive(Clone)]
+enum Change {
     Enable,
     Disable,
     Revoke,
+    Bind(Binding),
+    Unbind(Binding),
 }
 
 /// What a lifecycle route takes, extracted in this order: the caller first, then the path, the
@@ -686,13 +698,28 @@ type LifecycleRequest = (
     KeyOnlyBody,
 );
 
-/// Runs a lifecycle command on one of the caller's credentials and answers it with its
+/// What a binding route takes: a lifecycle route's extractors, with its body.
+type BindingRequest<B> = (
+    HttpRequest,
+    web::Data<AppState>,
+    Authed<Write>,
+    web::Path<String>,
+    IfMatch,
+    Json<B>,
+);
+
+/// Runs a change on one of the caller's credentials and answers the credential with its
 /// revision; a retry with the same idempotency key is answered the first response again.
-async fn run_lifecycle(
-    request: LifecycleRequest,
-    command: Lifecycle,
+async fn run_change(
+    (req, state, caller, id): (
+        HttpRequest,
+        web::Data<AppState>,
+        Authed<Write>,
+        web::Path<String>,
+    ),
+    IfMatch(if_match): IfMatch,
+    command: Change,
 ) -> Result<HttpResponse, ApiError> {
-    let (req, state, caller, id, IfMatch(if_match), _) = request;
     let scope = KeyScope::account(&caller.account_id);
     idempotent(&req, scope, config_response, move |recording| async move {
         let id = super::path::credential_id(&id)?;
@@ -700,16 +727,34 @@ async fn run_lifecycle(
         let credentials = &state.credentials;
         let enabled = |on| credentials.set_enabled(account_id, &id, on, if_match, meta, &recording);
         Ok(match command {
-            Lifecycle::Enable => enabled(true).await,
-            Lifecycle::Disable => enabled(false).await,
-            Lifecycle::Revoke => {
+            Change::Enable => enabled(true).await,
+            Change::Disable => enabled(false).await,
+            Change::Revoke => {
                 credentials
                     .revoke(account_id, &id, if_match, meta, &recording)
+                    .await
+            }
+            Change::Bind(binding) => {
+                credentials
+                    .bind(account_id, &id, binding, if_match, meta, &recording)
+                    .await
+            }
+            Change::Unbind(selector) => {
+                credentials
+                    .unbind(account_id, &id, selector, if_match, meta, &recording)
                     .await
             }
         }?)
     })
     .await
+}
+
+async fn run_lifecycle(
+    request: LifecycleRequest,
+    command: Change,
+) -> Result<HttpResponse, ApiError> {
+    let (req, state, caller, id, if_match, _) = request;
+    run_change((req, state, caller, id), if_match, command).await
 }
 
 /// What a change to an existing credential can fail with besides its body and its caller.
@@ -722,30 +767,68 @@ pub enum ChangeErrors {
     Conflict(#[ref_response] Conflict),
 }
 
+/// The answer of every change to an existing credential: the credential afterwards, its
+/// revision, and links to read it and its events. Stated once here for every such operation
+/// (the derive cannot state links).
+pub struct Changed;
+
+impl utoipa::IntoResponses for Changed {
+    fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::response::Response>> {
+        use utoipa::openapi::content::ContentBuilder;
+        use utoipa::openapi::header::HeaderBuilder;
+        use utoipa::openapi::link::LinkBuilder;
+        use utoipa::openapi::response::ResponseBuilder;
+        let header =
+            |description: &str| HeaderBuilder::new().description(Some(description)).build();
+        let link = |operation: &str, description: &str| {
+            LinkBuilder::new()
+                .operation_id(operation)
+                .parameter("id", "$response.body#/byok_id")
+                .description(description)
+                .build()
+        };
+        let response = ResponseBuilder::new()
+            .description("The credential after the change")
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(utoipa::openapi::Ref::from_schema_name(
+                        ByokConfig::name(),
+                    )))
+                    .build(),
+            )
+            .header("ETag", header("The credential's revision"))
+            .header(
+                "Idempotent-Replayed",
+                header("`true` on a replayed response"),
+            )
+            .link(
+                "get_credential",
+                link("get_credential", "Read the credential again"),
+            )
+            .link(
+                "list_credential_events",
+                link(
+                    "list_credential_events",
+                    "Read its events, this change included",
+                ),
+            )
+            .build();
+        [("200".to_owned(), RefOr::T(response))].into()
+    }
+}
+
 /// Enable a credential (a no-op on an active one).
 #[utoipa::path(
     post, path = "/v1/byok/enable/{id}", operation_id = "enable_credential", tag = "byok",
     params(("id" = String, Path, description = "The credential's id (`byok_…`)"), ConditionalHeaders),
     request_body(content = KeyOnlyBody,
         description = "Optional: only an `idempotency_key`"),
-    responses(
-        (status = 200, description = "The credential", body = ByokConfig,
-            headers(("ETag" = String, description = "The credential's revision"),
-                ("Idempotent-Replayed" = String, description = "`true` on a replayed response")),
-            links(
-                ("get_credential" = (operation_id = "get_credential",
-                    parameters(("id" = "$response.body#/byok_id")),
-                    description = "Read the credential again")),
-                ("list_credential_events" = (operation_id = "list_credential_events",
-                    parameters(("id" = "$response.body#/byok_id")),
-                    description = "Read its events, this change included")),
-            )),
-        ChangeErrors, BodyErrors, AuthErrors,
-    ),
+    responses(Changed, ChangeErrors, BodyErrors, AuthErrors),
     security(("bearer" = []))
 )]
 pub async fn enable(request: LifecycleRequest) -> Result<HttpResponse, ApiError> {
-    run_lifecycle(request, Lifecycle::Enable).await
+    run_lifecycle(request, Change::Enable).await
 }
 
 /// Disable a credential: resolve stops choosing it (a no-op on a disabled one).
@@ -754,24 +837,11 @@ pub async fn enable(request: LifecycleRequest) -> Result<HttpResponse, ApiError>
     params(("id" = String, Path, description = "The credential's id (`byok_…`)"), ConditionalHeaders),
     request_body(content = KeyOnlyBody,
         description = "Optional: only an `idempotency_key`"),
-    responses(
-        (status = 200, description = "The credential", body = ByokConfig,
-            headers(("ETag" = String, description = "The credential's revision"),
-                ("Idempotent-Replayed" = String, description = "`true` on a replayed response")),
-            links(
-                ("get_credential" = (operation_id = "get_credential",
-                    parameters(("id" = "$response.body#/byok_id")),
-                    description = "Read the credential again")),
-                ("list_credential_events" = (operation_id = "list_credential_events",
-                    parameters(("id" = "$response.body#/byok_id")),
-                    description = "Read its events, this change included")),
-            )),
-        ChangeErrors, BodyErrors, AuthErrors,
-    ),
+    responses(Changed, ChangeErrors, BodyErrors, AuthErrors),
     security(("bearer" = []))
 )]
 pub async fn disable(request: LifecycleRequest) -> Result<HttpResponse, ApiError> {
-    run_lifecycle(request, Lifecycle::Disable).await
+    run_lifecycle(request, Change::Disable).await
 }
 
 /// Revoke a credential for good and destroy its data key. Idempotent.
@@ -780,26 +850,81 @@ pub async fn disable(request: LifecycleRequest) -> Result<HttpResponse, ApiError
     params(("id" = String, Path, description = "The credential's id (`byok_…`)"), ConditionalHeaders),
     request_body(content = KeyOnlyBody,
         description = "Optional: only an `idempotency_key`"),
-    responses(
-        (status = 200, description = "The revoked credential", body = ByokConfig,
-            headers(("ETag" = String, description = "The credential's revision"),
-                ("Idempotent-Replayed" = String, description = "`true` on a replayed response")),
-            links(
-                ("get_credential" = (operation_id = "get_credential",
-                    parameters(("id" = "$response.body#/byok_id")),
-                    description = "Read the credential again")),
-                ("list_credential_events" = (operation_id = "list_credential_events",
-                    parameters(("id" = "$response.body#/byok_id")),
-                    description = "Read its events, this change included")),
-            )),
-        ChangeErrors, BodyErrors, AuthErrors,
-    ),
+    responses(Changed, ChangeErrors, BodyErrors, AuthErrors),
     security(("bearer" = []))
 )]
 pub async fn revoke(request: LifecycleRequest) -> Result<HttpResponse, ApiError> {
-    run_lifecycle(request, Lifecycle::Revoke).await
+    run_lifecycle(request, Change::Revoke).await
 }
 
+/// A capability, module or model name, or `null`.
+pub(super) fn nullable_name() -> Schema {
+    super::schema::nullable_ref("ModelName")
+}
+
+/// A binding to add: what the credential serves. At least `capability` or `module`; `model`
+/// narrows it to one requested model.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"capability": "chat", "module": "support-bot", "model": "gpt-4o"}))]
+pub struct BindBody {
+    #[schema(schema_with = nullable_name)]
+    pub capability: Option<String>,
+    #[schema(schema_with = nullable_name)]
+    pub module: Option<String>,
+    #[schema(schema_with = nullable_name)]
+    pub model: Option<String>,
+}
+
+/// The bindings to remove: every binding whose `capability` and `module` both equal these
+/// (an absent one equals only an absent one), whatever its model. At least one of the two.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"capability": "chat"}))]
+pub struct UnbindBody {
+    #[schema(schema_with = nullable_name)]
+    pub capability: Option<String>,
+    #[schema(schema_with = nullable_name)]
+    pub module: Option<String>,
+}
+
+/// Bind a credential to a capability, a module or both, optionally for one model (a no-op when
+/// it has that binding already).
+#[utoipa::path(
+    post, path = "/v1/byok/bind/{id}", operation_id = "bind_credential", tag = "byok",
+    params(("id" = String, Path, description = "The credential's id (`byok_…`)"), ConditionalHeaders),
+    request_body = BindBody,
+    responses(Changed, ChangeErrors, BodyErrors, AuthErrors),
+    security(("bearer" = []))
+)]
+pub async fn bind(request: BindingRequest<BindBody>) -> Result<HttpResponse, ApiError> {
+    let (req, state, caller, id, if_match, Json(body)) = request;
+    let binding = Binding {
+        capability: body.capability,
+        module: body.module,
+        model: body.model,
+    };
+    run_change((req, state, caller, id), if_match, Change::Bind(binding)).await
+}
+
+/// Remove the credential's bindings of a capability and module, whatever their model (a no-op
+/// when it has none).
+#[utoipa::path(
+    post, path = "/v1/byok/unbind/{id}", operation_id = "unbind_credential", tag = "byok",
+    params(("id" = String, Path, description = "The credential's id (`byok_…`)"), ConditionalHeaders),
+    request_body = UnbindBody,
+    responses(Changed, ChangeErrors, BodyErrors, AuthErrors),
+    security(("bearer" = []))
+)]
+pub async fn unbind(request: BindingRequest<UnbindBody>) -> Result<HttpResponse, ApiError> {
+    let (req, state, caller, id, if_match, Json(body)) = request;
+    let selector = Binding {
+        capability: body.capability,
+        module: body.module,
+        model: None,
+    };
+    run_change((req, state, caller, id), if_match, Change::Unbind(selector)).await
+}
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;

@@ -20,6 +20,7 @@ pub mod json;
 pub mod keys;
 pub mod openapi;
 mod path;
+pub mod policy;
 pub mod receive;
 pub mod request_id;
 mod routing;
@@ -35,6 +36,7 @@ use crate::service::credentials::Credentials;
 use crate::service::events::Events;
 use crate::service::idempotency::Idempotency;
 use crate::service::ids::Ids;
+use crate::service::policy::Policies;
 use error::{ApiError, ErrorCode};
 pub use routing::{resource, route_not_found};
 
@@ -43,6 +45,7 @@ pub struct AppState {
     pub accounts: Accounts,
     pub credentials: Credentials,
     pub events: Events,
+    pub policies: Policies,
     pub idempotency: Idempotency,
     /// Mints the ids of requests that bring none.
     pub ids: std::sync::Arc<Ids>,
@@ -59,6 +62,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(accounts::configure)
     .configure(keys::configure)
     .configure(byok::configure)
+    .configure(policy::configure)
     .configure(events::configure)
     .configure(health::configure)
     .configure(openapi::configure);

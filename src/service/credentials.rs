@@ -1,4 +1,4 @@
-//! Credentials: register, read, list, update, enable, disable, revoke. Secrets are sealed here,
+//! Credentials: register, read, list, update, enable, disable, revoke, bind, unbind. Secrets are sealed here,
 //! under the credential's own data key, before anything reaches an event; revocation destroys
 //! that key in the same batch as the `byok.revoked` event (crypto-shredding).
 
@@ -15,7 +15,7 @@ use super::ids::Ids;
 use super::{Executed, ServiceError, Target, execute};
 use crate::crypto::{DataKey, MasterKey, Redacted};
 use crate::domain::credential::{
-    self, Credential, CredentialCommand, CredentialPatch, CredentialState, NewCredential,
+    self, Binding, Credential, CredentialCommand, CredentialPatch, CredentialState, NewCredential,
     RegisterRequest,
 };
 use crate::domain::{AccountId, CredentialId};
@@ -289,6 +289,49 @@ impl Credentials {
         let revoke = || CredentialCommand::Revoke { at };
         let target = change(byok_id, if_match, meta, Some(destroy));
         self.command(account_id, byok_id, target, revoke, recording)
+            .await
+    }
+
+    // Bindings.
+
+    /// Adds a binding; one the credential has already is answered unchanged.
+    pub async fn bind(
+        &self,
+        account_id: &AccountId,
+        byok_id: &CredentialId,
+        binding: Binding,
+        if_match: Option<u64>,
+        meta: &EventMeta,
+        recording: &Recording<Versioned>,
+    ) -> Result<Versioned, ServiceError> {
+        let at = self.clock.now();
+        let bind = || CredentialCommand::Bind {
+            binding: binding.clone(),
+            at,
+        };
+        let target = change(byok_id, if_match, meta, None);
+        self.command(account_id, byok_id, target, bind, recording)
+            .await
+    }
+
+    /// Removes the bindings of `selector`'s capability and module, whatever their model; none
+    /// matching is answered unchanged (docs/adr/0021).
+    pub async fn unbind(
+        &self,
+        account_id: &AccountId,
+        byok_id: &CredentialId,
+        selector: Binding,
+        if_match: Option<u64>,
+        meta: &EventMeta,
+        recording: &Recording<Versioned>,
+    ) -> Result<Versioned, ServiceError> {
+        let at = self.clock.now();
+        let unbind = || CredentialCommand::Unbind {
+            selector: selector.clone(),
+            at,
+        };
+        let target = change(byok_id, if_match, meta, None);
+        self.command(account_id, byok_id, target, unbind, recording)
             .await
     }
 

@@ -10,6 +10,7 @@ pub mod events;
 pub mod idempotency;
 pub mod ids;
 pub mod page;
+pub mod policy;
 
 use idempotency::Recording;
 

@@ -10,6 +10,7 @@ use crate::domain::AccountId;
 use crate::domain::account::{Account, AccountEvent};
 use crate::domain::account_key::{ApiKey, ApiKeyEvent};
 use crate::domain::credential::{Credential, CredentialEvent};
+use crate::domain::policy::Policy;
 use crate::es::{Aggregate, DecodeError, DomainEvent, Envelope};
 
 /// The encoding of the projection rows this build writes. Bump it whenever a row's encoding
@@ -18,8 +19,10 @@ use crate::es::{Aggregate, DecodeError, DomainEvent, Envelope};
 /// opens, so `verify` keeps comparing like with like (docs/adr/0013). 2: the `a/` rows name
 /// `stream_version` and the credential's `secret_version`, with its profile flattened. 3: each
 /// API key has its own row (`a/account_key:<key_id>`) and the account's key index
-/// (`i/keys/`); the account's row no longer holds its keys (docs/adr/0020).
-pub const FORMAT_VERSION: u32 = 3;
+/// (`i/keys/`); the account's row no longer holds its keys (docs/adr/0020). 4: the
+/// credential's row holds its `model_map`; accounts that set a routing policy have a
+/// `a/policy:<account_id>` row (docs/adr/0021).
+pub const FORMAT_VERSION: u32 = 4;
 
 /// Why an event could not be projected. `Unique` rejects the append that carried it (a unique
 /// index is enforced where the index is written, atomically with the write).
@@ -56,6 +59,7 @@ pub fn project(kv: &mut impl Kv, envelope: &Envelope) -> Result<(), ProjectionEr
         Account::KIND => project_account(kv, envelope),
         Credential::KIND => project_credential(kv, envelope),
         ApiKey::KIND => account_keys::project_key(kv, envelope),
+        Policy::KIND => project_policy(kv, envelope),
         other => Err(ProjectionError::UnknownStream(other.to_owned())),
     }
 }
@@ -120,6 +124,13 @@ fn project_credential(kv: &mut impl Kv, envelope: &Envelope) -> Result<(), Proje
             Vec::new(),
         );
     }
+    Ok(())
+}
+
+/// The policy's row, and its events in the account's feed like every other account event.
+fn project_policy(kv: &mut impl Kv, envelope: &Envelope) -> Result<(), ProjectionError> {
+    let (_, after, _) = apply_aggregate::<Policy>(kv, envelope)?;
+    add_to_account_feed(kv, &after.account_id, envelope);
     Ok(())
 }
 

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
-use super::CredentialProfile;
+use super::{Binding, CredentialProfile};
 use crate::domain::{AccountId, CredentialId};
 
 /// A credential to register, with everything decided outside the pure core.
@@ -39,6 +39,8 @@ pub struct CredentialPatch {
     pub weight: Option<u32>,
     /// Non-secret credential fields to change; an empty value removes an optional one.
     pub credentials: BTreeMap<String, String>,
+    /// The whole new model map; `Some` of an empty map clears it.
+    pub model_map: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Clone, Debug)]
@@ -55,6 +57,18 @@ pub enum CredentialCommand {
         at: DateTime<Utc>,
     },
     Revoke {
+        at: DateTime<Utc>,
+    },
+    // Bindings.
+    /// Adds a binding; binding one the credential has is a no-op.
+    Bind {
+        binding: Binding,
+        at: DateTime<Utc>,
+    },
+    /// Removes every binding whose `capability` and `module` equal the selector's (its `model`
+    /// must be unset); none matching is a no-op.
+    Unbind {
+        selector: Binding,
         at: DateTime<Utc>,
     },
 }

@@ -8,9 +8,11 @@ use chrono::{DateTime, Utc};
 
 use super::command::{CredentialCommand, CredentialPatch, NewCredential};
 use super::error::CredentialError;
-use super::event::{CredentialEvent, Registered, Updated};
-use super::validate::{validate_alias, validate_label, validate_models, validate_weight};
-use super::{Credential, CredentialState, MAX_HINT_LEN};
+use super::event::{Bound, CredentialEvent, Registered, Unbound, Updated};
+use super::validate::{
+    validate_alias, validate_label, validate_model_map, validate_models, validate_weight,
+};
+use super::{Binding, Credential, CredentialState, MAX_HINT_LEN};
 use crate::domain::providers;
 
 /// Decides what a command does to the credential, as events. Pure.
@@ -41,7 +43,59 @@ pub fn decide(
             disabled_at: at,
         }]),
         (Some(c), C::Update { patch, at }) => decide_update(c, *patch, at),
+        // Bindings.
+        (Some(c), C::Bind { binding, at }) => decide_bind(c, binding, at),
+        (Some(c), C::Unbind { selector, at }) => decide_unbind(c, selector, at),
     }
+}
+
+/// Binding what the credential already has changes nothing: the binding is there.
+fn decide_bind(
+    c: &Credential,
+    binding: Binding,
+    at: DateTime<Utc>,
+) -> Result<Vec<CredentialEvent>, CredentialError> {
+    let binding = binding.validated()?;
+    if c.profile.bindings.contains(&binding) {
+        return Ok(vec![]);
+    }
+    Ok(vec![CredentialEvent::Bound(Box::new(Bound {
+        byok_id: c.byok_id.clone(),
+        binding,
+        bound_at: at,
+    }))])
+}
+
+/// Removes every binding the selector selects; when none does, nothing changes (the state asked
+/// for, no such binding, already holds: docs/adr/0021).
+fn decide_unbind(
+    c: &Credential,
+    selector: Binding,
+    at: DateTime<Utc>,
+) -> Result<Vec<CredentialEvent>, CredentialError> {
+    if selector.model.is_some() {
+        return Err(CredentialError::invalid(
+            "model",
+            "unbind selects by capability and module; it removes their bindings whatever the model",
+        ));
+    }
+    let selector = selector.validated()?;
+    let removed: Vec<Binding> = c
+        .profile
+        .bindings
+        .iter()
+        .filter(|b| selector.selects(b))
+        .cloned()
+        .collect();
+    if removed.is_empty() {
+        return Ok(vec![]);
+    }
+    Ok(vec![CredentialEvent::Unbound(Box::new(Unbound {
+        byok_id: c.byok_id.clone(),
+        binding: selector,
+        removed,
+        unbound_at: at,
+    }))])
 }
 
 fn decide_register(new: NewCredential) -> Result<Vec<CredentialEvent>, CredentialError> {
@@ -112,6 +166,31 @@ fn decide_update(
     if let Some(models) = patch.blacklisted_models {
         let models = validate_models("blacklisted_models", models)?;
         changes.blacklisted_models = (models != c.blacklisted_models).then_some(models);
+    }
+    // The map is checked against the deny-list the update leaves, whichever of the two it
+    // changes: no mapped model may be denied.
+    let blacklisted = changes
+        .blacklisted_models
+        .as_ref()
+        .unwrap_or(&c.blacklisted_models);
+    match patch.model_map {
+        Some(map) => {
+            let map = validate_model_map(map, blacklisted)?;
+            changes.model_map = (map != c.model_map).then_some(map);
+        }
+        None if changes.blacklisted_models.is_some() => {
+            if let Some(denied) = c
+                .model_map
+                .keys()
+                .find(|k| blacklisted.binary_search(k).is_ok())
+            {
+                return Err(CredentialError::invalid(
+                    "blacklisted_models",
+                    format!("{denied} is in model_map; remove it from the map to deny it"),
+                ));
+            }
+        }
+        None => {}
     }
     if changes.changes_nothing() {
         return Ok(vec![]);
@@ -589,5 +668,191 @@ mod tests {
             p.base_url = Some(Some("http://[::1]:9000/v1/".into()))
         });
         assert_eq!(moved.base_url, Some(Some("http://[::1]:9000/v1".into())));
+    }
+
+    // ---- bind / unbind ----
+
+    fn binding(capability: Option<&str>, module: Option<&str>, model: Option<&str>) -> Binding {
+        Binding {
+            capability: capability.map(Into::into),
+            module: module.map(Into::into),
+            model: model.map(Into::into),
+        }
+    }
+
+    fn bind(b: Binding) -> CredentialCommand {
+        CredentialCommand::Bind {
+            binding: b,
+            at: t(30),
+        }
+    }
+
+    fn unbind(capability: Option<&str>, module: Option<&str>) -> CredentialCommand {
+        CredentialCommand::Unbind {
+            selector: binding(capability, module, None),
+            at: t(40),
+        }
+    }
+
+    #[test]
+    fn bind_adds_a_binding_and_binding_it_again_changes_nothing() {
+        let history = registered();
+        let c = given(&history).unwrap();
+        let new = binding(Some("chat"), Some("support"), Some("gpt-4o"));
+        let events = decide(Some(&c), bind(new.clone())).unwrap();
+        assert_eq!(
+            events,
+            [CredentialEvent::Bound(Box::new(Bound {
+                byok_id: byok(),
+                binding: new.clone(),
+                bound_at: t(30),
+            }))]
+        );
+        let c = then(history, events);
+        assert_eq!(
+            c.profile.bindings,
+            [binding(Some("chat"), None, None), new.clone()]
+        );
+        assert_eq!(c.updated_at, t(30));
+        assert_eq!(decide(Some(&c), bind(new)), Ok(vec![]));
+    }
+
+    #[test]
+    fn bind_validates_the_binding() {
+        let c = given(&registered()).unwrap();
+        let long = "x".repeat(crate::domain::credential::MAX_NAME_LEN + 1);
+        for (b, expected) in [
+            (binding(None, None, Some("gpt-4o")), "capability"),
+            (binding(None, None, None), "capability"),
+            (binding(Some("two words"), None, None), "capability"),
+            (binding(Some("chat"), Some(""), None), "module"),
+            (binding(Some("chat"), None, Some(&long)), "model"),
+        ] {
+            assert_eq!(param_of(decide(Some(&c), bind(b))), expected);
+        }
+    }
+
+    #[test]
+    fn unbind_removes_every_binding_of_the_capability_and_module_whatever_the_model() {
+        let mut history = registered();
+        for b in [
+            binding(Some("chat"), None, Some("gpt-4o")),
+            binding(Some("chat"), Some("support"), None),
+            binding(None, Some("support"), None),
+        ] {
+            let c = given(&history).unwrap();
+            history.extend(decide(Some(&c), bind(b)).unwrap());
+        }
+        let c = given(&history).unwrap();
+        let events = decide(Some(&c), unbind(Some("chat"), None)).unwrap();
+        assert_eq!(
+            events,
+            [CredentialEvent::Unbound(Box::new(Unbound {
+                byok_id: byok(),
+                binding: binding(Some("chat"), None, None),
+                removed: vec![
+                    binding(Some("chat"), None, None),
+                    binding(Some("chat"), None, Some("gpt-4o")),
+                ],
+                unbound_at: t(40),
+            }))]
+        );
+        let c = then(history, events);
+        assert_eq!(
+            c.profile.bindings,
+            [
+                binding(Some("chat"), Some("support"), None),
+                binding(None, Some("support"), None),
+            ]
+        );
+        // Nothing left to remove: a no-op, not an error (docs/adr/0021).
+        assert_eq!(decide(Some(&c), unbind(Some("chat"), None)), Ok(vec![]));
+        assert_eq!(param_of(decide(Some(&c), unbind(None, None))), "capability");
+        let with_model = CredentialCommand::Unbind {
+            selector: binding(Some("chat"), None, Some("gpt-4o")),
+            at: t(41),
+        };
+        assert_eq!(param_of(decide(Some(&c), with_model)), "model");
+    }
+
+    #[test]
+    fn bindings_are_refused_on_a_revoked_or_missing_credential() {
+        let c = given(&revoked()).unwrap();
+        for command in [
+            bind(binding(Some("embed"), None, None)),
+            unbind(Some("chat"), None),
+        ] {
+            assert_eq!(decide(Some(&c), command), Err(CredentialError::Revoked));
+        }
+        assert_eq!(
+            decide(None, unbind(Some("chat"), None)),
+            Err(CredentialError::NotFound)
+        );
+    }
+
+    // ---- model map ----
+
+    fn map(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
+        fields(pairs)
+    }
+
+    #[test]
+    fn register_keeps_the_model_map_and_update_replaces_or_clears_it() {
+        let history = registered_with(RegisterRequest {
+            model_map: map(&[("gpt-4o", "prod-gpt4o-eu")]),
+            ..request("openai")
+        });
+        let c = given(&history).unwrap();
+        assert_eq!(c.profile.model_map, map(&[("gpt-4o", "prod-gpt4o-eu")]));
+        let replaced = update_of(&c, |p| p.model_map = Some(map(&[("o1", "o1-ft:acme")])));
+        assert_eq!(replaced.model_map, Some(map(&[("o1", "o1-ft:acme")])));
+        let cleared = update_of(&c, |p| p.model_map = Some(map(&[])));
+        assert_eq!(cleared.model_map, Some(map(&[])));
+        let same = patch(|p| p.model_map = Some(map(&[("gpt-4o", "prod-gpt4o-eu")])));
+        assert_eq!(decide(Some(&c), same), Ok(vec![]));
+        let events = decide(Some(&c), patch(|p| p.model_map = Some(map(&[])))).unwrap();
+        assert!(then(history, events).profile.model_map.is_empty());
+    }
+
+    #[test]
+    fn a_mapped_model_cannot_be_denied() {
+        let refused = prepare_register(RegisterRequest {
+            blacklisted_models: vec!["gpt-4o".into()],
+            model_map: map(&[("gpt-4o", "x")]),
+            ..request("openai")
+        });
+        assert_eq!(param_of(refused), "model_map.gpt-4o");
+        let c = given(&registered_with(RegisterRequest {
+            model_map: map(&[("gpt-4o", "x")]),
+            ..request("openai")
+        }))
+        .unwrap();
+        let deny = patch(|p| p.blacklisted_models = Some(vec!["gpt-4o".into()]));
+        assert_eq!(param_of(decide(Some(&c), deny)), "blacklisted_models");
+        // Denying it and unmapping it in one update is fine.
+        let both = update_of(&c, |p| {
+            p.blacklisted_models = Some(vec!["gpt-4o".into()]);
+            p.model_map = Some(map(&[]));
+        });
+        assert_eq!(both.blacklisted_models, Some(vec!["gpt-4o".to_owned()]));
+    }
+
+    #[test]
+    fn the_model_map_is_bounded() {
+        let c = given(&registered()).unwrap();
+        let too_many = (0..=crate::domain::credential::MAX_MODEL_MAP)
+            .map(|i| (format!("m{i}"), "x".to_owned()))
+            .collect();
+        let long = "x".repeat(crate::domain::credential::MAX_PROVIDER_MODEL_LEN + 1);
+        for (m, expected) in [
+            (too_many, "model_map"),
+            (map(&[("two words", "x")]), "model_map"),
+            (map(&[("gpt-4o", "")]), "model_map.gpt-4o"),
+            (map(&[("gpt-4o", "a b")]), "model_map.gpt-4o"),
+            (map(&[("gpt-4o", &long)]), "model_map.gpt-4o"),
+        ] {
+            let command = patch(|p| p.model_map = Some(m));
+            assert_eq!(param_of(decide(Some(&c), command)), expected);
+        }
     }
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::CredentialProfile;
+use super::{Binding, CredentialProfile};
 use crate::domain::{AccountId, CredentialId};
 use crate::es::DomainEvent;
 
@@ -68,6 +68,9 @@ pub struct Updated {
     pub weight: Option<u32>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub settings: BTreeMap<String, Option<String>>,
+    /// The whole new model map (`{}` when it was cleared).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_map: Option<BTreeMap<String, String>>,
     pub updated_at: DateTime<Utc>,
 }
 
@@ -85,6 +88,7 @@ impl Updated {
             blacklisted_models: None,
             weight: None,
             settings: BTreeMap::new(),
+            model_map: None,
             updated_at,
         }
     }
@@ -104,6 +108,7 @@ impl Updated {
         set(&mut profile.models, &self.models);
         set(&mut profile.blacklisted_models, &self.blacklisted_models);
         set(&mut profile.weight, &self.weight);
+        set(&mut profile.model_map, &self.model_map);
         for (name, value) in &self.settings {
             match value {
                 Some(value) => profile.settings.insert(name.clone(), value.clone()),
@@ -122,7 +127,27 @@ impl Updated {
             && self.blacklisted_models.is_none()
             && self.weight.is_none()
             && self.settings.is_empty()
+            && self.model_map.is_none()
     }
+}
+
+/// `byok.bound`: a binding added to the credential.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bound {
+    pub byok_id: CredentialId,
+    pub binding: Binding,
+    pub bound_at: DateTime<Utc>,
+}
+
+/// `byok.unbound`: the bindings whose `capability` and `module` equal `binding`'s (which has no
+/// `model`), removed; `removed` lists them, models included, so a reader of the feed needs no
+/// earlier state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unbound {
+    pub byok_id: CredentialId,
+    pub binding: Binding,
+    pub removed: Vec<Binding>,
+    pub unbound_at: DateTime<Utc>,
 }
 
 /// A field that is present deserialises to `Some`, even when it is `null` (`Some(None)`).
@@ -156,6 +181,11 @@ pub enum CredentialEvent {
         byok_id: CredentialId,
         revoked_at: DateTime<Utc>,
     },
+    // Bindings.
+    #[serde(rename = "byok.bound")]
+    Bound(Box<Bound>),
+    #[serde(rename = "byok.unbound")]
+    Unbound(Box<Unbound>),
 }
 
 impl DomainEvent for CredentialEvent {}
@@ -190,6 +220,25 @@ mod tests {
                     byok_id: byok(),
                     revoked_at: t(1),
                 },
+                CredentialEvent::Bound(Box::new(Bound {
+                    byok_id: byok(),
+                    binding: Binding {
+                        capability: Some("chat".into()),
+                        module: None,
+                        model: Some("gpt-4o".into()),
+                    },
+                    bound_at: t(1),
+                })),
+                CredentialEvent::Unbound(Box::new(Unbound {
+                    byok_id: byok(),
+                    binding: Binding {
+                        capability: Some("chat".into()),
+                        module: None,
+                        model: None,
+                    },
+                    removed: vec![],
+                    unbound_at: t(1),
+                })),
             ])
             .map(|e| {
                 let new = e.to_new_event().unwrap();
@@ -210,7 +259,9 @@ mod tests {
                 "byok.updated",
                 "byok.enabled",
                 "byok.disabled",
-                "byok.revoked"
+                "byok.revoked",
+                "byok.bound",
+                "byok.unbound"
             ]
         );
         assert_eq!(<Credential as Aggregate>::KIND, "byok");

@@ -36,10 +36,10 @@ mod validate;
 pub use command::{CredentialCommand, CredentialPatch, NewCredential};
 pub use decide::decide;
 pub use error::CredentialError;
-pub use event::{CredentialEvent, Registered, Updated};
+pub use event::{Bound, CredentialEvent, Registered, Unbound, Updated};
 pub use validate::{
     RegisterRequest, Registration, prepare_register, validate_alias, validate_label,
-    validate_models, validate_name, validate_weight,
+    validate_model_map, validate_models, validate_name, validate_weight,
 };
 
 /// Stream kind, never renamed: streams are `byok:<byok_id>`.
@@ -53,6 +53,11 @@ pub const DEFAULT_WEIGHT: u32 = 100;
 pub const MAX_MODELS: usize = 256;
 /// Longest model, capability or module name.
 pub const MAX_NAME_LEN: usize = 128;
+/// Most entries in a credential's `model_map`.
+pub const MAX_MODEL_MAP: usize = 256;
+/// Longest provider-side model id in a `model_map` (a Bedrock inference-profile ARN, an Azure
+/// deployment, a fine-tuned model id).
+pub const MAX_PROVIDER_MODEL_LEN: usize = 256;
 /// The secret version a credential is registered with; each rotation adds one.
 pub const FIRST_SECRET_VERSION: u32 = 1;
 /// Longest secret hint a command may carry: anything longer is a bug that could leak a secret.
@@ -82,6 +87,14 @@ pub struct Binding {
     pub model: Option<String>,
 }
 
+impl Binding {
+    /// Whether unbinding `self` (its `capability` and `module`; its `model` is not looked at)
+    /// removes `other`: both fields equal, whatever `other`'s model.
+    pub fn selects(&self, other: &Binding) -> bool {
+        self.capability == other.capability && self.module == other.module
+    }
+}
+
 /// The non-secret description of a credential: which provider, how it is called, what it
 /// serves and where its traffic is processed. One definition for every place that holds it:
 /// the `Register` command carries it, and `byok.registered` and the aggregate embed it with
@@ -107,6 +120,11 @@ pub struct CredentialProfile {
     /// The provider's non-secret credential fields (azure `endpoint`, bedrock `region`…); a
     /// secret field here is refused.
     pub settings: BTreeMap<String, String>,
+    /// Requested model -> the provider's id for it (an Azure deployment, a Bedrock inference
+    /// profile, a fine-tuned id). Empty means every model is sent as requested. Left out of the
+    /// JSON when empty, so the events recorded before it existed encode back to their bytes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub model_map: BTreeMap<String, String>,
 }
 
 /// The state of one credential.
@@ -179,6 +197,19 @@ impl Aggregate for Credential {
             (Some(c), CredentialEvent::Revoked { revoked_at, .. }) => {
                 c.moved_to(CredentialState::Revoked, *revoked_at)
             }
+            // Bindings.
+            (Some(mut c), CredentialEvent::Bound(b)) => {
+                c.profile.bindings.push(b.binding.clone());
+                c.profile.bindings.sort();
+                c.profile.bindings.dedup();
+                c.updated_at = b.bound_at;
+                c
+            }
+            (Some(mut c), CredentialEvent::Unbound(u)) => {
+                c.profile.bindings.retain(|b| !u.binding.selects(b));
+                c.updated_at = u.unbound_at;
+                c
+            }
         }
     }
 }
@@ -199,6 +230,7 @@ fn shell() -> Credential {
             weight: DEFAULT_WEIGHT,
             bindings: vec![],
             settings: BTreeMap::new(),
+            model_map: BTreeMap::new(),
         },
         state: CredentialState::Revoked,
         secret_version: FIRST_SECRET_VERSION,

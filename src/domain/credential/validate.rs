@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 
 use super::error::CredentialError;
 use super::{
-    Binding, CredentialProfile, DEFAULT_WEIGHT, MAX_ALIAS_LEN, MAX_LABEL_LEN, MAX_MODELS,
-    MAX_NAME_LEN, MAX_WEIGHT, MIN_WEIGHT,
+    Binding, CredentialProfile, DEFAULT_WEIGHT, MAX_ALIAS_LEN, MAX_LABEL_LEN, MAX_MODEL_MAP,
+    MAX_MODELS, MAX_NAME_LEN, MAX_PROVIDER_MODEL_LEN, MAX_WEIGHT, MIN_WEIGHT,
 };
 use crate::domain::providers::{self, ProviderCredentials};
 use crate::domain::text;
@@ -58,6 +58,8 @@ pub struct RegisterRequest {
     pub capability: Option<String>,
     pub module: Option<String>,
     pub model: Option<String>,
+    /// Requested model -> the provider's id for it.
+    pub model_map: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for RegisterRequest {
@@ -76,6 +78,7 @@ impl std::fmt::Debug for RegisterRequest {
             .field("capability", &self.capability)
             .field("module", &self.module)
             .field("model", &self.model)
+            .field("model_map", &self.model_map)
             .finish()
     }
 }
@@ -84,7 +87,8 @@ impl CredentialProfile {
     /// Validates and normalises every field and derives `residency` from `declared_region`
     /// and the provider, whatever residency it held. Reports the first fault in a stable order:
     /// provider, alias, credentials, base_url, declared_region, label, weight, models,
-    /// blacklisted_models, binding. Idempotent: a validated profile validates to itself.
+    /// blacklisted_models, binding, model_map. Idempotent: a validated profile validates to
+    /// itself.
     pub fn validated(self) -> Result<Self, CredentialError> {
         let provider = providers::provider(&self.provider)?;
         let alias = validate_alias(&self.alias)?;
@@ -102,6 +106,7 @@ impl CredentialProfile {
             .collect::<Result<Vec<_>, _>>()?;
         bindings.sort();
         bindings.dedup();
+        let model_map = validate_model_map(self.model_map, &blacklisted_models)?;
         Ok(CredentialProfile {
             provider: provider.id.to_owned(),
             alias,
@@ -114,6 +119,7 @@ impl CredentialProfile {
             weight,
             bindings,
             settings,
+            model_map,
         })
     }
 }
@@ -166,6 +172,7 @@ pub fn prepare_register(request: RegisterRequest) -> Result<Registration, Creden
         weight: request.weight.unwrap_or(DEFAULT_WEIGHT),
         bindings,
         settings: credentials.settings.clone(),
+        model_map: request.model_map,
     }
     .validated()?;
     Ok(Registration {
@@ -252,14 +259,54 @@ pub fn validate_models(param: &str, models: Vec<String>) -> Result<Vec<String>, 
     Ok(models)
 }
 
+/// Checks a model map: at most 256 entries; each key a model name ([`validate_name`]) that
+/// `blacklisted` does not hold (a denied model cannot be mapped: resolve would never serve it);
+/// each value a provider model id, the same rule up to 256 characters. Errors name
+/// `model_map` (too many entries) or the entry, `model_map.<key>`.
+pub fn validate_model_map(
+    map: BTreeMap<String, String>,
+    blacklisted: &[String],
+) -> Result<BTreeMap<String, String>, CredentialError> {
+    if map.len() > MAX_MODEL_MAP {
+        return Err(CredentialError::invalid(
+            "model_map",
+            format!("model_map must have at most {MAX_MODEL_MAP} entries"),
+        ));
+    }
+    for (requested, provider_model) in &map {
+        // The key may itself be malformed: the param names it only once it is a valid name.
+        validate_name("model_map", requested).map_err(|e| match e {
+            CredentialError::Invalid { message, .. } => CredentialError::invalid(
+                "model_map",
+                format!("a key of model_map is not a model name: {message}"),
+            ),
+            other => other,
+        })?;
+        let param = format!("model_map.{requested}");
+        if blacklisted.binary_search(requested).is_ok() {
+            return Err(CredentialError::invalid(
+                &param,
+                format!("{requested} is in blacklisted_models, so it cannot be mapped"),
+            ));
+        }
+        check_name(&param, provider_model, MAX_PROVIDER_MODEL_LEN)?;
+    }
+    Ok(map)
+}
+
 /// Checks a model, capability or module name: 1 to 128 characters, the rule of
 /// [`text`](crate::domain::text) (no control or invisible characters), no whitespace
 /// (`gpt-4o`, `anthropic/claude-3.5-sonnet`, `llama3:8b`, `claude-3@20240229`).
 pub fn validate_name(param: &str, value: &str) -> Result<(), CredentialError> {
-    if value.is_empty() || value.chars().count() > MAX_NAME_LEN {
+    check_name(param, value, MAX_NAME_LEN)
+}
+
+/// [`validate_name`]'s rule, up to `max` characters.
+fn check_name(param: &str, value: &str, max: usize) -> Result<(), CredentialError> {
+    if value.is_empty() || value.chars().count() > max {
         return Err(CredentialError::invalid(
             param,
-            format!("{param} must be 1 to {MAX_NAME_LEN} characters"),
+            format!("{param} must be 1 to {max} characters"),
         ));
     }
     text::check(param, value).map_err(|m| CredentialError::invalid(param, m))?;
