@@ -950,6 +950,7 @@ mod tests {
             alias: Some("prod".into()),
             api_key: Some("sk-test-0123456789WXYZ".into()),
             capability: Some("chat".into()),
+            model_map: [("gpt-4o".to_owned(), "prod-gpt4o".to_owned())].into(),
             ..RegisterRequest::default()
         })
         .unwrap();

@@ -761,8 +761,8 @@ mod tests {
         assert_eq!(
             c.profile.bindings,
             [
-                binding(Some("chat"), Some("support"), None),
                 binding(None, Some("support"), None),
+                binding(Some("chat"), Some("support"), None),
             ]
         );
         // Nothing left to remove: a no-op, not an error (docs/adr/0021).
