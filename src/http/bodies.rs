@@ -261,6 +261,10 @@ fn variant(group: &Group) -> Schema {
         .property("capability", nullable("ModelName"))
         .property("module", nullable("ModelName"))
         .property("model", nullable("ModelName"))
+        .property(
+            "model_map",
+            schema::model_map("Optional, empty by default."),
+        )
         .property("idempotency_key", schema::idempotency_key_field())
         .additional_properties(Some(AdditionalProperties::FreeForm(false)))
         .extensions(Some(
@@ -350,7 +354,7 @@ pub fn update_schema() -> Schema {
         .schema_type(Type::Object)
         .description(Some(
             "Each field present is changed; `null` clears `label`, `base_url`, \
-             `declared_region` or an optional credential field, and is refused on the fields \
+             `declared_region`, `model_map` or an optional credential field, and is refused on the fields \
              that always hold a value (`alias`, `models`, `blacklisted_models`, `weight`, \
              `credentials`). Which of `base_url`, `declared_region` and `credentials` a \
              credential takes depends on its provider, as at registration. Secrets are not \
@@ -370,10 +374,73 @@ pub fn update_schema() -> Schema {
         )
         .property("weight", reference("Weight"))
         .property("credentials", credentials)
+        .property(
+            "model_map",
+            OneOfBuilder::new()
+                .item(schema::model_map("The whole new map (`{}` or `null` clears it)."))
+                .item(ObjectBuilder::new().schema_type(Type::Null)),
+        )
         .property("idempotency_key", schema::idempotency_key_field())
         .additional_properties(Some(AdditionalProperties::FreeForm(false)))
         .examples([json!({"label": "Production, EU and US", "weight": 200})])
         .into()
+}
+
+/// `capability` or `module` given as a string: the rule of a binding, an unbind and a policy
+/// scope, which a field's own schema cannot state.
+fn capability_or_module() -> Value {
+    json!([{"anyOf": [
+        {"required": ["capability"], "properties": {"capability": {"type": "string"}}},
+        {"required": ["module"], "properties": {"module": {"type": "string"}}},
+    ]}])
+}
+
+/// An object of nullable names (`ModelName`), with at least `capability` or `module` set.
+fn selector(description: &str, fields: &[&str], example: Value) -> Schema {
+    let mut object = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .description(Some(description));
+    for field in fields {
+        object = object.property(*field, nullable("ModelName"));
+    }
+    object
+        .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+        .extensions(Some(
+            [("allOf", capability_or_module())].into_iter().collect(),
+        ))
+        .examples([example])
+        .into()
+}
+
+/// `ByokBind`: a binding to add.
+pub fn bind_schema() -> Schema {
+    selector(
+        "A binding to add: what the credential serves. At least `capability` or `module`; \
+         `model` narrows it to one requested model.",
+        &["capability", "module", "model"],
+        json!({"capability": "chat", "module": "support-bot", "model": "gpt-4o"}),
+    )
+}
+
+/// `ByokUnbind`: the bindings to remove.
+pub fn unbind_schema() -> Schema {
+    selector(
+        "The bindings to remove: every binding whose `capability` and `module` both equal \
+         these (an absent one equals only an absent one), whatever its model. At least one of \
+         the two.",
+        &["capability", "module"],
+        json!({"capability": "chat"}),
+    )
+}
+
+/// `PolicyScope`: which requests a scoped policy governs.
+pub fn policy_scope_schema() -> Schema {
+    selector(
+        "Which requests a scoped policy governs: those whose capability and module equal \
+         every field it sets; at least one is set.",
+        &["capability", "module"],
+        json!({"capability": "chat", "module": "support-bot"}),
+    )
 }
 
 /// `IdempotencyOptions`: the optional body of a mutation that takes no other input.

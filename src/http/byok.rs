@@ -857,36 +857,50 @@ pub async fn revoke(request: LifecycleRequest) -> Result<HttpResponse, ApiError>
     run_lifecycle(request, Change::Revoke).await
 }
 
-/// A capability, module or model name, or `null`.
-pub(super) fn nullable_name() -> Schema {
-    super::schema::nullable_ref("ModelName")
-}
-
 /// A binding to add: what the credential serves. At least `capability` or `module`; `model`
 /// narrows it to one requested model.
-#[derive(Deserialize, ToSchema)]
+/// Its schema (`ByokBind`) is built in `bodies.rs`.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"capability": "chat", "module": "support-bot", "model": "gpt-4o"}))]
 pub struct BindBody {
-    #[schema(schema_with = nullable_name)]
     pub capability: Option<String>,
-    #[schema(schema_with = nullable_name)]
     pub module: Option<String>,
-    #[schema(schema_with = nullable_name)]
     pub model: Option<String>,
 }
 
 /// The bindings to remove: every binding whose `capability` and `module` both equal these
 /// (an absent one equals only an absent one), whatever its model. At least one of the two.
-#[derive(Deserialize, ToSchema)]
+/// Its schema (`ByokUnbind`) is built in `bodies.rs`.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"capability": "chat"}))]
 pub struct UnbindBody {
-    #[schema(schema_with = nullable_name)]
     pub capability: Option<String>,
-    #[schema(schema_with = nullable_name)]
     pub module: Option<String>,
 }
+
+/// A body whose schema `bodies.rs` builds, under `name`.
+macro_rules! built_schema {
+    ($body:ty, $name:literal, $schema:path) => {
+        impl PartialSchema for $body {
+            fn schema() -> RefOr<Schema> {
+                RefOr::T($schema())
+            }
+        }
+
+        impl ToSchema for $body {
+            fn name() -> std::borrow::Cow<'static, str> {
+                $name.into()
+            }
+
+            fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+                bodies::push_shared_components(schemas);
+            }
+        }
+    };
+}
+
+built_schema!(BindBody, "ByokBind", bodies::bind_schema);
+built_schema!(UnbindBody, "ByokUnbind", bodies::unbind_schema);
 
 /// Bind a credential to a capability, a module or both, optionally for one model (a no-op when
 /// it has that binding already).

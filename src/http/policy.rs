@@ -9,7 +9,6 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use super::AppState;
 use super::auth::{Authed, Read, Write};
-use super::byok::nullable_name;
 use super::error::{ApiError, AuthErrors, BadRequest, BodyErrors};
 use super::idempotency::{IdempotencyHeader, KeyScope, idempotent};
 use super::json::Json;
@@ -61,16 +60,35 @@ impl From<PolicyModeView> for PolicyMode {
 
 /// Which requests a scoped policy governs: those whose capability and module equal every field
 /// it sets; at least one is set.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+// Its schema (`PolicyScope`) is built in `bodies.rs`, which states the rule across its fields.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[schema(as = PolicyScope, example = json!({"capability": "chat", "module": "support-bot"}))]
 pub struct PolicyScopeView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(schema_with = nullable_name)]
     pub capability: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(schema_with = nullable_name)]
     pub module: Option<String>,
+}
+
+impl utoipa::PartialSchema for PolicyScopeView {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::RefOr::T(super::bodies::policy_scope_schema())
+    }
+}
+
+impl ToSchema for PolicyScopeView {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "PolicyScope".into()
+    }
+
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        super::bodies::push_shared_components(schemas);
+    }
 }
 
 impl From<PolicyScope> for PolicyScopeView {

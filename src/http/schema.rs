@@ -19,7 +19,9 @@ use utoipa::openapi::{Ref, RefOr};
 
 use crate::domain::account::MAX_EMAIL_LEN;
 use crate::domain::account_key::MAX_KEY_NAME_LEN;
-use crate::domain::credential::{MAX_ALIAS_LEN, MAX_LABEL_LEN, MAX_MODELS, MAX_NAME_LEN};
+use crate::domain::credential::{
+    MAX_ALIAS_LEN, MAX_LABEL_LEN, MAX_MODEL_MAP, MAX_MODELS, MAX_NAME_LEN, MAX_PROVIDER_MODEL_LEN,
+};
 use crate::domain::providers::{MAX_REGION_LEN, MAX_URL_LEN};
 use crate::domain::text;
 
@@ -189,6 +191,35 @@ pub fn model_name() -> Schema {
         .max_length(Some(MAX_NAME_LEN))
         .pattern(Some(readable(&format!("^{}$", token_core(MAX_NAME_LEN)))))
         .examples(["gpt-4o"])
+        .into()
+}
+
+/// A model map: at most 256 entries, each a model name mapped to a provider model id (the same
+/// rule, up to 256 characters).
+pub fn model_map(description: &str) -> Schema {
+    let provider_model = string()
+        .min_length(Some(1))
+        .max_length(Some(MAX_PROVIDER_MODEL_LEN))
+        .pattern(Some(readable(&format!(
+            "^{}$",
+            token_core(MAX_PROVIDER_MODEL_LEN)
+        ))));
+    let key = string()
+        .min_length(Some(1))
+        .max_length(Some(MAX_NAME_LEN))
+        .pattern(Some(readable(&format!("^{}$", token_core(MAX_NAME_LEN)))));
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property_names(Some(key))
+        .additional_properties(Some(provider_model))
+        .max_properties(Some(MAX_MODEL_MAP))
+        .description(Some(format!(
+            "{description} Requested model (a model name) -> the provider's id for it (an \
+             Azure deployment, a Bedrock inference profile, a fine-tuned id: 1 to \
+             {MAX_PROVIDER_MODEL_LEN} characters without whitespace or control characters); \
+             at most {MAX_MODEL_MAP} entries. A model in `blacklisted_models` cannot be mapped."
+        )))
+        .examples([serde_json::json!({"gpt-4o": "prod-gpt4o-eu"})])
         .into()
 }
 

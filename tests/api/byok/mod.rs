@@ -8,11 +8,13 @@
 //! service.
 
 mod access;
+mod bindings;
 mod canaries;
 mod if_match;
 mod lifecycle;
 mod list;
 mod nulls;
+mod policy;
 mod register;
 mod shredding;
 mod validation;
@@ -184,7 +186,7 @@ fn random_hex<const N: usize>() -> String {
 const KEY: &str = "sk-proj-0123456789abcdefWXYZ";
 
 /// Every field `ByokConfig` shows; anything else (such as the sealed secret) must not be there.
-const CONFIG_FIELDS: [&str; 19] = [
+const CONFIG_FIELDS: [&str; 20] = [
     "byok_id",
     "provider",
     "alias",
@@ -202,6 +204,7 @@ const CONFIG_FIELDS: [&str; 19] = [
     "models",
     "blacklisted_models",
     "weight",
+    "model_map",
     "created_at",
     "updated_at",
 ];

@@ -55,6 +55,13 @@ def _state_dependent(case, code, param, message):
         and (param in ("base_url", "declared_region", "credentials") or param.startswith("credentials."))
     ):
         return "update field not taken by this credential's provider"
+    # A model in blacklisted_models cannot be a key of model_map: a relation between two fields
+    # (on update, between the body and the stored credential).
+    if code == "invalid_parameter" and (
+        (param.startswith("model_map.") and "blacklisted_models" in message)
+        or (param == "blacklisted_models" and "model_map" in message)
+    ):
+        return "model_map key denied by blacklisted_models"
     # The coverage phase sends an optional header with values outside its declared pattern and
     # still counts the request as schema-valid; an If-Match the pattern refuses is refused here.
     if code == "invalid_header" and param == "If-Match":
