@@ -126,6 +126,7 @@ impl Credential {
             blacklisted_models: None,
             weight: Some(100 + (version % 7) as u32),
             settings: Default::default(),
+            model_map: None,
             updated_at: chrono::Utc::now(),
         }))
         .to_new_event()
@@ -148,6 +149,7 @@ impl Credential {
                 weight: 100,
                 bindings: vec![],
                 settings: Default::default(),
+                model_map: Default::default(),
             },
             // Opaque here: the bench stores no data key (`data_key: None`).
             sealed_secret: "YmVuY2gtY2lwaGVydGV4dC1ub3QtYS1yZWFsLXNlY3JldA==".to_owned(),
