@@ -191,6 +191,7 @@ async fn get_shows_the_whole_configuration_and_never_the_secret() {
             "models": ["gpt-4o", "gpt-4o-mini"],
             "blacklisted_models": ["o1-preview"],
             "weight": 250,
+            "model_map": {},
             "created_at": key["created_at"],
             "updated_at": key["created_at"],
         })
