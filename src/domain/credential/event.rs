@@ -330,4 +330,26 @@ mod tests {
         assert!(new.data.get("sealed_secret").is_some());
         assert!(crate::domain::PRIVATE_FIELDS.contains(&"sealed_secret"));
     }
+
+    #[test]
+    fn a_model_map_is_stored_after_the_profile_and_left_out_when_empty() {
+        let Ok([CredentialEvent::Registered(mut r)]) =
+            <[CredentialEvent; 1]>::try_from(registered())
+        else {
+            panic!("expected one byok.registered");
+        };
+        r.profile.model_map = [("gpt-4o".to_owned(), "ft:gpt-4o:acme".to_owned())].into();
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(
+            text.contains(
+                r#""settings":{},"model_map":{"gpt-4o":"ft:gpt-4o:acme"},"sealed_secret""#
+            ),
+            "{text}"
+        );
+        let back: Registered = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, *r);
+        // A payload recorded before the field existed reads as an empty map.
+        let old: Registered = serde_json::from_str(REGISTERED_FIELDS_IN_ORDER).unwrap();
+        assert!(old.profile.model_map.is_empty());
+    }
 }
