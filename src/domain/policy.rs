@@ -428,6 +428,41 @@ mod tests {
     }
 
     #[test]
+    fn an_account_holds_a_bounded_number_of_scoped_policies() {
+        let mut state = Policy::of_account(account());
+        state.scoped = (0..MAX_SCOPED)
+            .map(|i| ScopedPolicy {
+                scope: scope(Some(&format!("c{i}")), None),
+                mode: ByokOnly,
+            })
+            .collect();
+        let one_more = decide(
+            Some(&state),
+            set(Some(ByokOnly), Some(scope(Some("new"), None))),
+        );
+        assert!(
+            matches!(one_more, Err(PolicyError::Invalid { ref param, .. }) if param == "scope")
+        );
+        // Changing or removing one of them still works.
+        let existing = scope(Some("c1"), None);
+        assert_eq!(
+            decide(
+                Some(&state),
+                set(Some(ByokThenPool), Some(existing.clone()))
+            )
+            .unwrap()
+            .len(),
+            1
+        );
+        assert_eq!(
+            decide(Some(&state), set(None, Some(existing)))
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[test]
     fn the_event_type_and_payload_are_stable() {
         let event = PolicyEvent::Set {
             account_id: account(),
