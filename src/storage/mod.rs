@@ -1,8 +1,8 @@
 //! The only module that imports sled. One store directory, one tree (layout in `keys.rs`), one
 //! writer thread that owns every append (`writer.rs`), inline projections (`projection.rs`), and
-//! the replay that rebuilds and verifies them (`verify.rs`). Reads are point lookups and range
-//! scans straight from the tree (`read.rs`, `feed.rs`). Must not import actix, utoipa, `service`
-//! or `http`.
+//! the replay that rebuilds and verifies them (`replay.rs`, `rows.rs`, `verify.rs`). Reads are
+//! point lookups and range scans straight from the tree (`read.rs`, `feed.rs`). Must not import
+//! actix, utoipa, `service` or `http`.
 //!
 //! | file | owns |
 //! |---|---|
