@@ -1,4 +1,4 @@
-//! The projection of API keys, live and replayed alike (called from `projection::project`): each
+//! The projection of API keys, live and replayed alike (chosen by `projection::route`): each
 //! key's row (`a/account_key:<key_id>`), the account's key index (`i/keys/<account_id> 0x00
 //! <key_id>`), the token index (`i/token/<hash>`) and the account's feed (`e/`). Layouts in
 //! `keys.rs`.
@@ -17,41 +17,36 @@
 //! `service` or `http`.
 
 use super::kv::Kv;
-use super::projection::{ProjectionError, StoredAggregate, add_to_account_feed, load};
+use super::projection::{EventAt, ProjectionError, StoredAggregate, add_to_account_feed};
 use super::{StoreError, keys};
 use crate::crypto::TokenHash;
 use crate::domain::account::Account;
 use crate::domain::account_key::{ApiKey, ApiKeyEvent};
-use crate::es::{Aggregate, DomainEvent, Envelope, StreamId};
+use crate::es::{Aggregate, StreamId};
 
 /// A key event on the key's own stream.
-pub fn project_key(kv: &mut impl Kv, envelope: &Envelope) -> Result<(), ProjectionError> {
-    let event = ApiKeyEvent::from_envelope(envelope)?;
-    let before = load::<ApiKey>(kv, &envelope.stream)?.map(|s| s.state);
-    write_key(
-        kv,
-        &envelope.stream,
-        envelope.stream_version,
-        before,
-        &event,
-        envelope,
-    )
+pub fn project_key<K: Kv>(
+    kv: &mut K,
+    at: EventAt<'_>,
+    event: ApiKeyEvent,
+) -> Result<(), ProjectionError> {
+    let before = kv.take_aggregate::<ApiKey>(at.stream)?.map(|s| s.state);
+    write_key(kv, at.stream, at.stream_version, before, &event, at)
 }
 
 /// A key event of the old layout, on its account's stream.
-pub fn project_key_on_account_stream(
-    kv: &mut impl Kv,
-    envelope: &Envelope,
+pub fn project_key_on_account_stream<K: Kv>(
+    kv: &mut K,
+    at: EventAt<'_>,
+    event: ApiKeyEvent,
 ) -> Result<(), ProjectionError> {
-    let event = ApiKeyEvent::from_envelope(envelope)?;
     // The account's state is unchanged; its row moves to its stream's version, as the head did.
-    if let Some(mut account) = load::<Account>(kv, &envelope.stream)? {
-        account.stream_version = envelope.stream_version;
-        let bytes = serde_json::to_vec(&account).map_err(StoreError::from)?;
-        kv.put(keys::aggregate(&envelope.stream), bytes);
+    if let Some(mut account) = kv.take_aggregate::<Account>(at.stream)? {
+        account.stream_version = at.stream_version;
+        kv.put_aggregate(at.stream, account)?;
     }
     let stream = StreamId::new(ApiKey::KIND, event.key_id().as_str());
-    let stored = load::<ApiKey>(kv, stream.as_str())?;
+    let stored = kv.take_aggregate::<ApiKey>(stream.as_str())?;
     let own_version = stored.as_ref().map_or(0, |s| s.stream_version);
     write_key(
         kv,
@@ -59,7 +54,7 @@ pub fn project_key_on_account_stream(
         own_version,
         stored.map(|s| s.state),
         &event,
-        envelope,
+        at,
     )
 }
 
@@ -71,29 +66,31 @@ fn write_key(
     stream_version: u64,
     before: Option<ApiKey>,
     event: &ApiKeyEvent,
-    envelope: &Envelope,
+    at: EventAt<'_>,
 ) -> Result<(), ProjectionError> {
     let revoked_hash = before.as_ref().map(|key| key.token_hash.clone());
     let after = ApiKey::apply(before, event);
-    let stored = StoredAggregate {
-        stream_version,
-        state: &after,
-    };
-    let bytes = serde_json::to_vec(&stored).map_err(StoreError::from)?;
-    kv.put(keys::aggregate(stream), bytes);
-    add_to_account_feed(kv, &after.account_id, envelope);
+    let account_id = after.account_id.clone();
+    kv.put_aggregate(
+        stream,
+        StoredAggregate {
+            stream_version,
+            state: after,
+        },
+    )?;
+    add_to_account_feed(kv, &account_id, at);
     match event {
         ApiKeyEvent::Created {
             key_id, token_hash, ..
         } => {
             let value = [
-                after.account_id.as_str().as_bytes(),
+                account_id.as_str().as_bytes(),
                 &[0],
                 key_id.as_str().as_bytes(),
             ]
             .concat();
             kv.put(token_index_key(token_hash)?, value);
-            kv.put(keys::key_index(&after.account_id, key_id), Vec::new());
+            kv.put(keys::key_index(&account_id, key_id), Vec::new());
         }
         ApiKeyEvent::Revoked { .. } => {
             // A revoked token leaves the index at once, so it no longer authenticates.

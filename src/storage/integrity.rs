@@ -14,7 +14,8 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use super::verify::{self, Replay, VerifyReport};
+use super::replay::Replay;
+use super::verify::{self, VerifyReport};
 use super::{Store, StoreError};
 use crate::metrics;
 
@@ -146,10 +147,7 @@ impl Store {
         verify::guarded(|| replay.extend(&self.inner.db, &chain, Some(tail)))?;
         let keys = self.inner.keyring.clone();
         let master = self.inner.master.clone();
-        self.exclusive(move |tree| {
-            replay.extend(tree, &chain, None)?;
-            verify::report(tree, replay, &keys, &master)
-        })?
+        self.exclusive(move |tree| verify::report(tree, &chain, replay, &keys, &master))?
     }
 
     fn settle(&self, outcome: Result<VerifyReport, StoreError>) {

@@ -62,8 +62,11 @@ pub fn stream_events(stream: &str) -> Vec<u8> {
     concat(&[b"s/", stream.as_bytes(), &[0]])
 }
 
+/// Every `a/` row.
+pub const AGGREGATE: &[u8] = b"a/";
+
 pub fn aggregate(stream: &str) -> Vec<u8> {
-    concat(&[b"a/", stream.as_bytes()])
+    concat(&[AGGREGATE, stream.as_bytes()])
 }
 
 pub fn email(email: &str) -> Vec<u8> {
@@ -110,4 +113,25 @@ pub fn key_last_used(key_id: &KeyId) -> Vec<u8> {
 
 pub fn u64_value(value: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(value.try_into().ok()?))
+}
+
+/// Every `h/` row.
+pub const HEAD: &[u8] = b"h/";
+/// Every `s/` row.
+pub const STREAM_EVENTS: &[u8] = b"s/";
+/// Every `e/` row.
+pub const ACCOUNT_FEED: &[u8] = b"e/";
+
+/// The name and number of a `<prefix><name> 0x00 <u64>` key (an `s/` or `e/` row), or `None`
+/// for a key of another shape. The number is the key's last 8 bytes, so a name holding 0x00 is
+/// answered whole.
+pub fn split_numbered<'k>(key: &'k [u8], prefix: &[u8]) -> Option<(&'k [u8], u64)> {
+    let rest = key.strip_prefix(prefix)?;
+    let split = rest.len().checked_sub(9)?;
+    let (name, tail) = rest.split_at(split);
+    let (zero, number) = tail.split_first()?;
+    if *zero != 0 {
+        return None;
+    }
+    Some((name, u64::from_be_bytes(number.try_into().ok()?)))
 }

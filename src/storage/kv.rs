@@ -1,11 +1,14 @@
 //! The row views projections are read and applied through. Live, writes go to an overlay of
 //! pending writes on top of the sled tree (so an event sees the rows written by earlier events of
-//! the same group, before anything is on disk); on rebuild and verify, to an in-memory map. Query
-//! paths read the tree through `read::ReadOnly`, which offers `KvRead` only.
+//! the same group, before anything is on disk); on rebuild and verify, to the replay's rows
+//! (`rows.rs`). Query paths read the tree through `read::ReadOnly`, which offers `KvRead` only.
 
 use std::collections::BTreeMap;
 
 use super::StoreError;
+use super::keys;
+use super::projection::{self, StoredAggregate};
+use crate::es::Aggregate;
 
 /// Reading rows: what query paths need, and all that a read-only view offers.
 pub trait KvRead {
@@ -16,6 +19,31 @@ pub trait KvRead {
 pub trait Kv: KvRead {
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>);
     fn delete(&mut self, key: Vec<u8>);
+
+    /// A stream's aggregate, to be updated and written back with [`Kv::put_aggregate`].
+    fn take_aggregate<A: Aggregate + Send + 'static>(
+        &mut self,
+        stream: &str,
+    ) -> Result<Option<StoredAggregate<A>>, StoreError>
+    where
+        Self: Sized,
+    {
+        projection::load(self, stream)
+    }
+
+    /// Writes a stream's aggregate row.
+    fn put_aggregate<A: Aggregate + Send + 'static>(
+        &mut self,
+        stream: &str,
+        stored: StoredAggregate<A>,
+    ) -> Result<(), StoreError>
+    where
+        Self: Sized,
+    {
+        let bytes = projection::encode_aggregate(&stored)?;
+        self.put(keys::aggregate(stream), bytes);
+        Ok(())
+    }
 }
 
 /// Pending writes of one group on top of the tree, with a stage for the request being decided:
@@ -81,16 +109,19 @@ impl Kv for Overlay<'_> {
     }
 }
 
-/// Projection rows built in memory from the log alone.
+/// Rows in a plain map: the model the replay's rows (`rows.rs`) are tested against.
+#[cfg(test)]
 #[derive(Default, PartialEq, Eq, Debug)]
 pub struct MemKv(pub BTreeMap<Vec<u8>, Vec<u8>>);
 
+#[cfg(test)]
 impl KvRead for MemKv {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.0.get(key).cloned())
     }
 }
 
+#[cfg(test)]
 impl Kv for MemKv {
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
         self.0.insert(key, value);

@@ -1,8 +1,8 @@
 //! The only module that imports sled. One store directory, one tree (layout in `keys.rs`), one
 //! writer thread that owns every append (`writer.rs`), inline projections (`projection.rs`), and
-//! the replay that rebuilds and verifies them (`verify.rs`). Reads are point lookups and range
-//! scans straight from the tree (`read.rs`, `feed.rs`). Must not import actix, utoipa, `service`
-//! or `http`.
+//! the replay that rebuilds and verifies them (`replay.rs`, `rows.rs`, `verify.rs`). Reads are
+//! point lookups and range scans straight from the tree (`read.rs`, `feed.rs`). Must not import
+//! actix, utoipa, `service` or `http`.
 //!
 //! | file | owns |
 //! |---|---|
@@ -20,7 +20,9 @@
 //! | `keyring.rs` | the data key files under `keys/` |
 //! | `keys.rs`, `kv.rs`, `projection.rs` | the key layout, the row views, the inline projections |
 //! | `account_keys.rs` | the projection of API keys: their rows, the account's key index, the token index, in both layouts |
-//! | `verify.rs` | the hash chain, replay, `verify` and `rebuild` |
+//! | `replay.rs` | walking the log with the chain check, projecting every event, progress |
+//! | `rows.rs` | the rows a replay produces, held compactly, and their comparison with the live rows |
+//! | `verify.rs` | the hash chain, `verify` and `rebuild` |
 //! | `hooks.rs` | entry points for tests and benches only (`test-hooks` feature) |
 
 mod account_keys;
@@ -40,6 +42,8 @@ mod meta;
 mod open;
 mod projection;
 mod read;
+mod replay;
+mod rows;
 mod verify;
 mod writer;
 

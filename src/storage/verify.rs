@@ -1,13 +1,16 @@
-//! Reading the log back: the keyed hash chain, the tail the writer resumes from, replay into
-//! projections (rebuild), and the checks of `verify`: the live projections against a replay, and
-//! every live credential's data key against the key files. Both commands run on the writer
-//! thread between groups, so nothing is appended while they look.
+//! Reading the log back: the keyed hash chain, the tail the writer resumes from, and the two
+//! commands built on a replay (`replay.rs`): `verify` compares the live projections with the
+//! replayed rows and checks every live credential's data key against the key files; `rebuild`
+//! writes where the two differ. Both run on the writer thread between groups, so nothing is
+//! appended while they look.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Instant;
 
 use super::keyring::Keyring;
-use super::kv::{Kv, MemKv};
-use super::projection::{self, FORMAT_VERSION, project};
+use super::projection::FORMAT_VERSION;
+use super::replay::{PROGRESS_EVERY, Replay};
+use super::rows::{self, Differences, ReplayRows};
 use super::{Store, StoreError, keys};
 use crate::crypto::{KeyedHasher, MasterKey, data_key_binding};
 use crate::domain::credential::Credential;
@@ -20,11 +23,7 @@ impl Store {
         let chain = self.inner.chain.clone();
         let keys = self.inner.keyring.clone();
         let master = self.inner.master.clone();
-        self.exclusive(move |tree| {
-            let mut replay = Replay::default();
-            replay.extend(tree, &chain, None)?;
-            report(tree, replay, &keys, &master)
-        })?
+        self.exclusive(move |tree| report(tree, &chain, Replay::default(), &keys, &master))?
     }
 
     /// Drops every projection row and rewrites them from the log; answers how many events were
@@ -48,45 +47,129 @@ pub fn guarded<T>(work: impl FnOnce() -> Result<T, StoreError>) -> Result<T, Sto
     })
 }
 
-/// Compares the replay with the live projections and checks the data keys of the credentials
-/// the replay says are live.
+/// Finishes `replay` (to the end of the log), compares it with the live projections and checks
+/// the data keys of the credentials it says are live.
 pub fn report(
     tree: &sled::Tree,
-    replay: Replay,
+    chain: &KeyedHasher,
+    mut replay: Replay,
     keyring: &Keyring,
     master: &MasterKey,
 ) -> Result<VerifyReport, StoreError> {
-    let live = live_projections(tree)?;
-    let mut report = compare(replay.events, &replay.rows, &live);
+    let mut found = Listed::default();
+    let projection_rows = replay_and_compare(tree, chain, &mut replay, &mut found)?;
+    let started = Instant::now();
     let (checked, problems) = check_data_keys(&replay.rows, keyring, master)?;
-    report.data_keys = checked;
-    report.key_problems = problems;
-    Ok(report)
+    if started.elapsed() >= PROGRESS_EVERY {
+        tracing::info!(
+            live_credentials = checked,
+            seconds = started.elapsed().as_secs_f64(),
+            "checked the data keys"
+        );
+    }
+    Ok(VerifyReport {
+        events: replay.events,
+        projection_rows: usize::try_from(projection_rows).unwrap_or(usize::MAX),
+        mismatches: found.into_lines(),
+        data_keys: checked,
+        key_problems: problems,
+    })
+}
+
+/// Finishes `replay` while the live `s/` and `e/` rows are read on a thread of their own, then
+/// compares; answers how many rows the replay holds. A replay that fails is reported before
+/// anything the read of the live rows met.
+fn replay_and_compare(
+    tree: &sled::Tree,
+    chain: &KeyedHasher,
+    replay: &mut Replay,
+    differences: &mut dyn Differences,
+) -> Result<u64, StoreError> {
+    let started = Instant::now();
+    let live = std::thread::scope(|scope| {
+        let live = std::thread::Builder::new()
+            .name("keyledger-live-rows".into())
+            .spawn_scoped(scope, || rows::live_numbered(tree))?;
+        let replayed = replay.extend(tree, chain, None);
+        let live = live.join();
+        replayed?;
+        live.unwrap_or_else(|payload| std::panic::resume_unwind(payload))
+    })?;
+    let replayed = started.elapsed();
+    let rows = rows::compare(&replay.rows, &live, tree, differences)?;
+    if started.elapsed() >= PROGRESS_EVERY {
+        tracing::info!(
+            events = replay.events,
+            rows,
+            replay_seconds = replayed.as_secs_f64(),
+            compare_seconds = (started.elapsed() - replayed).as_secs_f64(),
+            "replayed the log and compared the projections"
+        );
+    }
+    Ok(rows)
+}
+
+/// The differences `verify` reports, printable: every row missing from the live store or
+/// different there, then every extra live row, each in key order.
+#[derive(Default)]
+struct Listed {
+    missing_or_different: Vec<(Vec<u8>, String)>,
+    extra: Vec<(Vec<u8>, String)>,
+}
+
+impl Listed {
+    fn into_lines(self) -> Vec<String> {
+        let Self {
+            mut missing_or_different,
+            mut extra,
+        } = self;
+        missing_or_different.sort_unstable();
+        extra.sort_unstable();
+        missing_or_different
+            .into_iter()
+            .chain(extra)
+            .map(|(_, line)| line)
+            .collect()
+    }
+}
+
+fn show(key: &[u8]) -> String {
+    String::from_utf8_lossy(key).escape_debug().to_string()
+}
+
+impl Differences for Listed {
+    fn missing(&mut self, key: &[u8], _: &[u8]) -> Result<(), StoreError> {
+        let line = format!("missing {}", show(key));
+        self.missing_or_different.push((key.to_vec(), line));
+        Ok(())
+    }
+
+    fn differs(&mut self, key: &[u8], _: &[u8]) -> Result<(), StoreError> {
+        let line = format!("differs {}", show(key));
+        self.missing_or_different.push((key.to_vec(), line));
+        Ok(())
+    }
+
+    fn extra(&mut self, key: &[u8]) -> Result<(), StoreError> {
+        self.extra
+            .push((key.to_vec(), format!("extra {}", show(key))));
+        Ok(())
+    }
 }
 
 /// Every credential that is not revoked needs its data key: present under `keys/`, and opening
 /// with the master key under its binding. Answers how many were checked and what is wrong.
 fn check_data_keys(
-    rows: &MemKv,
+    rows: &ReplayRows,
     keyring: &Keyring,
     master: &MasterKey,
 ) -> Result<(usize, Vec<String>), StoreError> {
-    let prefix = keys::aggregate(&format!("{}:", Credential::KIND));
     let mut checked = 0;
     let mut problems = Vec::new();
-    for key in rows.0.keys().filter(|k| k.starts_with(&prefix)) {
-        let Some(stream) = key
-            .strip_prefix(&b"a/"[..])
-            .and_then(|s| std::str::from_utf8(s).ok())
-        else {
-            continue;
-        };
-        let Some(stored) = projection::load::<Credential>(rows, stream)? else {
-            continue;
-        };
-        let credential = stored.state;
+    rows.for_each_aggregate::<Credential>(Credential::KIND, |stored| {
+        let credential = &stored.state;
         if credential.is_revoked() {
-            continue;
+            return;
         }
         checked += 1;
         let id = credential.byok_id.as_str();
@@ -106,27 +189,93 @@ fn check_data_keys(
                 "the data key of live credential {id} (keys/{id}) cannot be read: {error}"
             )),
         }
-    }
+    })?;
     Ok((checked, problems))
 }
 
-/// Replays the log with the chain check (a broken chain changes nothing), then in one batch
-/// replaces every projection row with the replayed ones and records this build's projection
-/// format, and flushes. Answers how many events were replayed.
+/// Replays the log with the chain check (a broken chain changes nothing), then makes the live
+/// projection rows equal the replayed ones (writing each row that is missing or differs,
+/// removing each extra one), records this build's projection format, and flushes. Answers how
+/// many events were replayed.
+///
+/// Up to [`REBUILD_BATCH`] changes are one atomic batch with the format row, as a rebuild of a
+/// sound store or of a few damaged rows is. More are written in batches of that size as the
+/// comparison goes, so memory stays bounded: the first batch removes the format row and the last
+/// writes it, so a rebuild cut short leaves a store whose projections are rebuilt on its next
+/// open (docs/adr/0013).
 pub fn rebuild_projections(tree: &sled::Tree, chain: &KeyedHasher) -> Result<u64, StoreError> {
+    rebuild_in_batches(tree, chain, REBUILD_BATCH)
+}
+
+fn rebuild_in_batches(
+    tree: &sled::Tree,
+    chain: &KeyedHasher,
+    batch: usize,
+) -> Result<u64, StoreError> {
     let mut replay = Replay::default();
-    replay.extend(tree, chain, None)?;
-    let mut batch = sled::Batch::default();
-    for (key, _) in live_projections(tree)?.0 {
-        batch.remove(key);
-    }
-    for (key, value) in replay.rows.0 {
-        batch.insert(key, value);
-    }
+    let mut writes = Rewrite {
+        tree,
+        batch: sled::Batch::default(),
+        pending: 0,
+        limit: batch,
+        split: false,
+    };
+    replay_and_compare(tree, chain, &mut replay, &mut writes)?;
+    let Rewrite { mut batch, .. } = writes;
     batch.insert(keys::PROJECTION_FORMAT, &FORMAT_VERSION.to_be_bytes()[..]);
     tree.apply_batch(batch)?;
     tree.flush()?;
     Ok(replay.events)
+}
+
+/// Changes of one rebuild batch at most.
+pub const REBUILD_BATCH: usize = 100_000;
+
+/// The differences a rebuild writes, batch by batch.
+struct Rewrite<'a> {
+    tree: &'a sled::Tree,
+    batch: sled::Batch,
+    pending: usize,
+    /// Changes per batch.
+    limit: usize,
+    /// Whether a batch was written already (the first one removed the format row).
+    split: bool,
+}
+
+impl Rewrite<'_> {
+    /// Counts one change; writes the batch when it is full. `compare` only ever changes rows at
+    /// or before the live row it has reached, so its scan never meets a row written here.
+    fn counted(&mut self) -> Result<(), StoreError> {
+        self.pending += 1;
+        if self.pending < self.limit {
+            return Ok(());
+        }
+        let mut batch = std::mem::take(&mut self.batch);
+        if !self.split {
+            batch.remove(keys::PROJECTION_FORMAT);
+            self.split = true;
+        }
+        self.tree.apply_batch(batch)?;
+        self.pending = 0;
+        Ok(())
+    }
+}
+
+impl Differences for Rewrite<'_> {
+    fn missing(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.batch.insert(key, value);
+        self.counted()
+    }
+
+    fn differs(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.batch.insert(key, value);
+        self.counted()
+    }
+
+    fn extra(&mut self, key: &[u8]) -> Result<(), StoreError> {
+        self.batch.remove(key);
+        self.counted()
+    }
 }
 
 /// `hmac(chain key, previous hash ‖ envelope JSON as stored)`; the first event's previous hash is
@@ -166,84 +315,6 @@ pub fn tail(tree: &sled::Tree) -> Result<(u64, [u8; 32]), StoreError> {
     }
 }
 
-/// A replay of the log in progress: the events walked so far, with the chain checked, and the
-/// projection rows they produce.
-#[derive(Default)]
-pub struct Replay {
-    pub events: u64,
-    previous: [u8; 32],
-    pub rows: MemKv,
-}
-
-impl Replay {
-    /// Walks on from the next position, up to `last` (inclusive) or the end of the log, checking
-    /// that positions are gap-free, every hash chains and every envelope names its position, and
-    /// projecting each event.
-    pub fn extend(
-        &mut self,
-        tree: &sled::Tree,
-        chain: &KeyedHasher,
-        last: Option<u64>,
-    ) -> Result<(), StoreError> {
-        for item in tree.range(keys::log(self.events + 1)..) {
-            let expected = self.events + 1;
-            if last.is_some_and(|last| expected > last) {
-                break;
-            }
-            // A row sled cannot read is reported at the position the walk had reached.
-            let (key, value) = item.map_err(|e| match StoreError::from(e) {
-                StoreError::Damaged { at } => StoreError::Unreadable {
-                    position: expected,
-                    at,
-                },
-                other => other,
-            })?;
-            if !key.starts_with(keys::LOG) {
-                break;
-            }
-            let position = keys::log_position(&key).ok_or_else(|| StoreError::Corrupt {
-                what: "log key".into(),
-                reason: "not a position".into(),
-            })?;
-            let broken = |reason: &str| StoreError::Chain {
-                position,
-                reason: reason.to_owned(),
-            };
-            if position != expected {
-                return Err(broken(&format!(
-                    "expected position {expected}: the log has a gap"
-                )));
-            }
-            let (hash, envelope) = decode_log_value(position, &value)?;
-            if chain_hash(chain, &self.previous, &value[32..]) != hash {
-                return Err(broken("its hash does not match: the event was altered"));
-            }
-            if envelope.position != position {
-                return Err(broken("its envelope names another position"));
-            }
-            project(&mut self.rows, &envelope).map_err(|e| StoreError::Corrupt {
-                what: format!("event at position {position}"),
-                reason: e.to_string(),
-            })?;
-            self.previous = hash;
-            self.events = position;
-        }
-        Ok(())
-    }
-}
-
-/// The live projection rows.
-pub fn live_projections(tree: &sled::Tree) -> Result<MemKv, StoreError> {
-    let mut rows = MemKv::default();
-    for prefix in keys::PROJECTIONS {
-        for item in tree.scan_prefix(prefix) {
-            let (k, v) = item?;
-            rows.put(k.to_vec(), v.to_vec());
-        }
-    }
-    Ok(rows)
-}
-
 /// What `verify` found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyReport {
@@ -264,31 +335,93 @@ impl VerifyReport {
     }
 }
 
-pub fn compare(events: u64, replayed: &MemKv, live: &MemKv) -> VerifyReport {
-    let show = |k: &[u8]| String::from_utf8_lossy(k).escape_debug().to_string();
-    let mut mismatches = Vec::new();
-    for (k, v) in &replayed.0 {
-        match live.0.get(k) {
-            None => mismatches.push(format!("missing {}", show(k))),
-            Some(live_v) if live_v != v => mismatches.push(format!("differs {}", show(k))),
-            Some(_) => {}
-        }
-    }
-    for k in live.0.keys().filter(|k| !replayed.0.contains_key(*k)) {
-        mismatches.push(format!("extra {}", show(k)));
-    }
-    VerifyReport {
-        events,
-        projection_rows: replayed.0.len(),
-        mismatches,
-        data_keys: 0,
-        key_problems: Vec::new(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::es::{EventMeta, ExpectedVersion, NewEvent};
+    use crate::storage::{AppendRequest, Durability};
+
+    /// The live projection rows.
+    fn projections(store: &Store) -> Vec<(sled::IVec, sled::IVec)> {
+        keys::PROJECTIONS
+            .iter()
+            .flat_map(|prefix| store.inner.db.scan_prefix(prefix))
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    /// A rebuild that writes its changes in many batches ends with the rows one batch writes,
+    /// and the format recorded.
+    #[tokio::test]
+    async fn a_rebuild_in_many_batches_ends_where_one_batch_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &MasterKey::generate(), Durability::Sync).unwrap();
+        for file in ["account-schema-1.ndjson", "byok-schema-1.ndjson"] {
+            let path = format!("{}/fixtures/events/{file}", env!("CARGO_MANIFEST_DIR"));
+            for line in std::fs::read_to_string(path).unwrap().lines() {
+                let envelope: Envelope = serde_json::from_str(line).unwrap();
+                let request = AppendRequest {
+                    stream: envelope.stream_id(),
+                    expected: ExpectedVersion::Any,
+                    events: vec![NewEvent {
+                        event_type: envelope.event_type,
+                        schema: envelope.schema,
+                        data: envelope.data,
+                    }],
+                    meta: EventMeta::default(),
+                    data_key: None,
+                    also: Vec::new(),
+                    idempotency: None,
+                };
+                store.append(request).await.unwrap();
+            }
+        }
+        let sound = projections(&store);
+        assert!(sound.len() > 20);
+        // Every row lost, some altered and some extra: more changes than three batches hold.
+        for (key, _) in &sound {
+            store.inner.db.remove(key).unwrap();
+        }
+        for (i, (key, _)) in sound.iter().enumerate().step_by(3) {
+            store
+                .inner
+                .db
+                .insert(key, format!("garbled {i}").as_bytes())
+                .unwrap();
+        }
+        store
+            .inner
+            .db
+            .insert(b"e/acct_extra\0\0\0\0\0\0\0\0\x01", &b""[..])
+            .unwrap();
+        store
+            .inner
+            .db
+            .insert(b"i/email/extra@example.com", &b"acct_x"[..])
+            .unwrap();
+        store
+            .inner
+            .db
+            .insert(keys::PROJECTION_FORMAT, &[0u8; 4][..])
+            .unwrap();
+        let chain = store.inner.chain.clone();
+        let replayed = store
+            .exclusive(move |tree| rebuild_in_batches(tree, &chain, 3))
+            .unwrap()
+            .unwrap();
+        assert_eq!(replayed, 9);
+        assert_eq!(projections(&store), sound);
+        let format = store
+            .inner
+            .db
+            .get(keys::PROJECTION_FORMAT)
+            .unwrap()
+            .unwrap();
+        assert_eq!(format.as_ref(), &FORMAT_VERSION.to_be_bytes()[..]);
+        let report = store.verify().unwrap();
+        assert!(report.mismatches.is_empty(), "{:?}", report.mismatches);
+        store.shutdown();
+    }
 
     #[test]
     fn a_panic_of_the_engine_is_an_error() {
