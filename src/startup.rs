@@ -19,6 +19,7 @@ use crate::service::credentials::Credentials;
 use crate::service::events::Events;
 use crate::service::idempotency::Idempotency;
 use crate::service::ids::Ids;
+use crate::service::usage::Usage;
 use crate::storage::{Store, StoreError};
 
 /// How long a client has to send a request's headers.
@@ -105,7 +106,8 @@ impl Application {
                 ids.clone(),
             ),
             events: Events::new(store.clone(), closing.subscribe()),
-            idempotency: Idempotency::new(store.clone(), clock),
+            idempotency: Idempotency::new(store.clone(), clock.clone()),
+            usage: Usage::new(store.clone(), clock),
             ids,
             open_signup: settings.open_signup,
             receiving: receive::Limits {

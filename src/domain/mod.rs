@@ -9,6 +9,7 @@ pub mod ids;
 pub mod providers;
 mod scope;
 pub mod text;
+pub mod usage;
 
 pub use ids::{AccountId, CredentialId, KeyId, StageId};
 pub use scope::Scope;

@@ -19,6 +19,7 @@ use super::bodies;
 use super::error::{ApiError, AuthErrors, BadRequest, BodyErrors, Conflict, ErrorCode, NotFound};
 use super::idempotency::{IdempotencyHeader, KeyOnlyBody, KeyScope, idempotent};
 use super::json::Json;
+use super::usage::{QuotaExceededView, QuotaView};
 use super::views::{BindingView, CredentialStateView, ProviderInfo, provider_infos};
 use crate::domain::credential::{Credential, CredentialPatch, CredentialProfile, RegisterRequest};
 use crate::service::credentials::{ListFilter, Versioned};
@@ -358,6 +359,12 @@ pub struct ByokConfig {
     pub weight: u32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    // Quotas (`usage.rs`).
+    /// The quota (`POST /v1/byok/quota/set/{id}`), or null.
+    pub quota: Option<QuotaView>,
+    /// Set while, or since, the quota was last found reached; resolve leaves the credential out
+    /// until `until`. Cleared by setting the quota.
+    pub quota_exceeded: Option<QuotaExceededView>,
 }
 
 impl From<Versioned> for ByokConfig {
@@ -385,6 +392,8 @@ impl From<Versioned> for ByokConfig {
             sealed_secret: _,
             created_at,
             updated_at,
+            quota,
+            quota_exceeded,
         } = v.credential;
         Self {
             byok_id: byok_id.into(),
@@ -406,6 +415,8 @@ impl From<Versioned> for ByokConfig {
             weight,
             created_at,
             updated_at,
+            quota: quota.map(QuotaView::from),
+            quota_exceeded: quota_exceeded.map(QuotaExceededView::from),
         }
     }
 }
@@ -458,7 +469,7 @@ fn with_etag(mut response: HttpResponse, revision: u64) -> HttpResponse {
     response
 }
 
-fn config_response(v: &Versioned) -> HttpResponse {
+pub(super) fn config_response(v: &Versioned) -> HttpResponse {
     let config = ByokConfig::from(v.clone());
     with_etag(HttpResponse::Ok().json(config), v.revision)
 }

@@ -24,6 +24,7 @@ pub mod receive;
 pub mod request_id;
 mod routing;
 mod schema;
+pub mod usage;
 pub mod views;
 
 use actix_web::web;
@@ -35,6 +36,7 @@ use crate::service::credentials::Credentials;
 use crate::service::events::Events;
 use crate::service::idempotency::Idempotency;
 use crate::service::ids::Ids;
+use crate::service::usage::Usage;
 use error::{ApiError, ErrorCode};
 pub use routing::{resource, route_not_found};
 
@@ -44,6 +46,8 @@ pub struct AppState {
     pub credentials: Credentials,
     pub events: Events,
     pub idempotency: Idempotency,
+    /// Quotas and usage reports.
+    pub usage: Usage,
     /// Mints the ids of requests that bring none.
     pub ids: std::sync::Arc<Ids>,
     pub open_signup: bool,
@@ -59,6 +63,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(accounts::configure)
     .configure(keys::configure)
     .configure(byok::configure)
+    .configure(usage::configure)
     .configure(events::configure)
     .configure(health::configure)
     .configure(openapi::configure);

@@ -10,6 +10,7 @@ pub mod events;
 pub mod idempotency;
 pub mod ids;
 pub mod page;
+pub mod usage;
 
 use idempotency::Recording;
 
@@ -49,6 +50,8 @@ pub enum Taken {
     Credential,
     /// The API key's stream already exists.
     Key,
+    /// A usage request id is recorded already (the usage service answers it per record).
+    UsageRequest,
 }
 
 impl std::fmt::Display for Taken {
@@ -58,6 +61,7 @@ impl std::fmt::Display for Taken {
             Self::Account => "account",
             Self::Credential => "credential",
             Self::Key => "API key",
+            Self::UsageRequest => "usage request id",
         })
     }
 }
@@ -66,6 +70,7 @@ impl From<UniqueIndex> for Taken {
     fn from(index: UniqueIndex) -> Self {
         match index {
             UniqueIndex::Email => Self::Email,
+            UniqueIndex::UsageRequest => Self::UsageRequest,
         }
     }
 }

@@ -19,6 +19,7 @@
 //! | `idempotency.rs` | idempotency records |
 //! | `keyring.rs` | the data key files under `keys/` |
 //! | `keys.rs`, `kv.rs`, `projection.rs` | the key layout, the row views, the inline projections |
+//! | `usage.rs` | the usage rows: dedupe rows of request ids, hour and day buckets, their sweep |
 //! | `account_keys.rs` | the projection of API keys: their rows, the account's key index, the token index, in both layouts |
 //! | `verify.rs` | the hash chain, replay, `verify` and `rebuild` |
 //! | `hooks.rs` | entry points for tests and benches only (`test-hooks` feature) |
@@ -40,6 +41,7 @@ mod meta;
 mod open;
 mod projection;
 mod read;
+mod usage;
 mod verify;
 mod writer;
 

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::kv::{Kv, KvRead};
-use super::{StoreError, UniqueIndex, account_keys, keys};
+use super::{StoreError, UniqueIndex, account_keys, keys, usage};
 use crate::domain::AccountId;
 use crate::domain::account::{Account, AccountEvent};
 use crate::domain::account_key::{ApiKey, ApiKeyEvent};
@@ -18,8 +18,9 @@ use crate::es::{Aggregate, DecodeError, DomainEvent, Envelope};
 /// opens, so `verify` keeps comparing like with like (docs/adr/0013). 2: the `a/` rows name
 /// `stream_version` and the credential's `secret_version`, with its profile flattened. 3: each
 /// API key has its own row (`a/account_key:<key_id>`) and the account's key index
-/// (`i/keys/`); the account's row no longer holds its keys (docs/adr/0020).
-pub const FORMAT_VERSION: u32 = 3;
+/// (`i/keys/`); the account's row no longer holds its keys (docs/adr/0020). 4: credentials
+/// carry their routing state (quota, bindings, model map) and the usage rows (`q/`) exist.
+pub const FORMAT_VERSION: u32 = 4;
 
 /// Why an event could not be projected. `Unique` rejects the append that carried it (a unique
 /// index is enforced where the index is written, atomically with the write).
@@ -56,6 +57,8 @@ pub fn project(kv: &mut impl Kv, envelope: &Envelope) -> Result<(), ProjectionEr
         Account::KIND => project_account(kv, envelope),
         Credential::KIND => project_credential(kv, envelope),
         ApiKey::KIND => account_keys::project_key(kv, envelope),
+        // Usage batches are not in the account's feed (docs/adr/0022).
+        crate::domain::usage::KIND => usage::project_usage(kv, envelope),
         other => Err(ProjectionError::UnknownStream(other.to_owned())),
     }
 }

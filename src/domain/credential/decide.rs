@@ -8,10 +8,11 @@ use chrono::{DateTime, Utc};
 
 use super::command::{CredentialCommand, CredentialPatch, NewCredential};
 use super::error::CredentialError;
-use super::event::{CredentialEvent, Registered, Updated};
+use super::event::{CredentialEvent, QuotaExceededEvent, Registered, Updated};
 use super::validate::{validate_alias, validate_label, validate_models, validate_weight};
 use super::{Credential, CredentialState, MAX_HINT_LEN};
 use crate::domain::providers;
+use crate::domain::usage::{Exceedance, Quota};
 
 /// Decides what a command does to the credential, as events. Pure.
 pub fn decide(
@@ -23,6 +24,8 @@ pub fn decide(
         (Some(_), C::Register(_)) => Err(CredentialError::AlreadyExists),
         (None, C::Register(new)) => decide_register(*new),
         (None, _) => Err(CredentialError::NotFound),
+        // Quotas: an exceedance is a fact about usage, recorded only while it can matter.
+        (Some(c), C::MarkExceeded { exceeded, at }) => Ok(decide_exceeded(c, exceeded, at)),
         // Revoking twice is a no-op: the first revocation stands.
         (Some(c), C::Revoke { .. }) if c.is_revoked() => Ok(vec![]),
         (Some(c), _) if c.is_revoked() => Err(CredentialError::Revoked),
@@ -41,7 +44,67 @@ pub fn decide(
             disabled_at: at,
         }]),
         (Some(c), C::Update { patch, at }) => decide_update(c, *patch, at),
+        (
+            Some(c),
+            C::SetQuota {
+                quota,
+                exceeded,
+                at,
+            },
+        ) => Ok(decide_quota(c, quota, exceeded, at)),
     }
+}
+
+/// `byok.quota_set` when the quota changes or an exceedance is to be cleared; then
+/// `byok.quota_exceeded` when the new quota is reached already.
+fn decide_quota(
+    c: &Credential,
+    quota: Option<Quota>,
+    exceeded: Option<Exceedance>,
+    at: DateTime<Utc>,
+) -> Vec<CredentialEvent> {
+    let mut events = Vec::new();
+    if quota != c.quota || c.quota_exceeded.is_some() {
+        events.push(CredentialEvent::QuotaSet {
+            byok_id: c.byok_id.clone(),
+            quota: quota.clone(),
+            set_at: at,
+        });
+    }
+    if let (Some(quota), Some(exceeded)) = (&quota, exceeded)
+        && exceeded.window == quota.window
+    {
+        events.push(exceeded_event(c, exceeded, at));
+    }
+    events
+}
+
+fn decide_exceeded(
+    c: &Credential,
+    exceeded: Exceedance,
+    at: DateTime<Utc>,
+) -> Vec<CredentialEvent> {
+    let current = c
+        .quota
+        .as_ref()
+        .is_some_and(|q| q.window == exceeded.window);
+    let covered = c.quota_exceeded.as_ref().is_some_and(|e| e.covers(at));
+    if c.is_revoked() || !current || covered {
+        return vec![];
+    }
+    vec![exceeded_event(c, exceeded, at)]
+}
+
+fn exceeded_event(c: &Credential, e: Exceedance, at: DateTime<Utc>) -> CredentialEvent {
+    CredentialEvent::QuotaExceeded(Box::new(QuotaExceededEvent {
+        byok_id: c.byok_id.clone(),
+        window: e.window,
+        window_start: e.window_start,
+        until: e.until,
+        spend_micros: e.totals.spend_micros,
+        calls: e.totals.calls,
+        exceeded_at: at,
+    }))
 }
 
 fn decide_register(new: NewCredential) -> Result<Vec<CredentialEvent>, CredentialError> {

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::CredentialProfile;
+use crate::domain::usage::{Quota, QuotaWindow};
 use crate::domain::{AccountId, CredentialId};
 use crate::es::DomainEvent;
 
@@ -156,6 +157,29 @@ pub enum CredentialEvent {
         byok_id: CredentialId,
         revoked_at: DateTime<Utc>,
     },
+    // Quotas (docs/usage.md).
+    /// The quota set, or removed (`quota: null`).
+    #[serde(rename = "byok.quota_set")]
+    QuotaSet {
+        byok_id: CredentialId,
+        quota: Option<Quota>,
+        set_at: DateTime<Utc>,
+    },
+    #[serde(rename = "byok.quota_exceeded")]
+    QuotaExceeded(Box<QuotaExceededEvent>),
+}
+
+/// `byok.quota_exceeded`: the credential's usage reached its quota in the window starting at
+/// `window_start`; resolve leaves it out until `until`. Appended once per window.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaExceededEvent {
+    pub byok_id: CredentialId,
+    pub window: QuotaWindow,
+    pub window_start: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    pub spend_micros: u64,
+    pub calls: u64,
+    pub exceeded_at: DateTime<Utc>,
 }
 
 impl DomainEvent for CredentialEvent {}
@@ -190,6 +214,20 @@ mod tests {
                     byok_id: byok(),
                     revoked_at: t(1),
                 },
+                CredentialEvent::QuotaSet {
+                    byok_id: byok(),
+                    quota: None,
+                    set_at: t(1),
+                },
+                CredentialEvent::QuotaExceeded(Box::new(QuotaExceededEvent {
+                    byok_id: byok(),
+                    window: QuotaWindow::Mtd,
+                    window_start: t(0),
+                    until: t(2),
+                    spend_micros: 1,
+                    calls: 1,
+                    exceeded_at: t(1),
+                })),
             ])
             .map(|e| {
                 let new = e.to_new_event().unwrap();
@@ -210,7 +248,9 @@ mod tests {
                 "byok.updated",
                 "byok.enabled",
                 "byok.disabled",
-                "byok.revoked"
+                "byok.revoked",
+                "byok.quota_set",
+                "byok.quota_exceeded",
             ]
         );
         assert_eq!(<Credential as Aggregate>::KIND, "byok");
