@@ -665,7 +665,10 @@ mod tests {
         // The 9 March 14:00 bucket leaves once the window starts at 15:00 that day: from
         // 10 March 14:00, the window being the 24 hours that end with the current one.
         assert_eq!(e.until, at("2026-03-10T14:00:00Z"));
-        assert_eq!(QuotaWindow::Day1.bounds(e.until).0, at("2026-03-09T15:00:00Z"));
+        assert_eq!(
+            QuotaWindow::Day1.bounds(e.until).0,
+            at("2026-03-09T15:00:00Z")
+        );
         // Under the limit: nothing.
         assert_eq!(check(&q, &buckets[1..], now), None);
         // Reached by the current hour alone: free once that hour leaves, 24 hours on.

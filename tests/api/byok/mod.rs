@@ -13,8 +13,10 @@ mod if_match;
 mod lifecycle;
 mod list;
 mod nulls;
+mod quota;
 mod register;
 mod shredding;
+mod usage;
 mod validation;
 
 use std::collections::BTreeMap;
@@ -184,7 +186,7 @@ fn random_hex<const N: usize>() -> String {
 const KEY: &str = "sk-proj-0123456789abcdefWXYZ";
 
 /// Every field `ByokConfig` shows; anything else (such as the sealed secret) must not be there.
-const CONFIG_FIELDS: [&str; 19] = [
+const CONFIG_FIELDS: [&str; 21] = [
     "byok_id",
     "provider",
     "alias",
@@ -204,6 +206,8 @@ const CONFIG_FIELDS: [&str; 19] = [
     "weight",
     "created_at",
     "updated_at",
+    "quota",
+    "quota_exceeded",
 ];
 
 /// Answers the error object of a 404 with the request id removed.
