@@ -119,7 +119,9 @@ async fn run(reporters: usize, secs: u64) -> (f64, Duration, Duration) {
     let pick = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
     let rate = accepted.load(Ordering::Relaxed) as f64 / window.as_secs_f64();
     // Every record is counted once.
-    let period = usage.usage(&account, &byok_ids[0], Some(QuotaWindow::Day1)).unwrap();
+    let period = usage
+        .usage(&account, &byok_ids[0], Some(QuotaWindow::Day1))
+        .unwrap();
     assert!(period.totals.calls > 0);
     store.shutdown();
     (rate, pick(0.5), pick(0.99))
@@ -134,10 +136,16 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    println!("usage ingestion, batches of {BATCH}, {CREDENTIALS} credentials with quotas, {secs} s");
+    println!(
+        "usage ingestion, batches of {BATCH}, {CREDENTIALS} credentials with quotas, {secs} s"
+    );
     for reporters in REPORTERS {
         let (rate, p50, p99) = runtime.block_on(run(reporters, secs));
-        let verdict = if rate >= BAR_RECORDS_PER_SEC { "meets" } else { "MISSES" };
+        let verdict = if rate >= BAR_RECORDS_PER_SEC {
+            "meets"
+        } else {
+            "MISSES"
+        };
         println!(
             "{reporters:>3} reporters: {rate:>10.0} records/s  report p50 {p50:?} p99 {p99:?}  ({verdict} the bar of {BAR_RECORDS_PER_SEC:.0})"
         );

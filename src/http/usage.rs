@@ -126,7 +126,8 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<serde_json::
 /// against the usage recorded already.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"spend_limit_usd": 250, "call_limit": 100000, "window": "mtd"}))]
+#[schema(as = QuotaSet,
+    example = json!({"spend_limit_usd": 250, "call_limit": 100000, "window": "mtd"}))]
 pub struct QuotaSetBody {
     /// Dollars, at most 6 decimals, above 0, at most 1000000000.
     #[schema(value_type = Option<f64>, minimum = 0.000001, maximum = 1000000000)]
@@ -139,6 +140,13 @@ pub struct QuotaSetBody {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<()>, nullable)]
     pub quota: Option<Option<serde_json::Value>>,
+    /// An idempotency key, as an alternative to the `Idempotency-Key` header: 1 to 255
+    /// characters. With both, they must be the same key. (The JSON extractor takes it out before
+    /// this type reads the body: it is here for the schema.)
+    #[schema(min_length = 1, max_length = 255)]
+    #[serde(default)]
+    #[allow(dead_code)]
+    idempotency_key: Option<String>,
 }
 
 fn invalid(param: &str, message: impl Into<String>) -> ApiError {
@@ -263,6 +271,7 @@ impl From<OutcomeView> for Outcome {
 /// One provider call (or several, with `calls`) made with a credential.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = UsageRecord)]
 pub struct UsageRecordBody {
     pub byok_id: String,
     /// Dollars, at most 6 decimals, not negative.
@@ -282,10 +291,19 @@ pub struct UsageRecordBody {
 /// Up to 1,000 records.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"records": [{"byok_id": "byok_01JD5Q3M8X2Y4Z6A7B8C9D0E1H",
+#[schema(as = UsageReport,
+    example = json!({"records": [{"byok_id": "byok_01JD5Q3M8X2Y4Z6A7B8C9D0E1H",
     "spend_usd": 0.0042, "request_id": "gw-7f3a9c", "outcome": "ok"}]}))]
 pub struct UsageReportBody {
+    #[schema(max_items = 1000)]
     pub records: Vec<UsageRecordBody>,
+    /// An idempotency key, as an alternative to the `Idempotency-Key` header: 1 to 255
+    /// characters. With both, they must be the same key. (The JSON extractor takes it out before
+    /// this type reads the body: it is here for the schema.)
+    #[schema(min_length = 1, max_length = 255)]
+    #[serde(default)]
+    #[allow(dead_code)]
+    idempotency_key: Option<String>,
 }
 
 /// The report body, read with its own, larger size bound.
@@ -351,6 +369,7 @@ fn reported(r: UsageRecordBody) -> Reported {
 /// Report usage: the gateway's records of provider calls, deduplicated by `request_id`.
 #[utoipa::path(
     post, path = "/v1/byok/usage/report", operation_id = "report_usage", tag = "usage",
+    params(super::idempotency::IdempotencyHeader),
     request_body = UsageReportBody,
     responses(
         (status = 200, description = "What became of each record (200 even when some are refused)",
@@ -360,34 +379,45 @@ fn reported(r: UsageRecordBody) -> Reported {
     security(("bearer" = []))
 )]
 pub async fn report(
+    req: HttpRequest,
     state: web::Data<AppState>,
     caller: Authed<Resolve>,
     ReportJson(body): ReportJson,
-) -> Result<web::Json<UsageReportAnswer>, ApiError> {
+) -> Result<HttpResponse, ApiError> {
     if body.records.len() > MAX_RECORDS {
         return Err(invalid(
             "records",
             format!("a report holds at most {MAX_RECORDS} records; send the rest in another"),
         ));
     }
-    let records = body.records.into_iter().map(reported).collect();
-    let outcome = state
-        .usage
-        .report(&caller.account_id, records, &caller.meta)
-        .await?;
-    Ok(web::Json(UsageReportAnswer {
-        accepted: outcome.accepted,
-        duplicates: outcome.duplicates,
-        rejected: outcome
-            .rejected
-            .into_iter()
-            .map(|(index, request_id, reason)| RejectedRecord {
-                index,
-                request_id,
-                reason,
-            })
-            .collect(),
-    }))
+    // With a key, a retry is answered the first answer; without one, request ids already make
+    // a retry harmless (its records are duplicates).
+    let scope = KeyScope::account(&caller.account_id);
+    idempotent(&req, scope, report_response, move |_| async move {
+        let records = body.records.into_iter().map(reported).collect();
+        let outcome = state
+            .usage
+            .report(&caller.account_id, records, &caller.meta)
+            .await?;
+        Ok(UsageReportAnswer {
+            accepted: outcome.accepted,
+            duplicates: outcome.duplicates,
+            rejected: outcome
+                .rejected
+                .into_iter()
+                .map(|(index, request_id, reason)| RejectedRecord {
+                    index,
+                    request_id,
+                    reason,
+                })
+                .collect(),
+        })
+    })
+    .await
+}
+
+fn report_response(answer: &UsageReportAnswer) -> HttpResponse {
+    HttpResponse::Ok().json(answer)
 }
 
 #[derive(Deserialize, IntoParams)]
