@@ -9,7 +9,10 @@ use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use futures_util::future::LocalBoxFuture;
 use serde::{Deserialize, Deserializer, Serialize};
-use utoipa::{IntoParams, OpenApi, ToSchema};
+use serde_json::json;
+use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::openapi::{Ref, RefOr};
+use utoipa::{IntoParams, OpenApi, PartialSchema, ToSchema};
 
 use super::AppState;
 use super::auth::{Authed, Read, Resolve, Write};
@@ -41,6 +44,7 @@ const MAX_REPORT_BODY: usize = 1024 * 1024;
 /// A quota window: `1d`, `7d`, `30d` roll over whole hours; `mtd`, `ytd` are the UTC month and
 /// year so far.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(as = QuotaWindow)]
 pub enum QuotaWindowView {
     #[serde(rename = "1d")]
     Day1,
@@ -123,30 +127,104 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<serde_json::
 
 /// The quota to set: `window` and at least one limit; or `{"quota": null}` alone to remove the
 /// quota. Setting a quota clears the credential's last exceedance and checks the new quota
-/// against the usage recorded already.
-#[derive(Deserialize, ToSchema)]
+/// against the usage recorded already. Its schema (`QuotaSet`: one variant to set, one to
+/// remove) is written out below.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-#[schema(as = QuotaSet,
-    example = json!({"spend_limit_usd": 250, "call_limit": 100000, "window": "mtd"}))]
 pub struct QuotaSetBody {
-    /// Dollars, at most 6 decimals, above 0, at most 1000000000.
-    #[schema(value_type = Option<f64>, minimum = 0.000001, maximum = 1000000000)]
     pub spend_limit_usd: Option<serde_json::Number>,
-    /// Whole calls, 1 to 1000000000.
-    #[schema(value_type = Option<u64>, minimum = 1, maximum = 1000000000)]
     pub call_limit: Option<serde_json::Number>,
     pub window: Option<QuotaWindowView>,
-    /// Only `null`, alone: removes the quota.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<()>, nullable)]
     pub quota: Option<Option<serde_json::Value>>,
-    /// An idempotency key, as an alternative to the `Idempotency-Key` header: 1 to 255
-    /// characters. With both, they must be the same key. (The JSON extractor takes it out before
-    /// this type reads the body: it is here for the schema.)
-    #[schema(min_length = 1, max_length = 255)]
-    #[serde(default)]
-    #[allow(dead_code)]
-    idempotency_key: Option<String>,
+}
+
+/// The variants of `QuotaSet`, by name: a spend limit (and perhaps a call limit), a call limit
+/// alone, or the removal. Exactly one matches any valid body.
+fn quota_set_variants() -> Vec<(&'static str, Schema)> {
+    let spend = || {
+        ObjectBuilder::new()
+            .schema_type(Type::Number)
+            .description(Some(
+                "Dollars, above 0, at most 1000000000, with at most 6 decimals \
+                 (whole micro-dollars; more decimals are a 422).",
+            ))
+            .exclusive_minimum(Some(0.0))
+            .maximum(Some(usage::MAX_USD as f64))
+    };
+    let calls = || {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .description(Some("Whole calls, 1 to 1000000000."))
+            .minimum(Some(1.0))
+            .maximum(Some(MAX_CALLS as f64))
+    };
+    let object = |title: &str, description: &str| {
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .title(Some(title))
+            .description(Some(description))
+            .property("idempotency_key", super::schema::idempotency_key_field())
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+    };
+    let window = || Ref::from_schema_name(QuotaWindowView::name());
+    vec![
+        (
+            "QuotaSetSpend",
+            object(
+                "QuotaSetSpend",
+                "A spend limit, and perhaps a call limit, over a window.",
+            )
+            .property("spend_limit_usd", spend())
+            .property("call_limit", calls())
+            .property("window", window())
+            .required("spend_limit_usd")
+            .required("window")
+            .into(),
+        ),
+        (
+            "QuotaSetCalls",
+            object("QuotaSetCalls", "A call limit alone, over a window.")
+                .property("call_limit", calls())
+                .property("window", window())
+                .required("call_limit")
+                .required("window")
+                .into(),
+        ),
+        (
+            "QuotaRemove",
+            object("QuotaRemove", "Removes the quota: `quota: null`, alone.")
+                .property("quota", ObjectBuilder::new().schema_type(Type::Null))
+                .required("quota")
+                .into(),
+        ),
+    ]
+}
+
+impl PartialSchema for QuotaSetBody {
+    fn schema() -> RefOr<Schema> {
+        let mut one_of = OneOfBuilder::new().description(Some(
+            "Set a quota (`window` and at least one limit), or remove it with `{\"quota\": null}`.",
+        ));
+        for (name, _) in quota_set_variants() {
+            one_of = one_of.item(Ref::from_schema_name(name));
+        }
+        let example = json!({"spend_limit_usd": 250, "call_limit": 100000, "window": "mtd"});
+        RefOr::T(one_of.examples([example]).into())
+    }
+}
+
+impl ToSchema for QuotaSetBody {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "QuotaSet".into()
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        for (name, schema) in quota_set_variants() {
+            schemas.push((name.into(), RefOr::T(schema)));
+        }
+        schemas.push((QuotaWindowView::name().into(), QuotaWindowView::schema()));
+    }
 }
 
 fn invalid(param: &str, message: impl Into<String>) -> ApiError {
@@ -273,17 +351,22 @@ impl From<OutcomeView> for Outcome {
 #[serde(deny_unknown_fields)]
 #[schema(as = UsageRecord)]
 pub struct UsageRecordBody {
+    /// The credential the call used; one that is not the account's refuses the record
+    /// (`unknown_credential`), not the report.
     pub byok_id: String,
-    /// Dollars, at most 6 decimals, not negative.
-    #[schema(value_type = f64, minimum = 0)]
+    /// Dollars, not negative, at most 6 decimals, at most 1000000000 (otherwise the record is
+    /// refused with `negative_spend` or `invalid_spend`; the report is still answered 200).
+    #[schema(value_type = f64)]
     pub spend_usd: serde_json::Number,
-    /// Whole calls (default 1).
-    #[schema(value_type = Option<u64>, minimum = 0, maximum = 1000000000)]
+    /// Whole calls from 0 to 1000000000 (default 1; otherwise the record is refused with
+    /// `invalid_calls`).
+    #[schema(value_type = Option<f64>)]
     pub calls: Option<serde_json::Number>,
     /// When the call happened (default: when the report arrives); at most 5 minutes ahead, and
     /// not before every window.
     pub occurred_at: Option<DateTime<Utc>>,
-    /// The gateway's id of the call: 1 to 128 printable ASCII characters, recorded once.
+    /// The gateway's id of the call: 1 to 128 printable ASCII characters (otherwise the record
+    /// is refused with `invalid_request_id`), recorded once per account.
     pub request_id: String,
     pub outcome: Option<OutcomeView>,
 }
@@ -300,7 +383,7 @@ pub struct UsageReportBody {
     /// An idempotency key, as an alternative to the `Idempotency-Key` header: 1 to 255
     /// characters. With both, they must be the same key. (The JSON extractor takes it out before
     /// this type reads the body: it is here for the schema.)
-    #[schema(min_length = 1, max_length = 255)]
+    #[schema(min_length = 1, max_length = 255, nullable = false)]
     #[serde(default)]
     #[allow(dead_code)]
     idempotency_key: Option<String>,
