@@ -653,4 +653,109 @@ mod tests {
         });
         assert_eq!(moved.base_url, Some(Some("http://[::1]:9000/v1".into())));
     }
+
+    // Quotas.
+
+    fn quota(calls: u64) -> Quota {
+        Quota::new(None, Some(calls), crate::domain::usage::QuotaWindow::Mtd).unwrap()
+    }
+
+    fn exceedance(until: i64) -> Exceedance {
+        Exceedance {
+            window: crate::domain::usage::QuotaWindow::Mtd,
+            window_start: t(0),
+            until: t(until),
+            totals: crate::domain::usage::Totals {
+                spend_micros: 0,
+                calls: 10,
+            },
+        }
+    }
+
+    fn set(
+        history: &[CredentialEvent],
+        q: Option<Quota>,
+        e: Option<Exceedance>,
+    ) -> Vec<CredentialEvent> {
+        let command = CredentialCommand::SetQuota {
+            quota: q,
+            exceeded: e,
+            at: t(5),
+        };
+        decide(given(history).as_ref(), command).unwrap()
+    }
+
+    #[test]
+    fn a_quota_is_set_once_and_an_exceedance_is_recorded_once_while_it_covers() {
+        let history = registered();
+        let events = set(&history, Some(quota(10)), None);
+        assert!(matches!(&events[..], [CredentialEvent::QuotaSet { .. }]));
+        let history = [history, events].concat();
+        // The same quota again changes nothing.
+        assert!(set(&history, Some(quota(10)), None).is_empty());
+        let mark = |history: &[CredentialEvent], at: i64| {
+            let command = CredentialCommand::MarkExceeded {
+                exceeded: exceedance(100),
+                at: t(at),
+            };
+            decide(given(history).as_ref(), command).unwrap()
+        };
+        let exceeded = mark(&history, 6);
+        assert!(matches!(&exceeded[..], [CredentialEvent::QuotaExceeded(_)]));
+        let history = [history, exceeded].concat();
+        let c = given(&history).unwrap();
+        assert_eq!(c.quota_exceeded.as_ref().unwrap().until, t(100));
+        // Covered: nothing more, until `until` has passed.
+        assert!(mark(&history, 99).is_empty());
+        assert_eq!(mark(&history, 100).len(), 1);
+        // Setting the quota clears it; a quota already reached is exceeded with it.
+        let again = set(&history, Some(quota(10)), None);
+        assert!(matches!(&again[..], [CredentialEvent::QuotaSet { .. }]));
+        assert_eq!(then(history.clone(), again).quota_exceeded, None);
+        let lowered = set(&history, Some(quota(5)), Some(exceedance(200)));
+        assert!(matches!(
+            &lowered[..],
+            [
+                CredentialEvent::QuotaSet { .. },
+                CredentialEvent::QuotaExceeded(_)
+            ]
+        ));
+        // Removed: no exceedance is recorded for it.
+        let removal = set(&history, None, None);
+        let removed = [history, removal].concat();
+        let c = given(&removed).unwrap();
+        assert_eq!(c.quota, None);
+        assert!(mark(&removed, 150).is_empty());
+    }
+
+    #[test]
+    fn a_revoked_credential_records_no_exceedance_and_refuses_a_quota() {
+        let history = [
+            registered(),
+            set(&registered(), Some(quota(1)), None),
+            vec![CredentialEvent::Revoked {
+                byok_id: byok(),
+                revoked_at: t(3),
+            }],
+        ]
+        .concat();
+        let command = CredentialCommand::MarkExceeded {
+            exceeded: exceedance(100),
+            at: t(4),
+        };
+        assert!(
+            decide(given(&history).as_ref(), command)
+                .unwrap()
+                .is_empty()
+        );
+        let command = CredentialCommand::SetQuota {
+            quota: None,
+            exceeded: None,
+            at: t(5),
+        };
+        assert_eq!(
+            decide(given(&history).as_ref(), command),
+            Err(CredentialError::Revoked)
+        );
+    }
 }
