@@ -14,7 +14,7 @@ use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{AccountId, CredentialId};
-use crate::es::DomainEvent;
+use crate::es::{DecodeError, DomainEvent, Envelope, current_schema};
 
 /// Stream kind, never renamed: one usage stream per account, `usage:<account_id>`.
 pub const KIND: &str = "usage";
@@ -443,6 +443,38 @@ pub enum UsageEvent {
 
 impl DomainEvent for UsageEvent {}
 
+/// `usage.recorded`'s payload, read in place.
+#[derive(Deserialize)]
+struct RecordedPayload {
+    account_id: AccountId,
+    records: Vec<UsageRecord>,
+    recorded_at: DateTime<Utc>,
+}
+
+impl UsageEvent {
+    /// Decodes a stored usage event as [`DomainEvent::from_envelope`] does, reading a current
+    /// `usage.recorded` straight from the stored payload: the writer decodes every report's
+    /// event (up to 1,000 records) while it projects, and the generic path copies the payload
+    /// and buffers it whole before reading it.
+    pub fn decode(envelope: &Envelope) -> Result<Self, DecodeError> {
+        const RECORDED: &str = "usage.recorded";
+        if envelope.event_type != RECORDED || envelope.schema != current_schema(RECORDED) {
+            return Self::from_envelope(envelope);
+        }
+        let payload =
+            RecordedPayload::deserialize(&envelope.data).map_err(|e| DecodeError::Payload {
+                event_type: envelope.event_type.clone(),
+                position: envelope.position,
+                reason: e.to_string(),
+            })?;
+        Ok(Self::Recorded {
+            account_id: payload.account_id,
+            records: payload.records,
+            recorded_at: payload.recorded_at,
+        })
+    }
+}
+
 /// Why a record of a report is refused; the stable strings the API answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -737,12 +769,34 @@ mod tests {
     }
 
     #[test]
-    fn the_event_type_string_is_stable() {
+    fn the_event_type_string_is_stable_and_both_decoders_agree() {
         let e = UsageEvent::Recorded {
             account_id: AccountId::from_ulid(1),
-            records: vec![],
-            recorded_at: at("2026-01-01T00:00:00Z"),
+            records: vec![UsageRecord {
+                byok_id: CredentialId::from_ulid(2),
+                request_id: "gw-1".into(),
+                spend_micros: 5,
+                calls: 1,
+                occurred_at: at("2026-01-01T00:00:00Z"),
+                outcome: Some(Outcome::RateLimited),
+            }],
+            recorded_at: at("2026-01-01T00:00:01Z"),
         };
-        assert_eq!(e.to_new_event().unwrap().event_type, "usage.recorded");
+        let new = e.to_new_event().unwrap();
+        assert_eq!(new.event_type, "usage.recorded");
+        let envelope = Envelope {
+            event_id: "e".into(),
+            position: 1,
+            stream: "usage:acct_00000000000000000000000001".into(),
+            stream_version: 1,
+            event_type: new.event_type,
+            schema: new.schema,
+            occurred_at: at("2026-01-01T00:00:01Z"),
+            actor: "kl_x".into(),
+            request_id: "req_x".into(),
+            data: new.data,
+        };
+        assert_eq!(UsageEvent::decode(&envelope).unwrap(), e);
+        assert_eq!(UsageEvent::from_envelope(&envelope).unwrap(), e);
     }
 }

@@ -22,7 +22,7 @@ use crate::domain::usage::{
     UsageEvent,
 };
 use crate::domain::{AccountId, CredentialId};
-use crate::es::{DomainEvent, Envelope};
+use crate::es::Envelope;
 
 /// Projects `usage.recorded`: the dedupe rows of its records, and their buckets. A dedupe row
 /// counts until its expiry, judged at the event's own time, so that live and replay agree.
@@ -31,7 +31,7 @@ pub(super) fn project_usage(kv: &mut impl Kv, envelope: &Envelope) -> Result<(),
         account_id,
         records,
         ..
-    } = UsageEvent::from_envelope(envelope)?;
+    } = UsageEvent::decode(envelope)?;
     let now = envelope.occurred_at;
     let mut sums: BTreeMap<Vec<u8>, Totals> = BTreeMap::new();
     for record in &records {
