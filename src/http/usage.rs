@@ -84,7 +84,8 @@ impl From<QuotaWindow> for QuotaWindowView {
 
 /// A credential's quota: at least one limit, over a window.
 #[derive(Clone, Debug, Serialize, ToSchema)]
-#[schema(example = json!({"spend_limit_usd": 250.0, "call_limit": 100000, "window": "mtd"}))]
+#[schema(as = Quota,
+    example = json!({"spend_limit_usd": 250.0, "call_limit": 100000, "window": "mtd"}))]
 pub struct QuotaView {
     /// Dollars (whole micro-dollars).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -106,6 +107,7 @@ impl From<Quota> for QuotaView {
 
 /// The last time the quota was found reached: resolve leaves the credential out until `until`.
 #[derive(Clone, Debug, Serialize, ToSchema)]
+#[schema(as = QuotaExceeded)]
 pub struct QuotaExceededView {
     pub window_start: DateTime<Utc>,
     pub until: DateTime<Utc>,
@@ -328,6 +330,7 @@ pub async fn set_quota(
 /// What a provider call ended with.
 #[derive(Clone, Copy, Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = Outcome)]
 pub enum OutcomeView {
     Ok,
     InvalidCredentials,
@@ -421,7 +424,8 @@ pub struct RejectedRecord {
 
 /// What became of a report: every record is accepted, a duplicate, or refused with a reason.
 #[derive(Serialize, ToSchema)]
-#[schema(example = json!({"accepted": 499, "duplicates": 1, "rejected": [
+#[schema(as = UsageReportResult,
+    example = json!({"accepted": 499, "duplicates": 1, "rejected": [
     {"index": 17, "request_id": "gw-7f3a9c", "reason": "duplicate"}]}))]
 pub struct UsageReportAnswer {
     pub accepted: usize,
@@ -513,6 +517,7 @@ pub struct UsageQuery {
 
 /// What is left under the quota (never below 0).
 #[derive(Serialize, ToSchema)]
+#[schema(as = UsageRemaining)]
 pub struct Remaining {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spend_usd: Option<f64>,
@@ -522,7 +527,8 @@ pub struct Remaining {
 
 /// A credential's usage in a window.
 #[derive(Serialize, ToSchema)]
-#[schema(example = json!({"byok_id": "byok_01JD5Q3M8X2Y4Z6A7B8C9D0E1H", "spend_usd": 12.5,
+#[schema(as = Usage,
+    example = json!({"byok_id": "byok_01JD5Q3M8X2Y4Z6A7B8C9D0E1H", "spend_usd": 12.5,
     "call_count": 3120, "period": "mtd", "window_start": "2026-12-01T00:00:00Z",
     "window_end": "2027-01-01T00:00:00Z",
     "quota": {"spend_limit_usd": 250.0, "window": "mtd"}, "remaining": {"spend_usd": 237.5}}))]
