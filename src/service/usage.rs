@@ -216,7 +216,7 @@ impl Usage {
         let (mut records, mut duplicates) = (Vec::new(), Vec::new());
         for ((index, record), seen) in candidates.into_iter().zip(seen) {
             if seen {
-                duplicates.push((index, record.request_id));
+                duplicates.push((index, record));
             } else {
                 records.push((index, record));
             }
@@ -238,23 +238,27 @@ impl Usage {
                             reason: "a refused request id the report does not hold".into(),
                         }));
                     };
-                    let (index, record) = records.remove(at);
-                    duplicates.push((index, record.request_id));
+                    duplicates.push(records.remove(at));
                 }
                 Err(e) => return Err(e.into()),
             }
         }
         outcome.accepted = records.len();
         outcome.duplicates = duplicates.len();
+        // Duplicates too: a retry of a report whose `byok.quota_exceeded` was never appended
+        // (the server stopped in between) catches it up.
+        let credentials: BTreeSet<CredentialId> = records
+            .iter()
+            .chain(&duplicates)
+            .map(|(_, r)| r.byok_id.clone())
+            .collect();
         outcome.rejected.extend(
             duplicates
                 .into_iter()
-                .map(|(index, id)| (index, id, Refusal::Duplicate)),
+                .map(|(index, r)| (index, r.request_id, Refusal::Duplicate)),
         );
         outcome.rejected.sort_by_key(|(index, _, _)| *index);
-        let credentials: BTreeSet<&CredentialId> =
-            records.iter().map(|(_, r)| &r.byok_id).collect();
-        for byok_id in credentials {
+        for byok_id in &credentials {
             if let Err(error) = self.enforce(byok_id, meta).await {
                 // The usage is recorded; the next report for the credential catches up.
                 tracing::warn!(%error, %byok_id, "checking a quota after a usage report failed");

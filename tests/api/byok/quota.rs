@@ -288,3 +288,59 @@ async fn a_rolling_quota_frees_the_credential_when_old_usage_leaves_the_window()
     assert_eq!(usage["spend_usd"], json!(1.0));
     assert_eq!(usage["remaining"], json!({"spend_usd": 0.0}));
 }
+
+#[tokio::test]
+async fn usage_recorded_without_its_exceedance_is_caught_up_by_the_next_report() {
+    use keyledger::domain::usage::{UsageEvent, UsageRecord};
+    use keyledger::domain::{AccountId, CredentialId};
+    use keyledger::es::{DomainEvent, EventMeta, ExpectedVersion, StreamId};
+    use keyledger::storage::AppendRequest;
+
+    let (app, ada, id) = ada_with_credential().await;
+    let gateway = resolver(&app, &ada.token).await;
+    let body = json!({"call_limit": 3, "window": "ytd"});
+    assert_json(set_quota(&app, &ada.token, &id, &body).await, 200).await;
+    // What a server that stopped right after a report's append leaves: the usage, and no
+    // `byok.quota_exceeded`.
+    let account = AccountId::parse(&ada.account_id).unwrap();
+    let event = UsageEvent::Recorded {
+        account_id: account.clone(),
+        records: (0..3)
+            .map(|i| UsageRecord {
+                byok_id: CredentialId::parse(&id).unwrap(),
+                request_id: format!("before-the-stop-{i}"),
+                spend_micros: 0,
+                calls: 1,
+                occurred_at: Utc::now(),
+                outcome: None,
+            })
+            .collect(),
+        recorded_at: Utc::now(),
+    };
+    let request = AppendRequest {
+        stream: StreamId::new("usage", account.as_str()),
+        expected: ExpectedVersion::Any,
+        events: vec![event.to_new_event().unwrap()],
+        meta: EventMeta::default(),
+        data_key: None,
+        also: Vec::new(),
+        idempotency: None,
+    };
+    app.store.append(request).await.unwrap();
+    let app = app.restart().await;
+    assert_eq!(usage_of(&app, &ada.token, &id, None).await["call_count"], 3);
+    let (config, _) = get_config(&app, &ada.token, &id).await;
+    assert_eq!(config["quota_exceeded"], Value::Null);
+    // The next report for the credential appends it, even the gateway's retry of the report
+    // whose answer it never got (all duplicates now).
+    let answer = report(&app, &gateway, &[record(&id, "before-the-stop-0", 0.0)]).await;
+    assert_eq!(answer["duplicates"], 1);
+    let types = event_types(&app, &ada.token, &id).await;
+    assert_eq!(count(&types, "byok.quota_exceeded"), 1, "{types:?}");
+    report(&app, &gateway, &[record(&id, "after-the-restart", 0.0)]).await;
+    let types = event_types(&app, &ada.token, &id).await;
+    assert_eq!(count(&types, "byok.quota_exceeded"), 1, "{types:?}");
+    let (config, _) = get_config(&app, &ada.token, &id).await;
+    let (_, end) = QuotaWindow::Ytd.bounds(Utc::now());
+    assert_eq!(time(&config["quota_exceeded"]["until"]), end);
+}
