@@ -20,6 +20,7 @@ use crate::service::events::Events;
 use crate::service::idempotency::Idempotency;
 use crate::service::ids::Ids;
 use crate::service::policy::Policies;
+use crate::service::usage::Usage;
 use crate::storage::{Store, StoreError};
 
 /// How long a client has to send a request's headers.
@@ -107,7 +108,8 @@ impl Application {
             ),
             events: Events::new(store.clone(), closing.subscribe()),
             policies: Policies::new(store.clone(), clock.clone()),
-            idempotency: Idempotency::new(store.clone(), clock),
+            idempotency: Idempotency::new(store.clone(), clock.clone()),
+            usage: Usage::new(store.clone(), clock),
             ids,
             open_signup: settings.open_signup,
             receiving: receive::Limits {

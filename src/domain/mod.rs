@@ -10,6 +10,7 @@ pub mod policy;
 pub mod providers;
 mod scope;
 pub mod text;
+pub mod usage;
 
 pub use ids::{AccountId, CredentialId, KeyId, StageId};
 pub use scope::Scope;

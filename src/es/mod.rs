@@ -40,21 +40,28 @@ pub trait DomainEvent: Serialize + DeserializeOwned {
         })
     }
 
-    /// Decodes a stored event, upcasting older schemas first.
+    /// Decodes a stored event, upcasting older schemas first. An event type whose payloads are
+    /// large may read the current schema in place and leave older ones to [`decode_envelope`].
     fn from_envelope(envelope: &Envelope) -> Result<Self, DecodeError> {
-        let data = upcast(
-            &envelope.stream_id(),
-            &envelope.event_type,
-            envelope.schema,
-            envelope.data.clone(),
-        )?;
-        let tagged = serde_json::json!({ "type": envelope.event_type, "data": data });
-        serde_json::from_value(tagged).map_err(|e| DecodeError::Payload {
-            event_type: envelope.event_type.clone(),
-            position: envelope.position,
-            reason: e.to_string(),
-        })
+        decode_envelope(envelope)
     }
+}
+
+/// Decodes a stored event through a copy of its payload, upcast to the current schema: what
+/// [`DomainEvent::from_envelope`] does unless an event type reads its payload in place.
+pub fn decode_envelope<E: DeserializeOwned>(envelope: &Envelope) -> Result<E, DecodeError> {
+    let data = upcast(
+        &envelope.stream_id(),
+        &envelope.event_type,
+        envelope.schema,
+        envelope.data.clone(),
+    )?;
+    let tagged = serde_json::json!({ "type": envelope.event_type, "data": data });
+    serde_json::from_value(tagged).map_err(|e| DecodeError::Payload {
+        event_type: envelope.event_type.clone(),
+        position: envelope.position,
+        reason: e.to_string(),
+    })
 }
 
 /// A consistency boundary rebuilt from its own stream. `apply` must be total and deterministic:

@@ -33,6 +33,11 @@ impl Required for Write {
 impl Required for Read {
     const SCOPE: Scope = Scope::Read;
 }
+/// The data plane's scope, covered by no other.
+pub struct Resolve;
+impl Required for Resolve {
+    const SCOPE: Scope = Scope::Resolve;
+}
 
 /// An account API key holding scope `S`.
 pub struct Authed<S> {

@@ -25,21 +25,26 @@ pub const IDEMPOTENCY_FIELD: &str = "idempotency_key";
 
 /// Reads a request body of at most [`MAX_BODY`] bytes.
 pub async fn read(payload: &mut Payload) -> Result<Vec<u8>, ApiError> {
+    read_up_to(payload, MAX_BODY).await
+}
+
+/// Reads a request body of at most `max` bytes (a route with larger bodies, usage reports).
+pub async fn read_up_to(payload: &mut Payload, max: usize) -> Result<Vec<u8>, ApiError> {
     let mut body = Vec::new();
     let mut seen = 0usize;
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|error| unreadable(&error))?;
         seen += chunk.len();
-        if seen <= MAX_BODY {
+        if seen <= max {
             body.extend_from_slice(&chunk);
         } else if seen > MAX_DRAIN {
             break;
         }
     }
-    if seen > MAX_BODY {
+    if seen > max {
         return Err(ApiError::new(
             ErrorCode::BodyTooLarge,
-            format!("the request body is larger than {MAX_BODY} bytes"),
+            format!("the request body is larger than {max} bytes"),
         ));
     }
     Ok(body)

@@ -19,6 +19,7 @@ use super::bodies;
 use super::error::{ApiError, AuthErrors, BadRequest, BodyErrors, Conflict, ErrorCode, NotFound};
 use super::idempotency::{IdempotencyHeader, KeyOnlyBody, KeyScope, idempotent};
 use super::json::Json;
+use super::usage::{QuotaExceededView, QuotaView};
 use super::views::{BindingView, CredentialStateView, ProviderInfo, provider_infos};
 use crate::domain::credential::{
     Binding, Credential, CredentialPatch, CredentialProfile, RegisterRequest,
@@ -377,6 +378,12 @@ pub struct ByokConfig {
     pub model_map: BTreeMap<String, String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    // Quotas (`usage.rs`).
+    /// The quota (`POST /v1/byok/quota/set/{id}`), or null.
+    pub quota: Option<QuotaView>,
+    /// Set while, or since, the quota was last found reached; resolve leaves the credential out
+    /// until `until`. Cleared by setting the quota.
+    pub quota_exceeded: Option<QuotaExceededView>,
 }
 
 impl From<Versioned> for ByokConfig {
@@ -405,6 +412,8 @@ impl From<Versioned> for ByokConfig {
             sealed_secret: _,
             created_at,
             updated_at,
+            quota,
+            quota_exceeded,
         } = v.credential;
         Self {
             byok_id: byok_id.into(),
@@ -427,6 +436,8 @@ impl From<Versioned> for ByokConfig {
             model_map,
             created_at,
             updated_at,
+            quota: quota.map(QuotaView::from),
+            quota_exceeded: quota_exceeded.map(QuotaExceededView::from),
         }
     }
 }
@@ -480,7 +491,7 @@ fn with_etag(mut response: HttpResponse, revision: u64) -> HttpResponse {
     response
 }
 
-fn config_response(v: &Versioned) -> HttpResponse {
+pub(super) fn config_response(v: &Versioned) -> HttpResponse {
     let config = ByokConfig::from(v.clone());
     with_etag(HttpResponse::Ok().json(config), v.revision)
 }

@@ -25,6 +25,7 @@ pub mod receive;
 pub mod request_id;
 mod routing;
 mod schema;
+pub mod usage;
 pub mod views;
 
 use actix_web::web;
@@ -37,6 +38,7 @@ use crate::service::events::Events;
 use crate::service::idempotency::Idempotency;
 use crate::service::ids::Ids;
 use crate::service::policy::Policies;
+use crate::service::usage::Usage;
 use error::{ApiError, ErrorCode};
 pub use routing::{resource, route_not_found};
 
@@ -47,6 +49,8 @@ pub struct AppState {
     pub events: Events,
     pub policies: Policies,
     pub idempotency: Idempotency,
+    /// Quotas and usage reports.
+    pub usage: Usage,
     /// Mints the ids of requests that bring none.
     pub ids: std::sync::Arc<Ids>,
     pub open_signup: bool,
@@ -63,6 +67,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(keys::configure)
     .configure(byok::configure)
     .configure(policy::configure)
+    .configure(usage::configure)
     .configure(events::configure)
     .configure(health::configure)
     .configure(openapi::configure);

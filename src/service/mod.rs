@@ -11,6 +11,7 @@ pub mod idempotency;
 pub mod ids;
 pub mod page;
 pub mod policy;
+pub mod usage;
 
 use idempotency::Recording;
 
@@ -50,6 +51,8 @@ pub enum Taken {
     Credential,
     /// The API key's stream already exists.
     Key,
+    /// A usage request id is recorded already (the usage service answers it per record).
+    UsageRequest,
 }
 
 impl std::fmt::Display for Taken {
@@ -59,6 +62,7 @@ impl std::fmt::Display for Taken {
             Self::Account => "account",
             Self::Credential => "credential",
             Self::Key => "API key",
+            Self::UsageRequest => "usage request id",
         })
     }
 }
@@ -67,6 +71,7 @@ impl From<UniqueIndex> for Taken {
     fn from(index: UniqueIndex) -> Self {
         match index {
             UniqueIndex::Email => Self::Email,
+            UniqueIndex::UsageRequest => Self::UsageRequest,
         }
     }
 }

@@ -93,12 +93,15 @@ impl StoreError {
 pub enum UniqueIndex {
     /// `i/email/`: one account per normalised email.
     Email,
+    /// `q/r/`: a usage request id is recorded once per account.
+    UsageRequest,
 }
 
 impl UniqueIndex {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Email => "email",
+            Self::UsageRequest => "usage request id",
         }
     }
 }

@@ -14,12 +14,15 @@
 //! | `i/` | `i/byok/<account_id> 0x00 <byok_id>` | empty: the account's credentials, oldest first | projection |
 //! | `i/` | `i/keys/<account_id> 0x00 <key_id>` | empty: the account's API keys, oldest first | projection |
 //! | `e/` | `e/<account_id> 0x00 <position u64>` | empty: the account's feed, in log order | projection |
+//! | `q/` | `q/r/<account_id> 0x00 <request_id>` | expiry, unix seconds `u64`: a recorded usage request id (`usage.rs`) | projection, swept |
+//! | `q/` | `q/b/<byok_id> 0x00 <h\|d> <bucket start u64>` | `spend_micros u64 ‖ calls u64` of an hour or UTC day | projection, swept |
 //! | `u/` | `u/key/<key_id>` | last-used unix millis `i64` | operational, not derived |
 //! | `d/` | `d/<scope> 0x00 <hmac 32>` | idempotency record: `0x01 ‖ created i64 ‖ fingerprint 32 ‖ sealed response` (see `idempotency.rs`) | operational, not derived |
 //!
 //! Data keys are not in this tree at all: each lives in a file of its own under `keys/` beside it
 //! (see `keyring.rs`), so that destroying one really removes it from the data dir.
 
+use crate::domain::usage::Granularity;
 use crate::domain::{AccountId, CredentialId, KeyId};
 
 /// The store schema version (`open::STORE_SCHEMA_VERSION`), not an event payload schema.
@@ -33,7 +36,11 @@ pub const ADMIN_TOKEN: &[u8] = b"m/admin_token";
 
 pub const LOG: &[u8] = b"l/";
 /// Prefixes derived from the log: dropped and rewritten by a rebuild, compared by `verify`.
-pub const PROJECTIONS: [&[u8]; 5] = [b"h/", b"s/", b"a/", b"i/", b"e/"];
+pub const PROJECTIONS: [&[u8]; 6] = [b"h/", b"s/", b"a/", b"i/", b"e/", USAGE];
+/// The usage rows: dedupe rows and buckets (`usage.rs`).
+pub const USAGE: &[u8] = b"q/";
+pub const USAGE_REQUESTS: &[u8] = b"q/r/";
+const USAGE_BUCKETS: &[u8] = b"q/b/";
 
 fn concat(parts: &[&[u8]]) -> Vec<u8> {
     parts.concat()
@@ -105,6 +112,55 @@ pub fn account_feed(account_id: &AccountId, position: u64) -> Vec<u8> {
         &account_feed_prefix(account_id),
         &position.to_be_bytes()[..],
     ])
+}
+
+pub fn usage_request(account_id: &AccountId, request_id: &str) -> Vec<u8> {
+    concat(&[
+        USAGE_REQUESTS,
+        account_id.as_str().as_bytes(),
+        &[0],
+        request_id.as_bytes(),
+    ])
+}
+
+fn granularity_tag(granularity: Granularity) -> u8 {
+    match granularity {
+        Granularity::Hour => b'h',
+        Granularity::Day => b'd',
+    }
+}
+
+/// Every bucket of one size of one credential.
+pub fn usage_buckets(byok_id: &CredentialId, granularity: Granularity) -> Vec<u8> {
+    concat(&[
+        USAGE_BUCKETS,
+        byok_id.as_str().as_bytes(),
+        &[0, granularity_tag(granularity)],
+    ])
+}
+
+/// A bucket's row; starts before 1970 (which no record has) sort first.
+pub fn usage_bucket(byok_id: &CredentialId, granularity: Granularity, start: i64) -> Vec<u8> {
+    let start = u64::try_from(start).unwrap_or(0);
+    concat(&[
+        &usage_buckets(byok_id, granularity),
+        &start.to_be_bytes()[..],
+    ])
+}
+
+/// The size and start of the bucket a bucket row's key names.
+pub fn usage_bucket_start(key: &[u8]) -> Option<(Granularity, i64)> {
+    let rest = key.strip_prefix(USAGE_BUCKETS)?;
+    let split = rest.iter().position(|b| *b == 0)?;
+    let rest = rest.get(split + 1..)?;
+    let (tag, start) = rest.split_first()?;
+    let granularity = match tag {
+        b'h' => Granularity::Hour,
+        b'd' => Granularity::Day,
+        _ => return None,
+    };
+    let start = i64::try_from(u64_value(start)?).ok()?;
+    Some((granularity, start))
 }
 
 pub fn key_last_used(key_id: &KeyId) -> Vec<u8> {

@@ -19,6 +19,7 @@
 //! | `idempotency.rs` | idempotency records |
 //! | `keyring.rs` | the data key files under `keys/` |
 //! | `keys.rs`, `kv.rs`, `projection.rs` | the key layout, the row views, the inline projections |
+//! | `usage.rs` | the usage rows: dedupe rows of request ids, hour and day buckets, their sweep |
 //! | `account_keys.rs` | the projection of API keys: their rows, the account's key index, the token index, in both layouts |
 //! | `replay.rs` | walking the log with the chain check, projecting every event, progress |
 //! | `rows.rs` | the rows a replay produces, held compactly, and their comparison with the live rows |
@@ -44,6 +45,7 @@ mod projection;
 mod read;
 mod replay;
 mod rows;
+mod usage;
 mod verify;
 mod writer;
 

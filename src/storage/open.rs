@@ -335,7 +335,20 @@ mod tests {
 
     /// Rewrites the closed store's credential row in format 1 and its format row as given.
     fn downgrade(dir: &Path, format: Option<&[u8]>) {
-        let db = sled::Config::new().path(dir).open().unwrap();
+        // The closed store's last holder (sled's own flusher) may still be letting go of the
+        // files' lock on a busy machine.
+        let mut tries = 0;
+        let db = loop {
+            match sled::Config::new().path(dir).open() {
+                Ok(db) => break db,
+                Err(error) if tries < 100 => {
+                    tries += 1;
+                    eprintln!("the closed store does not open yet: {error}");
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(error) => panic!("the closed store does not open: {error}"),
+            }
+        };
         db.insert(keys::aggregate(stream().as_str()), FORMAT_1_ROW.as_bytes())
             .unwrap();
         match format {

@@ -14,7 +14,7 @@ use serde::de::{DeserializeSeed, Error as _, MapAccess};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::kv::{Kv, KvRead};
-use super::{StoreError, UniqueIndex, account_keys, keys};
+use super::{StoreError, UniqueIndex, account_keys, keys, usage};
 use crate::domain::AccountId;
 use crate::domain::account::{Account, AccountEvent};
 use crate::domain::account_key::{ApiKey, ApiKeyEvent};
@@ -28,9 +28,10 @@ use crate::es::{Aggregate, DecodeError, DomainEvent, Envelope};
 /// opens, so `verify` keeps comparing like with like (docs/adr/0013). 2: the `a/` rows name
 /// `stream_version` and the credential's `secret_version`, with its profile flattened. 3: each
 /// API key has its own row (`a/account_key:<key_id>`) and the account's key index
-/// (`i/keys/`); the account's row no longer holds its keys (docs/adr/0020). 4: the
-/// credential's row holds its `model_map`; accounts that set a routing policy have a
-/// `a/policy:<account_id>` row (docs/adr/0021).
+/// (`i/keys/`); the account's row no longer holds its keys (docs/adr/0020). 4: credentials
+/// carry their routing state (bindings, model map, quota); accounts that set a routing policy
+/// have an `a/policy:<account_id>` row (docs/adr/0021); the usage rows (`q/`) exist
+/// (docs/adr/0022).
 pub const FORMAT_VERSION: u32 = 4;
 
 /// Why an event could not be projected. `Unique` rejects the append that carried it (a unique
@@ -98,6 +99,8 @@ pub fn route<K: Kv, R: Route<K>>(
         Credential::KIND => route.to(project_credential::<K>),
         ApiKey::KIND => route.to(account_keys::project_key::<K>),
         Policy::KIND => route.to(project_policy::<K>),
+        // Usage batches are not in the account's feed (docs/adr/0022).
+        crate::domain::usage::KIND => route.to(usage::project_usage::<K>),
         other => return Err(ProjectionError::UnknownStream(other.to_owned())),
     })
 }

@@ -56,7 +56,10 @@ pub fn report(
     keyring: &Keyring,
     master: &MasterKey,
 ) -> Result<VerifyReport, StoreError> {
-    let mut found = Listed::default();
+    let mut found = Listed {
+        now: chrono::Utc::now().timestamp(),
+        ..Listed::default()
+    };
     let projection_rows = replay_and_compare(tree, chain, &mut replay, &mut found)?;
     let started = Instant::now();
     let (checked, problems) = check_data_keys(&replay.rows, keyring, master)?;
@@ -110,9 +113,11 @@ fn replay_and_compare(
 }
 
 /// The differences `verify` reports, printable: every row missing from the live store or
-/// different there, then every extra live row, each in key order.
+/// different there, then every extra live row, each in key order. A replayed row the usage sweep
+/// may have deleted by `now` (unix seconds) is not missing (`usage.rs`).
 #[derive(Default)]
 struct Listed {
+    now: i64,
     missing_or_different: Vec<(Vec<u8>, String)>,
     extra: Vec<(Vec<u8>, String)>,
 }
@@ -122,6 +127,7 @@ impl Listed {
         let Self {
             mut missing_or_different,
             mut extra,
+            ..
         } = self;
         missing_or_different.sort_unstable();
         extra.sort_unstable();
@@ -138,7 +144,10 @@ fn show(key: &[u8]) -> String {
 }
 
 impl Differences for Listed {
-    fn missing(&mut self, key: &[u8], _: &[u8]) -> Result<(), StoreError> {
+    fn missing(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        if super::usage::sweepable(key, value, self.now) {
+            return Ok(());
+        }
         let line = format!("missing {}", show(key));
         self.missing_or_different.push((key.to_vec(), line));
         Ok(())

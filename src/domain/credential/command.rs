@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 
 use super::{Binding, CredentialProfile};
+use crate::domain::usage::{Exceedance, Quota};
 use crate::domain::{AccountId, CredentialId};
 
 /// A credential to register, with everything decided outside the pure core.
@@ -69,6 +70,20 @@ pub enum CredentialCommand {
     /// must be unset); none matching is a no-op.
     Unbind {
         selector: Binding,
+        at: DateTime<Utc>,
+    },
+    // Quotas (docs/usage.md).
+    /// Sets (or with `None` removes) the quota; `exceeded` is the new quota already reached by
+    /// the usage recorded, as the service found it, appended right after.
+    SetQuota {
+        quota: Option<Quota>,
+        exceeded: Option<Exceedance>,
+        at: DateTime<Utc>,
+    },
+    /// Records that the quota is reached, unless an exceedance covering `at` is recorded, the
+    /// quota changed window or was removed, or the credential is revoked.
+    MarkExceeded {
+        exceeded: Exceedance,
         at: DateTime<Utc>,
     },
 }

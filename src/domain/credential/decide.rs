@@ -8,12 +8,13 @@ use chrono::{DateTime, Utc};
 
 use super::command::{CredentialCommand, CredentialPatch, NewCredential};
 use super::error::CredentialError;
-use super::event::{Bound, CredentialEvent, Registered, Unbound, Updated};
+use super::event::{Bound, CredentialEvent, QuotaExceededEvent, Registered, Unbound, Updated};
 use super::validate::{
     validate_alias, validate_label, validate_model_map, validate_models, validate_weight,
 };
 use super::{Binding, Credential, CredentialState, MAX_HINT_LEN};
 use crate::domain::providers;
+use crate::domain::usage::{Exceedance, Quota};
 
 /// Decides what a command does to the credential, as events. Pure.
 pub fn decide(
@@ -25,6 +26,8 @@ pub fn decide(
         (Some(_), C::Register(_)) => Err(CredentialError::AlreadyExists),
         (None, C::Register(new)) => decide_register(*new),
         (None, _) => Err(CredentialError::NotFound),
+        // Quotas: an exceedance is a fact about usage, recorded only while it can matter.
+        (Some(c), C::MarkExceeded { exceeded, at }) => Ok(decide_exceeded(c, exceeded, at)),
         // Revoking twice is a no-op: the first revocation stands.
         (Some(c), C::Revoke { .. }) if c.is_revoked() => Ok(vec![]),
         (Some(c), _) if c.is_revoked() => Err(CredentialError::Revoked),
@@ -46,7 +49,67 @@ pub fn decide(
         // Bindings.
         (Some(c), C::Bind { binding, at }) => decide_bind(c, binding, at),
         (Some(c), C::Unbind { selector, at }) => decide_unbind(c, selector, at),
+        (
+            Some(c),
+            C::SetQuota {
+                quota,
+                exceeded,
+                at,
+            },
+        ) => Ok(decide_quota(c, quota, exceeded, at)),
     }
+}
+
+/// `byok.quota_set` when the quota changes or an exceedance is to be cleared; then
+/// `byok.quota_exceeded` when the new quota is reached already.
+fn decide_quota(
+    c: &Credential,
+    quota: Option<Quota>,
+    exceeded: Option<Exceedance>,
+    at: DateTime<Utc>,
+) -> Vec<CredentialEvent> {
+    let mut events = Vec::new();
+    if quota != c.quota || c.quota_exceeded.is_some() {
+        events.push(CredentialEvent::QuotaSet {
+            byok_id: c.byok_id.clone(),
+            quota: quota.clone(),
+            set_at: at,
+        });
+    }
+    if let (Some(quota), Some(exceeded)) = (&quota, exceeded)
+        && exceeded.window == quota.window
+    {
+        events.push(exceeded_event(c, exceeded, at));
+    }
+    events
+}
+
+fn decide_exceeded(
+    c: &Credential,
+    exceeded: Exceedance,
+    at: DateTime<Utc>,
+) -> Vec<CredentialEvent> {
+    let current = c
+        .quota
+        .as_ref()
+        .is_some_and(|q| q.window == exceeded.window);
+    let covered = c.quota_exceeded.as_ref().is_some_and(|e| e.covers(at));
+    if c.is_revoked() || !current || covered {
+        return vec![];
+    }
+    vec![exceeded_event(c, exceeded, at)]
+}
+
+fn exceeded_event(c: &Credential, e: Exceedance, at: DateTime<Utc>) -> CredentialEvent {
+    CredentialEvent::QuotaExceeded(Box::new(QuotaExceededEvent {
+        byok_id: c.byok_id.clone(),
+        window: e.window,
+        window_start: e.window_start,
+        until: e.until,
+        spend_micros: e.totals.spend_micros,
+        calls: e.totals.calls,
+        exceeded_at: at,
+    }))
 }
 
 /// Binding what the credential already has changes nothing: the binding is there.
@@ -854,5 +917,110 @@ mod tests {
             let command = patch(|p| p.model_map = Some(m));
             assert_eq!(param_of(decide(Some(&c), command)), expected);
         }
+    }
+
+    // Quotas.
+
+    fn quota(calls: u64) -> Quota {
+        Quota::new(None, Some(calls), crate::domain::usage::QuotaWindow::Mtd).unwrap()
+    }
+
+    fn exceedance(until: i64) -> Exceedance {
+        Exceedance {
+            window: crate::domain::usage::QuotaWindow::Mtd,
+            window_start: t(0),
+            until: t(until),
+            totals: crate::domain::usage::Totals {
+                spend_micros: 0,
+                calls: 10,
+            },
+        }
+    }
+
+    fn set(
+        history: &[CredentialEvent],
+        q: Option<Quota>,
+        e: Option<Exceedance>,
+    ) -> Vec<CredentialEvent> {
+        let command = CredentialCommand::SetQuota {
+            quota: q,
+            exceeded: e,
+            at: t(5),
+        };
+        decide(given(history).as_ref(), command).unwrap()
+    }
+
+    #[test]
+    fn a_quota_is_set_once_and_an_exceedance_is_recorded_once_while_it_covers() {
+        let history = registered();
+        let events = set(&history, Some(quota(10)), None);
+        assert!(matches!(&events[..], [CredentialEvent::QuotaSet { .. }]));
+        let history = [history, events].concat();
+        // The same quota again changes nothing.
+        assert!(set(&history, Some(quota(10)), None).is_empty());
+        let mark = |history: &[CredentialEvent], at: i64| {
+            let command = CredentialCommand::MarkExceeded {
+                exceeded: exceedance(100),
+                at: t(at),
+            };
+            decide(given(history).as_ref(), command).unwrap()
+        };
+        let exceeded = mark(&history, 6);
+        assert!(matches!(&exceeded[..], [CredentialEvent::QuotaExceeded(_)]));
+        let history = [history, exceeded].concat();
+        let c = given(&history).unwrap();
+        assert_eq!(c.quota_exceeded.as_ref().unwrap().until, t(100));
+        // Covered: nothing more, until `until` has passed.
+        assert!(mark(&history, 99).is_empty());
+        assert_eq!(mark(&history, 100).len(), 1);
+        // Setting the quota clears it; a quota already reached is exceeded with it.
+        let again = set(&history, Some(quota(10)), None);
+        assert!(matches!(&again[..], [CredentialEvent::QuotaSet { .. }]));
+        assert_eq!(then(history.clone(), again).quota_exceeded, None);
+        let lowered = set(&history, Some(quota(5)), Some(exceedance(200)));
+        assert!(matches!(
+            &lowered[..],
+            [
+                CredentialEvent::QuotaSet { .. },
+                CredentialEvent::QuotaExceeded(_)
+            ]
+        ));
+        // Removed: no exceedance is recorded for it.
+        let removal = set(&history, None, None);
+        let removed = [history, removal].concat();
+        let c = given(&removed).unwrap();
+        assert_eq!(c.quota, None);
+        assert!(mark(&removed, 150).is_empty());
+    }
+
+    #[test]
+    fn a_revoked_credential_records_no_exceedance_and_refuses_a_quota() {
+        let history = [
+            registered(),
+            set(&registered(), Some(quota(1)), None),
+            vec![CredentialEvent::Revoked {
+                byok_id: byok(),
+                revoked_at: t(3),
+            }],
+        ]
+        .concat();
+        let command = CredentialCommand::MarkExceeded {
+            exceeded: exceedance(100),
+            at: t(4),
+        };
+        assert!(
+            decide(given(&history).as_ref(), command)
+                .unwrap()
+                .is_empty()
+        );
+        let command = CredentialCommand::SetQuota {
+            quota: None,
+            exceeded: None,
+            at: t(5),
+        };
+        assert_eq!(
+            decide(given(&history).as_ref(), command),
+            Err(CredentialError::Revoked)
+        );
     }
 }

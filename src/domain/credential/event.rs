@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::{Binding, CredentialProfile};
+use crate::domain::usage::{Quota, QuotaWindow};
 use crate::domain::{AccountId, CredentialId};
 use crate::es::DomainEvent;
 
@@ -186,6 +187,29 @@ pub enum CredentialEvent {
     Bound(Box<Bound>),
     #[serde(rename = "byok.unbound")]
     Unbound(Box<Unbound>),
+    // Quotas (docs/usage.md).
+    /// The quota set, or removed (`quota: null`).
+    #[serde(rename = "byok.quota_set")]
+    QuotaSet {
+        byok_id: CredentialId,
+        quota: Option<Quota>,
+        set_at: DateTime<Utc>,
+    },
+    #[serde(rename = "byok.quota_exceeded")]
+    QuotaExceeded(Box<QuotaExceededEvent>),
+}
+
+/// `byok.quota_exceeded`: the credential's usage reached its quota in the window starting at
+/// `window_start`; resolve leaves it out until `until`. Appended once per window.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaExceededEvent {
+    pub byok_id: CredentialId,
+    pub window: QuotaWindow,
+    pub window_start: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    pub spend_micros: u64,
+    pub calls: u64,
+    pub exceeded_at: DateTime<Utc>,
 }
 
 impl DomainEvent for CredentialEvent {}
@@ -239,6 +263,20 @@ mod tests {
                     removed: vec![],
                     unbound_at: t(1),
                 })),
+                CredentialEvent::QuotaSet {
+                    byok_id: byok(),
+                    quota: None,
+                    set_at: t(1),
+                },
+                CredentialEvent::QuotaExceeded(Box::new(QuotaExceededEvent {
+                    byok_id: byok(),
+                    window: QuotaWindow::Mtd,
+                    window_start: t(0),
+                    until: t(2),
+                    spend_micros: 1,
+                    calls: 1,
+                    exceeded_at: t(1),
+                })),
             ])
             .map(|e| {
                 let new = e.to_new_event().unwrap();
@@ -261,7 +299,9 @@ mod tests {
                 "byok.disabled",
                 "byok.revoked",
                 "byok.bound",
-                "byok.unbound"
+                "byok.unbound",
+                "byok.quota_set",
+                "byok.quota_exceeded",
             ]
         );
         assert_eq!(<Credential as Aggregate>::KIND, "byok");

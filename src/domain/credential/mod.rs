@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::domain::usage::{Quota, QuotaExceeded};
 use crate::domain::{AccountId, CredentialId, providers};
 use crate::es::Aggregate;
 
@@ -36,7 +37,7 @@ mod validate;
 pub use command::{CredentialCommand, CredentialPatch, NewCredential};
 pub use decide::decide;
 pub use error::CredentialError;
-pub use event::{Bound, CredentialEvent, Registered, Unbound, Updated};
+pub use event::{Bound, CredentialEvent, QuotaExceededEvent, Registered, Unbound, Updated};
 pub use validate::{
     RegisterRequest, Registration, prepare_register, validate_alias, validate_label,
     validate_model_map, validate_models, validate_name, validate_weight,
@@ -145,6 +146,14 @@ pub struct Credential {
     pub sealed_secret: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    // Quotas (docs/usage.md): the limit, and the last time it was found reached.
+    /// The credential's quota, if it has one (`byok.quota_set`).
+    #[serde(default)]
+    pub quota: Option<Quota>,
+    /// The last `byok.quota_exceeded` since the quota was last set; resolve leaves the
+    /// credential out while its `until` is ahead.
+    #[serde(default)]
+    pub quota_exceeded: Option<QuotaExceeded>,
 }
 
 impl Credential {
@@ -178,6 +187,8 @@ impl Aggregate for Credential {
                 sealed_secret: r.sealed_secret.clone(),
                 created_at: r.created_at,
                 updated_at: r.created_at,
+                quota: None,
+                quota_exceeded: None,
             },
             // An event before its stream's registration cannot be appended (decide refuses
             // it), so a log holding one was written by something else: keep a revoked shell,
@@ -210,6 +221,20 @@ impl Aggregate for Credential {
                 c.updated_at = u.unbound_at;
                 c
             }
+            // Quotas: setting one clears the last exceedance; an exceedance is recorded as is.
+            (Some(mut c), CredentialEvent::QuotaSet { quota, set_at, .. }) => {
+                c.quota = quota.clone();
+                c.quota_exceeded = None;
+                c.updated_at = *set_at;
+                c
+            }
+            (Some(mut c), CredentialEvent::QuotaExceeded(e)) => {
+                c.quota_exceeded = Some(QuotaExceeded {
+                    window_start: e.window_start,
+                    until: e.until,
+                });
+                c
+            }
         }
     }
 }
@@ -238,6 +263,8 @@ fn shell() -> Credential {
         sealed_secret: String::new(),
         created_at: DateTime::<Utc>::UNIX_EPOCH,
         updated_at: DateTime::<Utc>::UNIX_EPOCH,
+        quota: None,
+        quota_exceeded: None,
     }
 }
 

@@ -15,8 +15,10 @@ mod lifecycle;
 mod list;
 mod nulls;
 mod policy;
+mod quota;
 mod register;
 mod shredding;
+mod usage;
 mod validation;
 
 use std::collections::BTreeMap;
@@ -186,7 +188,7 @@ fn random_hex<const N: usize>() -> String {
 const KEY: &str = "sk-proj-0123456789abcdefWXYZ";
 
 /// Every field `ByokConfig` shows; anything else (such as the sealed secret) must not be there.
-const CONFIG_FIELDS: [&str; 20] = [
+const CONFIG_FIELDS: [&str; 22] = [
     "byok_id",
     "provider",
     "alias",
@@ -207,6 +209,8 @@ const CONFIG_FIELDS: [&str; 20] = [
     "model_map",
     "created_at",
     "updated_at",
+    "quota",
+    "quota_exceeded",
 ];
 
 /// Answers the error object of a 404 with the request id removed.

@@ -194,6 +194,8 @@ async fn get_shows_the_whole_configuration_and_never_the_secret() {
             "model_map": {},
             "created_at": key["created_at"],
             "updated_at": key["created_at"],
+            "quota": null,
+            "quota_exceeded": null,
         })
     );
 

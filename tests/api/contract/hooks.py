@@ -68,6 +68,11 @@ def _state_dependent(case, code, param, message):
         value = (case.headers or {}).get("If-Match")
         if value is not None and not IF_MATCH.match(value):
             return "If-Match outside its declared pattern, sent as schema-valid"
+    # Money is whole micro-dollars: at most 6 decimals. JSON Schema's multipleOf cannot state a
+    # decimal precision of a binary float (3 × 0.000001 is not a float multiple of 0.000001), so
+    # the schema gives the range and the description the precision.
+    if code == "invalid_parameter" and param == "spend_limit_usd" and "6 decimals" in message:
+        return "an amount of dollars with more than 6 decimals"
     # A service-account key file is a JSON document inside a string (contentMediaType and
     # contentSchema); schemathesis fills such strings with arbitrary JSON, ignoring contentSchema.
     if code == "invalid_parameter" and param == "credentials.service_account_json":
