@@ -7,6 +7,7 @@ pub mod account_key;
 pub mod credential;
 pub mod ids;
 pub mod providers;
+pub mod routing;
 mod scope;
 pub mod text;
 

@@ -15,6 +15,7 @@
 //! | `writer.rs` | the writer thread, group commit, the durable-position watch |
 //! | `read.rs` | point reads and index listings |
 //! | `feed.rs` | feed pages |
+//! | `tail.rs` | the log in order for followers, the follower's applied position |
 //! | `meta.rs` | the admin token hash and key last-use rows |
 //! | `idempotency.rs` | idempotency records |
 //! | `keyring.rs` | the data key files under `keys/` |
@@ -40,6 +41,7 @@ mod meta;
 mod open;
 mod projection;
 mod read;
+mod tail;
 mod verify;
 mod writer;
 
@@ -85,6 +87,8 @@ struct Inner {
     jobs: Mutex<Option<Sender<Job>>>,
     /// The last durable position, updated after every group commit.
     positions: tokio::sync::watch::Receiver<u64>,
+    /// The position the process's follower has applied (`tail.rs`), once one is registered.
+    applied: std::sync::OnceLock<tokio::sync::watch::Receiver<u64>>,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
 
