@@ -19,6 +19,7 @@ use crate::service::credentials::Credentials;
 use crate::service::events::Events;
 use crate::service::idempotency::Idempotency;
 use crate::service::ids::Ids;
+use crate::service::resolve::Resolver;
 use crate::storage::{Store, StoreError};
 
 /// How long a client has to send a request's headers.
@@ -41,6 +42,8 @@ pub enum StartupError {
         "cannot read the stored admin token hash: {0}; start once with --admin-token (or KEYLEDGER_ADMIN_TOKEN) to replace it"
     )]
     AdminToken(StoreError),
+    #[error("cannot build resolve's routing state: {0}")]
+    Resolve(#[from] crate::service::ServiceError),
     #[error("cannot listen: {0}")]
     Listen(#[from] std::io::Error),
 }
@@ -57,6 +60,7 @@ pub struct Application {
     shutdown: Shutdown,
     handle_signals: bool,
     store: Store,
+    resolver: Resolver,
     /// The admin token generated on this start, to be printed once.
     pub generated_admin_token: Option<Redacted<String>>,
 }
@@ -96,6 +100,8 @@ impl Application {
         // order and every time comes from the same source.
         let clock: SharedClock = Arc::new(SystemClock);
         let ids = Arc::new(Ids::new(clock.clone()));
+        // Replays the log before the server listens, then follows it (docs/routing.md).
+        let resolver = Resolver::start(store.clone(), settings.master_key.clone(), clock.clone())?;
         let state = web::Data::new(AppState {
             accounts: Accounts::new(store.clone(), admin_hash, clock.clone(), ids.clone()),
             credentials: Credentials::new(
@@ -106,6 +112,7 @@ impl Application {
             ),
             events: Events::new(store.clone(), closing.subscribe()),
             idempotency: Idempotency::new(store.clone(), clock),
+            resolver: resolver.clone(),
             ids,
             open_signup: settings.open_signup,
             receiving: receive::Limits {
@@ -149,6 +156,7 @@ impl Application {
             },
             server,
             store,
+            resolver,
             handle_signals,
             generated_admin_token,
         })
@@ -183,6 +191,7 @@ impl Application {
         }
         let served = self.server.await;
         self.store.shutdown();
+        self.resolver.join();
         served
     }
 }

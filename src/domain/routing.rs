@@ -134,6 +134,13 @@ pub fn excluded_until(_credential: &Credential) -> Option<DateTime<Utc>> {
     None
 }
 
+/// The provider's id for the requested model.
+pub fn provider_model(_credential: &Credential, requested: Option<&str>) -> Option<String> {
+    // Credentials carry no model map yet; with one, this is
+    // `requested.map(|m| credential.profile.model_map.get(m).map_or(m, String::as_str).to_owned())`.
+    requested.map(str::to_owned)
+}
+
 /// Whether a binding matches: every field it sets equals the request's.
 pub fn binding_matches(binding: &Binding, request: &Request) -> bool {
     let field = |set: &Option<String>, asked: &Option<String>| {
@@ -435,7 +442,10 @@ impl Routes {
             .filter_map(|id| self.credentials.get(id))
     }
 
-    fn lookup<'s>(&'s self, ids: impl IntoIterator<Item = &'s CredentialId>) -> Vec<&'s Credential> {
+    fn lookup<'s>(
+        &'s self,
+        ids: impl IntoIterator<Item = &'s CredentialId>,
+    ) -> Vec<&'s Credential> {
         ids.into_iter()
             .filter_map(|id| self.credentials.get(id))
             .collect()

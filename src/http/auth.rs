@@ -23,6 +23,7 @@ pub trait Required {
 pub struct Admin;
 pub struct Write;
 pub struct Read;
+pub struct Resolve;
 
 impl Required for Admin {
     const SCOPE: Scope = Scope::Admin;
@@ -32,6 +33,9 @@ impl Required for Write {
 }
 impl Required for Read {
     const SCOPE: Scope = Scope::Read;
+}
+impl Required for Resolve {
+    const SCOPE: Scope = Scope::Resolve;
 }
 
 /// An account API key holding scope `S`.

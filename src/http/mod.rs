@@ -22,6 +22,7 @@ pub mod openapi;
 mod path;
 pub mod receive;
 pub mod request_id;
+pub mod resolve;
 mod routing;
 mod schema;
 pub mod views;
@@ -35,6 +36,7 @@ use crate::service::credentials::Credentials;
 use crate::service::events::Events;
 use crate::service::idempotency::Idempotency;
 use crate::service::ids::Ids;
+use crate::service::resolve::Resolver;
 use error::{ApiError, ErrorCode};
 pub use routing::{resource, route_not_found};
 
@@ -44,6 +46,8 @@ pub struct AppState {
     pub credentials: Credentials,
     pub events: Events,
     pub idempotency: Idempotency,
+    /// Resolve's in-memory routing state, following the log.
+    pub resolver: Resolver,
     /// Mints the ids of requests that bring none.
     pub ids: std::sync::Arc<Ids>,
     pub open_signup: bool,
@@ -59,6 +63,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(accounts::configure)
     .configure(keys::configure)
     .configure(byok::configure)
+    .configure(resolve::configure)
     .configure(events::configure)
     .configure(health::configure)
     .configure(openapi::configure);

@@ -96,7 +96,10 @@ fn each_filter_has_its_reason() {
         provider: Some("anthropic".into()),
         ..r.clone()
     };
-    assert_eq!(refusal(&base, &anthropic, now()), Some(Reason::ProviderMismatch));
+    assert_eq!(
+        refusal(&base, &anthropic, now()),
+        Some(Reason::ProviderMismatch)
+    );
     let other = Request {
         byok_id: Some(id(9)),
         ..r.clone()
@@ -134,18 +137,36 @@ fn the_most_specific_binding_wins() {
         credential(1, "openai", vec![]),
         credential(2, "openai", vec![binding(None, Some("billing"), None)]),
         credential(3, "openai", vec![binding(Some("chat"), None, None)]),
-        credential(4, "openai", vec![binding(Some("chat"), None, Some("gpt-4o"))]),
+        credential(
+            4,
+            "openai",
+            vec![binding(Some("chat"), None, Some("gpt-4o"))],
+        ),
     ];
     let pick = |r: &Request| {
         route(creds.iter(), r, now(), &mut first)
             .winner()
             .map(|v| v.credential.byok_id.clone())
     };
-    assert_eq!(pick(&ask(Some("chat"), Some("billing"), Some("gpt-4o"))), Some(id(4)));
-    assert_eq!(pick(&ask(Some("chat"), Some("billing"), Some("o3"))), Some(id(3)));
-    assert_eq!(pick(&ask(Some("embed"), Some("billing"), None)), Some(id(2)));
+    assert_eq!(
+        pick(&ask(Some("chat"), Some("billing"), Some("gpt-4o"))),
+        Some(id(4))
+    );
+    assert_eq!(
+        pick(&ask(Some("chat"), Some("billing"), Some("o3"))),
+        Some(id(3))
+    );
+    assert_eq!(
+        pick(&ask(Some("embed"), Some("billing"), None)),
+        Some(id(2))
+    );
     assert_eq!(pick(&ask(Some("embed"), None, None)), Some(id(1)));
-    let routed = route(creds.iter(), &ask(Some("chat"), None, Some("gpt-4o")), now(), &mut first);
+    let routed = route(
+        creds.iter(),
+        &ask(Some("chat"), None, Some("gpt-4o")),
+        now(),
+        &mut first,
+    );
     let reasons: Vec<_> = routed.verdicts.iter().map(|v| v.reason).collect();
     assert_eq!(
         reasons,
@@ -215,9 +236,14 @@ fn weighted_pick_within_tolerance() {
         let mut rng = Seeded(seed);
         let mut counts = [0usize; 5];
         for _ in 0..DRAWS {
-            let routed = route(creds.iter(), &Request::default(), now(), &mut |n| rng.next() % n);
+            let routed = route(creds.iter(), &Request::default(), now(), &mut |n| {
+                rng.next() % n
+            });
             let w = routed.winner().unwrap();
-            let i = creds.iter().position(|c| c.byok_id == w.credential.byok_id).unwrap();
+            let i = creds
+                .iter()
+                .position(|c| c.byok_id == w.credential.byok_id)
+                .unwrap();
             counts[i] += 1;
         }
         for (i, w) in weights.iter().enumerate() {
@@ -278,8 +304,14 @@ fn small(names: &'static [&'static str]) -> impl Strategy<Value = Option<String>
 }
 
 fn arb_binding() -> impl Strategy<Value = Binding> {
-    (small(&["chat", "embed"]), small(&["billing", "search"]), small(&["m1", "m2"]))
-        .prop_filter("a capability or a module", |(c, m, _)| c.is_some() || m.is_some())
+    (
+        small(&["chat", "embed"]),
+        small(&["billing", "search"]),
+        small(&["m1", "m2"]),
+    )
+        .prop_filter("a capability or a module", |(c, m, _)| {
+            c.is_some() || m.is_some()
+        })
         .prop_map(|(capability, module, model)| Binding {
             capability,
             module,
@@ -334,14 +366,16 @@ fn arb_request() -> impl Strategy<Value = Request> {
         small(&["us", "eu"]),
         proptest::option::weighted(0.2, 1u128..10),
     )
-        .prop_map(|(capability, module, model, provider, residency, byok)| Request {
-            capability,
-            module,
-            model,
-            provider,
-            residency,
-            byok_id: byok.map(id),
-        })
+        .prop_map(
+            |(capability, module, model, provider, residency, byok)| Request {
+                capability,
+                module,
+                model,
+                provider,
+                residency,
+                byok_id: byok.map(id),
+            },
+        )
 }
 
 proptest! {
