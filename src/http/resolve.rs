@@ -54,7 +54,7 @@ pub struct ResolveBody {
     #[schema(min_length = 1, max_length = 128)]
     pub provider: Option<String>,
     /// Only credentials whose residency (declared region, else the provider's) is this.
-    #[schema(min_length = 1, max_length = 64)]
+    #[schema(min_length = 1, max_length = 32)]
     pub residency: Option<String>,
     /// Only this credential (of the caller's account).
     #[schema(pattern = "^byok_[0-7][0-9A-HJKMNP-TV-Z]{25}$")]

@@ -14,6 +14,7 @@ mod lifecycle;
 mod list;
 mod nulls;
 mod register;
+mod resolve;
 mod shredding;
 mod validation;
 
