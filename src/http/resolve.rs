@@ -64,14 +64,28 @@ pub struct ResolveBody {
     pub explain: bool,
 }
 
-/// The credential to call the provider with, or the pool.
+/// The credential to call the provider with (`source: "byok"`), or the pool (`source: "pool"`).
 #[derive(Serialize, ToSchema)]
-#[serde(tag = "source", rename_all = "snake_case")]
+#[serde(untagged)]
 pub enum ResolveResponse {
     /// A credential of the account serves the request.
     Byok(ByokResolution),
     /// No credential is usable and the account's policy lets the gateway use its own pool.
     Pool(PoolResolution),
+}
+
+/// `byok`: a credential of the account.
+#[derive(Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ByokSource {
+    Byok,
+}
+
+/// `pool`: the gateway's own pool.
+#[derive(Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PoolSource {
+    Pool,
 }
 
 /// `source: "byok"`: the picked credential.
@@ -81,6 +95,7 @@ pub enum ResolveResponse {
     "base_url": "https://api.openai.com/v1", "model": "gpt-4o",
     "binding": {"capability": "chat"}}))]
 pub struct ByokResolution {
+    pub source: ByokSource,
     pub byok_id: String,
     pub provider: String,
     /// The secret version of `credentials` (`secret_version` of `ByokConfig`).
@@ -104,6 +119,7 @@ pub struct ByokResolution {
 #[derive(Serialize, ToSchema)]
 #[schema(example = json!({"source": "pool", "reason": "none_usable"}))]
 pub struct PoolResolution {
+    pub source: PoolSource,
     pub reason: PoolReason,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub explain: Option<Vec<ExplainEntry>>,
@@ -260,6 +276,7 @@ impl ResolveBody {
 
 fn byok(resolution: Resolution, explain: Option<Vec<ExplainEntry>>) -> ResolveResponse {
     ResolveResponse::Byok(ByokResolution {
+        source: ByokSource::Byok,
         byok_id: resolution.byok_id.to_string(),
         provider: resolution.provider,
         version: resolution.secret_version,
@@ -346,6 +363,7 @@ pub async fn resolve(
     let response = match resolved {
         Resolved::Byok(resolution) => byok(*resolution, explain),
         Resolved::Pool(reason) => ResolveResponse::Pool(PoolResolution {
+            source: PoolSource::Pool,
             reason: reason.into(),
             explain,
         }),

@@ -152,7 +152,19 @@ impl Resolver {
             store,
             master,
         });
-        while shared.step()? > 0 {}
+        loop {
+            match shared.step() {
+                Ok(0) => break,
+                Ok(_) => {}
+                // A log sled cannot read must not keep the server from serving (it is never
+                // ready then, ADR 0015): resolve answers from what was read, and the follower
+                // tries again.
+                Err(error) => {
+                    tracing::error!(%error, "resolve cannot replay the whole log; retrying later");
+                    break;
+                }
+            }
+        }
         Ok(Self {
             shared,
             clock,
@@ -285,10 +297,12 @@ impl Shared {
     /// Applies the next batch of durable events; answers how many it read.
     fn step(&self) -> Result<usize, ServiceError> {
         let from = self.read().position;
-        let events = self.store.read_log(from, BATCH)?;
-        let Some(last) = events.last().map(|e| e.position) else {
+        let page = self.store.read_log(from, BATCH)?;
+        let last = page.last;
+        if last == from {
             return Ok(0);
-        };
+        }
+        let events = page.events;
         // Only this thread writes the state, so what it reads here is still current when it
         // takes the write lock; the data keys are read and unwrapped before that.
         let mut changed: BTreeMap<CredentialId, Credential> = BTreeMap::new();
@@ -348,7 +362,7 @@ impl Shared {
             state.position = last;
         }
         self.applied.send_replace(last);
-        Ok(events.len())
+        Ok(usize::try_from(last - from).unwrap_or(usize::MAX))
     }
 
     fn report_lag(&self) {
@@ -400,7 +414,18 @@ fn follow(shared: &Shared) {
                 Ok(_) => {}
                 Err(error) => {
                     tracing::error!(%error, "resolve's follower cannot read the log; retrying");
-                    tokio::time::sleep(RETRY).await;
+                    // A store that stopped ends the follower, damaged or not.
+                    tokio::select! {
+                        () = tokio::time::sleep(RETRY) => {}
+                        changed = positions.changed() => {
+                            if changed.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    if !shared.store.is_running() {
+                        return;
+                    }
                 }
             }
         }

@@ -65,6 +65,7 @@ use keyring::Keyring;
 pub use open::{Durability, STORE_SCHEMA_VERSION, require_store};
 pub use projection::{FORMAT_VERSION as PROJECTION_FORMAT_VERSION, StoredAggregate};
 pub use read::Index;
+pub use tail::LogPage;
 pub use verify::VerifyReport;
 use writer::Job;
 

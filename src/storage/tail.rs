@@ -6,18 +6,34 @@
 use super::{Store, StoreError, keys, verify};
 use crate::es::Envelope;
 
+/// Events of the log in order, as a follower reads them.
+pub struct LogPage {
+    pub events: Vec<Envelope>,
+    /// Positions in the page whose event does not decode (reported to readiness and counted
+    /// already): a follower skips them rather than stopping at them.
+    pub damaged: Vec<u64>,
+    /// The last position looked at (`after` when there was nothing new).
+    pub last: u64,
+}
+
 impl Store {
-    /// Up to `limit` events after position `after`, in log order, none past the durable position.
-    pub fn read_log(&self, after: u64, limit: usize) -> Result<Vec<Envelope>, StoreError> {
+    /// Up to `limit` events after position `after`, in log order, none past the durable
+    /// position. A row sled cannot read is an error; an event that does not decode is reported
+    /// and listed in `damaged`.
+    pub fn read_log(&self, after: u64, limit: usize) -> Result<LogPage, StoreError> {
         let durable = *self.inner.positions.borrow();
-        let mut events = Vec::new();
+        let mut page = LogPage {
+            events: Vec::new(),
+            damaged: Vec::new(),
+            last: after,
+        };
         if after >= durable {
-            return Ok(events);
+            return Ok(page);
         }
         let start = keys::log(after.saturating_add(1));
         let end = keys::log(durable);
         for row in self.inner.db.range(start..=end) {
-            if events.len() == limit {
+            if page.events.len() + page.damaged.len() == limit {
                 break;
             }
             let (key, value) = row.map_err(|e| self.noticed(e.into(), None))?;
@@ -28,11 +44,16 @@ impl Store {
                 };
                 self.noticed(error, None)
             })?;
-            let (_, envelope) = verify::decode_log_value(position, &value)
-                .map_err(|e| self.noticed(e, Some(position)))?;
-            events.push(envelope);
+            match verify::decode_log_value(position, &value) {
+                Ok((_, envelope)) => page.events.push(envelope),
+                Err(e) => {
+                    self.noticed(e, Some(position));
+                    page.damaged.push(position);
+                }
+            }
+            page.last = position;
         }
-        Ok(events)
+        Ok(page)
     }
 
     /// Hands the store the position an in-memory follower of its log has applied, once: a
