@@ -60,10 +60,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(QueryConfig::default().error_handler(|error, _| {
         ApiError::new(ErrorCode::InvalidQuery, json::describe(&error.to_string())).into()
     }))
+    // The data plane first: actix tries routes in order, and every pattern with an `{id}` tried
+    // before a match costs a regex.
+    .configure(resolve::configure)
     .configure(accounts::configure)
     .configure(keys::configure)
     .configure(byok::configure)
-    .configure(resolve::configure)
     .configure(events::configure)
     .configure(health::configure)
     .configure(openapi::configure);
