@@ -6,7 +6,7 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{IntCounter, Opts, Registry, TextEncoder};
+use prometheus::{IntCounter, IntGauge, Opts, Registry, TextEncoder};
 
 /// Every metric keyledger exports.
 pub struct Metrics {
@@ -14,6 +14,12 @@ pub struct Metrics {
     /// `keyledger_corrupt_records_total`: damaged records found in the store, by the check on
     /// start and by every read that meets one (each finding counts; the log names the record).
     pub corrupt_records: IntCounter,
+    /// `keyledger_resolve_follower_lag_events`: the durable position minus the position the
+    /// routing state has applied, as the follower last saw it (0 when it is caught up).
+    pub follower_lag: IntGauge,
+    /// `keyledger_resolve_settle_timeouts_total`: mutations that answered before the routing
+    /// state had applied them (the bounded wait for read-your-writes ran out).
+    pub settle_timeouts: IntCounter,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +41,16 @@ impl Metrics {
                 "Damaged records found in the store (events, projection rows, data keys), by the \
                  check on start and by reads",
             )?,
+            follower_lag: gauge(
+                &registry,
+                "keyledger_resolve_follower_lag_events",
+                "Durable events the routing state of resolve has not applied yet",
+            )?,
+            settle_timeouts: counter(
+                &registry,
+                "keyledger_resolve_settle_timeouts_total",
+                "Mutations answered before resolve's routing state had applied them",
+            )?,
             registry,
         })
     }
@@ -47,6 +63,15 @@ fn counter(registry: &Registry, name: &str, help: &str) -> Result<IntCounter, Me
         .register(Box::new(counter.clone()))
         .map_err(|e| MetricsError(e.to_string()))?;
     Ok(counter)
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> Result<IntGauge, MetricsError> {
+    let gauge =
+        IntGauge::with_opts(Opts::new(name, help)).map_err(|e| MetricsError(e.to_string()))?;
+    registry
+        .register(Box::new(gauge.clone()))
+        .map_err(|e| MetricsError(e.to_string()))?;
+    Ok(gauge)
 }
 
 /// Updates metrics: `metrics::count(|m| m.corrupt_records.inc())`.
@@ -75,7 +100,15 @@ mod tests {
     fn every_metric_is_registered_and_rendered() {
         assert!(METRICS.is_ok(), "{:?}", METRICS.as_ref().err());
         count(|m| m.corrupt_records.inc_by(0));
+        count(|m| m.settle_timeouts.inc_by(0));
+        count(|m| m.follower_lag.set(0));
         let text = render().unwrap();
+        for name in [
+            "keyledger_resolve_follower_lag_events",
+            "keyledger_resolve_settle_timeouts_total",
+        ] {
+            assert!(text.contains(&format!("\n{name} ")), "{text}");
+        }
         assert!(
             text.contains("# TYPE keyledger_corrupt_records_total counter"),
             "{text}"

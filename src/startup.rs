@@ -20,6 +20,7 @@ use crate::service::events::Events;
 use crate::service::idempotency::Idempotency;
 use crate::service::ids::Ids;
 use crate::service::policy::Policies;
+use crate::service::resolve::Resolver;
 use crate::service::usage::Usage;
 use crate::storage::{Store, StoreError};
 
@@ -43,6 +44,8 @@ pub enum StartupError {
         "cannot read the stored admin token hash: {0}; start once with --admin-token (or KEYLEDGER_ADMIN_TOKEN) to replace it"
     )]
     AdminToken(StoreError),
+    #[error("cannot build resolve's routing state: {0}")]
+    Resolve(#[from] crate::service::ServiceError),
     #[error("cannot listen: {0}")]
     Listen(#[from] std::io::Error),
 }
@@ -59,6 +62,7 @@ pub struct Application {
     shutdown: Shutdown,
     handle_signals: bool,
     store: Store,
+    resolver: Resolver,
     /// The admin token generated on this start, to be printed once.
     pub generated_admin_token: Option<Redacted<String>>,
 }
@@ -98,6 +102,8 @@ impl Application {
         // order and every time comes from the same source.
         let clock: SharedClock = Arc::new(SystemClock);
         let ids = Arc::new(Ids::new(clock.clone()));
+        // Replays the log before the server listens, then follows it (docs/routing.md).
+        let resolver = Resolver::start(store.clone(), settings.master_key.clone(), clock.clone())?;
         let state = web::Data::new(AppState {
             accounts: Accounts::new(store.clone(), admin_hash, clock.clone(), ids.clone()),
             credentials: Credentials::new(
@@ -110,6 +116,7 @@ impl Application {
             policies: Policies::new(store.clone(), clock.clone()),
             idempotency: Idempotency::new(store.clone(), clock.clone()),
             usage: Usage::new(store.clone(), clock),
+            resolver: resolver.clone(),
             ids,
             open_signup: settings.open_signup,
             receiving: receive::Limits {
@@ -153,6 +160,7 @@ impl Application {
             },
             server,
             store,
+            resolver,
             handle_signals,
             generated_admin_token,
         })
@@ -187,6 +195,7 @@ impl Application {
         }
         let served = self.server.await;
         self.store.shutdown();
+        self.resolver.join();
         served
     }
 }

@@ -8,6 +8,7 @@ pub mod credential;
 pub mod ids;
 pub mod policy;
 pub mod providers;
+pub mod routing;
 mod scope;
 pub mod text;
 pub mod usage;

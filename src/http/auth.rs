@@ -23,6 +23,7 @@ pub trait Required {
 pub struct Admin;
 pub struct Write;
 pub struct Read;
+pub struct Resolve;
 
 impl Required for Admin {
     const SCOPE: Scope = Scope::Admin;
@@ -33,8 +34,6 @@ impl Required for Write {
 impl Required for Read {
     const SCOPE: Scope = Scope::Read;
 }
-/// The data plane's scope, covered by no other.
-pub struct Resolve;
 impl Required for Resolve {
     const SCOPE: Scope = Scope::Resolve;
 }

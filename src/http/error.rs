@@ -49,6 +49,8 @@ pub enum ErrorCode {
     RequestTimeout,
     ShuttingDown,
     InternalError,
+    // Resolve.
+    NoUsableCredential,
 }
 
 impl ErrorCode {
@@ -130,6 +132,12 @@ impl ErrorCode {
                 "internal_error",
                 ApiError,
                 StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+            // Resolve.
+            Self::NoUsableCredential => (
+                "no_usable_credential",
+                InvalidRequestError,
+                StatusCode::UNPROCESSABLE_ENTITY,
             ),
         }
     }

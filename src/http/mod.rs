@@ -23,6 +23,7 @@ mod path;
 pub mod policy;
 pub mod receive;
 pub mod request_id;
+pub mod resolve;
 mod routing;
 mod schema;
 pub mod usage;
@@ -38,6 +39,7 @@ use crate::service::events::Events;
 use crate::service::idempotency::Idempotency;
 use crate::service::ids::Ids;
 use crate::service::policy::Policies;
+use crate::service::resolve::Resolver;
 use crate::service::usage::Usage;
 use error::{ApiError, ErrorCode};
 pub use routing::{resource, route_not_found};
@@ -51,6 +53,8 @@ pub struct AppState {
     pub idempotency: Idempotency,
     /// Quotas and usage reports.
     pub usage: Usage,
+    /// Resolve's in-memory routing state, following the log.
+    pub resolver: Resolver,
     /// Mints the ids of requests that bring none.
     pub ids: std::sync::Arc<Ids>,
     pub open_signup: bool,
@@ -63,6 +67,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(QueryConfig::default().error_handler(|error, _| {
         ApiError::new(ErrorCode::InvalidQuery, json::describe(&error.to_string())).into()
     }))
+    // The data plane first: actix tries routes in order, and every pattern with an `{id}` tried
+    // before a match costs a regex.
+    .configure(resolve::configure)
     .configure(accounts::configure)
     .configure(keys::configure)
     .configure(byok::configure)

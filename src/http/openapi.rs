@@ -22,7 +22,7 @@ use utoipa::openapi::{Components, LicenseBuilder, Paths, Ref, RefOr, Required};
 use utoipa::{Modify, OpenApi};
 
 use super::error::{ApiError, ErrorCode};
-use super::{accounts, byok, error, events, health, keys, policy, schema, usage};
+use super::{accounts, byok, error, events, health, keys, policy, resolve, schema, usage};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -235,12 +235,13 @@ fn add_idempotency_field(components: &mut Components, name: &str) {
 fn openapi_document() {}
 
 /// Every resource's part, in the order their tags are listed.
-fn resources() -> [utoipa::openapi::OpenApi; 8] {
+fn resources() -> [utoipa::openapi::OpenApi; 9] {
     [
         error::ErrorsApi::openapi(),
         accounts::AccountsApi::openapi(),
         keys::KeysApi::openapi(),
         byok::ByokApi::openapi(),
+        resolve::ResolveApi::openapi(),
         policy::PolicyApi::openapi(),
         usage::UsageApi::openapi(),
         events::EventsApi::openapi(),

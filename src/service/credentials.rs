@@ -346,37 +346,58 @@ impl Credentials {
         if credential.is_revoked() {
             return Err(ServiceError::Revoked);
         }
-        // A live credential always has its key: a missing one means the data dir lost `keys/`
-        // (a backup restored without it, say), which must not pass for a revocation.
-        let wrapped = self.store.data_key(byok_id.as_str())?.ok_or_else(|| {
-            ServiceError::Store(crate::storage::StoreError::Corrupt {
-                what: format!("data key of {byok_id}"),
-                reason: "missing from keys/ although the credential is not revoked".into(),
-            })
-        })?;
-        let unreadable = |what: &str| {
-            ServiceError::Store(crate::storage::StoreError::Corrupt {
-                what: format!("{what} of {byok_id}"),
-                reason: "does not open".into(),
-            })
-        };
-        let key = self
-            .master
-            .unwrap_key(&wrapped, &data_key_ad(account_id, byok_id))
-            .map_err(|_| unreadable("data key"))?;
-        let sealed = STANDARD
-            .decode(&credential.sealed_secret)
-            .map_err(|_| unreadable("sealed secret"))?;
-        let plaintext = key
-            .open(
-                &secret_ad(account_id, byok_id, credential.secret_version),
-                &sealed,
-            )
-            .map_err(|_| unreadable("sealed secret"))?;
-        let secrets =
-            serde_json::from_slice(&plaintext).map_err(|_| unreadable("sealed secret"))?;
-        Ok(Redacted::new(secrets))
+        let key = data_key(&self.store, &self.master, &credential)?;
+        open_sealed(&key, &credential)
     }
+}
+
+fn unreadable(what: &str, byok_id: &CredentialId) -> ServiceError {
+    ServiceError::Store(crate::storage::StoreError::Corrupt {
+        what: format!("{what} of {byok_id}"),
+        reason: "does not open".into(),
+    })
+}
+
+/// A live credential's data key, read from `keys/` and unwrapped with the master key.
+pub(super) fn data_key(
+    store: &Store,
+    master: &MasterKey,
+    credential: &Credential,
+) -> Result<DataKey, ServiceError> {
+    let byok_id = &credential.byok_id;
+    // A live credential always has its key: a missing one means the data dir lost `keys/`
+    // (a backup restored without it, say), which must not pass for a revocation.
+    let wrapped = store.data_key(byok_id.as_str())?.ok_or_else(|| {
+        ServiceError::Store(crate::storage::StoreError::Corrupt {
+            what: format!("data key of {byok_id}"),
+            reason: "missing from keys/ although the credential is not revoked".into(),
+        })
+    })?;
+    master
+        .unwrap_key(&wrapped, &data_key_ad(&credential.account_id, byok_id))
+        .map_err(|_| unreadable("data key", byok_id))
+}
+
+/// Opens a credential's sealed secret fields with its data key. The error names the credential,
+/// never a value.
+pub(super) fn open_sealed(
+    key: &DataKey,
+    credential: &Credential,
+) -> Result<Redacted<BTreeMap<String, String>>, ServiceError> {
+    let byok_id = &credential.byok_id;
+    let sealed = STANDARD
+        .decode(&credential.sealed_secret)
+        .map_err(|_| unreadable("sealed secret", byok_id))?;
+    let plaintext = Redacted::new(
+        key.open(
+            &secret_ad(&credential.account_id, byok_id, credential.secret_version),
+            &sealed,
+        )
+        .map_err(|_| unreadable("sealed secret", byok_id))?,
+    );
+    let secrets = serde_json::from_slice(plaintext.expose())
+        .map_err(|_| unreadable("sealed secret", byok_id))?;
+    Ok(Redacted::new(secrets))
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub mod idempotency;
 pub mod ids;
 pub mod page;
 pub mod policy;
+pub mod resolve;
 pub mod usage;
 
 use idempotency::Recording;
@@ -215,14 +216,35 @@ pub async fn execute<A: Aggregate, T>(
             idempotency: record,
         };
         match store.append(request).await {
-            Ok(_) => {
+            Ok(appended) => {
                 if carries_record {
                     recording.recorded();
+                }
+                if let Some(last) = appended.last() {
+                    settle(store, last.position).await;
                 }
                 return Ok(answered);
             }
             Err(AppendError::Conflict { .. }) if if_match.is_none() && attempt < RETRIES => {}
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+/// How long a mutation waits for the in-memory follower of the log (resolve's routing state) to
+/// apply its events before it answers anyway.
+const SETTLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Waits, within [`SETTLE_TIMEOUT`], until the process's follower of the log has applied
+/// `position`, so the caller's next resolve sees its write. Without a follower (the CLI, tests
+/// on a bare store) there is nothing to wait for; a timeout is counted, never an error: the
+/// write is durable either way.
+pub(super) async fn settle(store: &Store, position: u64) {
+    let Some(mut applied) = store.applied() else {
+        return;
+    };
+    let reached = tokio::time::timeout(SETTLE_TIMEOUT, applied.wait_for(|p| *p >= position)).await;
+    if !matches!(reached, Ok(Ok(_))) {
+        crate::metrics::count(|m| m.settle_timeouts.inc());
     }
 }

@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use super::clock::SharedClock;
 use super::credentials::Versioned;
 use super::idempotency::Recording;
-use super::{Executed, ServiceError, Target, execute};
+use super::{Executed, ServiceError, Target, execute, settle};
 use crate::domain::credential::{self, Credential, CredentialCommand};
 use crate::domain::usage::{
     self, Exceedance, Outcome, Quota, QuotaWindow, Refusal, Totals, UsageEvent, UsageRecord,
@@ -379,7 +379,13 @@ impl Usage {
                 idempotency: None,
             };
             match self.store.append(request).await {
-                Ok(_) => return Ok(()),
+                // Resolve leaves the credential out from the report's answer on.
+                Ok(appended) => {
+                    if let Some(last) = appended.last() {
+                        settle(&self.store, last.position).await;
+                    }
+                    return Ok(());
+                }
                 Err(AppendError::Conflict { .. }) => {}
                 Err(e) => return Err(e.into()),
             }

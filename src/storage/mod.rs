@@ -15,6 +15,7 @@
 //! | `writer.rs` | the writer thread, group commit, the durable-position watch |
 //! | `read.rs` | point reads and index listings |
 //! | `feed.rs` | feed pages |
+//! | `tail.rs` | the log in order for followers, the follower's applied position |
 //! | `meta.rs` | the admin token hash and key last-use rows |
 //! | `idempotency.rs` | idempotency records |
 //! | `keyring.rs` | the data key files under `keys/` |
@@ -45,6 +46,7 @@ mod projection;
 mod read;
 mod replay;
 mod rows;
+mod tail;
 mod usage;
 mod verify;
 mod writer;
@@ -69,6 +71,7 @@ use keyring::Keyring;
 pub use open::{Durability, STORE_SCHEMA_VERSION, require_store};
 pub use projection::{FORMAT_VERSION as PROJECTION_FORMAT_VERSION, StoredAggregate};
 pub use read::Index;
+pub use tail::LogPage;
 pub use verify::VerifyReport;
 use writer::Job;
 
@@ -91,6 +94,8 @@ struct Inner {
     jobs: Mutex<Option<Sender<Job>>>,
     /// The last durable position, updated after every group commit.
     positions: tokio::sync::watch::Receiver<u64>,
+    /// The position the process's follower has applied (`tail.rs`), once one is registered.
+    applied: std::sync::OnceLock<tokio::sync::watch::Receiver<u64>>,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
 

@@ -144,6 +144,7 @@ fn open(
             integrity: Integrity::default(),
             jobs: Mutex::new(Some(tx)),
             positions,
+            applied: std::sync::OnceLock::new(),
             writer: Mutex::new(Some(handle)),
         }),
     })

@@ -17,6 +17,7 @@ mod nulls;
 mod policy;
 mod quota;
 mod register;
+mod resolve;
 mod shredding;
 mod usage;
 mod validation;
