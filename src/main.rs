@@ -9,6 +9,12 @@ use keyledger::startup::{self, Application};
 use keyledger::storage::{self, Durability, Store};
 use keyledger::{http, telemetry};
 
+/// mimalloc rather than the system's malloc: the writer's batches allocate and free a copy of a
+/// sled page per row written, and glibc spent up to half the writer's time on that
+/// (docs/benchmarks.md, usage ingestion).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// How many differences `verify` prints of each kind.
 const SHOWN: usize = 20;
 

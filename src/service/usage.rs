@@ -296,6 +296,10 @@ impl Usage {
         let calls = r.calls?;
         let occurred_at = r.occurred_at.unwrap_or(now);
         usage::check_time(occurred_at, now)?;
+        // Within the allowed skew, a time ahead of the server's clock is taken as now: the
+        // server's clock decides which bucket counts it, so an accepted record is counted at
+        // once (a window ends with the current hour).
+        let occurred_at = occurred_at.min(now);
         if !in_batch.insert(r.request_id.clone()) {
             return Err(Refusal::DuplicateInBatch);
         }
