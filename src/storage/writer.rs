@@ -133,6 +133,7 @@ impl Writer {
             outcomes.push((reply, outcome));
         }
         let mut written = Vec::with_capacity(rows.len());
+        let mut new_head = None;
         for (put, reply) in rows {
             for (key, value) in put {
                 overlay.put(key, value);
@@ -166,12 +167,8 @@ impl Writer {
                 }
                 return;
             }
-            if position != self.position
-                && let Some(head) = &self.head
-                && let Err(error) = head.write(position, &hash)
-            {
-                // A head left behind only weakens the check on open; the write stands.
-                tracing::warn!(%error, "recording the log's durable head failed");
+            if position != self.position {
+                new_head = Some((position, hash));
             }
             self.position = position;
             self.last_hash = hash;
@@ -190,6 +187,16 @@ impl Writer {
         }
         for reply in written {
             let _ = reply.send(Ok(()));
+        }
+        // Recorded once the group is durable, and only then: after the acknowledgements, which
+        // wait for the `db` file's fdatasync but not for this file (it is not synced: a crash
+        // may leave it a group behind either way, which only weakens the check on open).
+        if let Some((position, hash)) = new_head
+            && let Some(head) = &self.head
+            && let Err(error) = head.write(position, &hash)
+        {
+            // A head left behind only weakens the check on open; the write stands.
+            tracing::warn!(%error, "recording the log's durable head failed");
         }
     }
 
