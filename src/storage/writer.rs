@@ -349,3 +349,93 @@ struct Stage<'o, 'a> {
     position: &'o mut u64,
     hash: &'o mut [u8; 32],
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+
+    use crate::crypto::MasterKey;
+    use crate::domain::account_key::{ApiKey, ApiKeyEvent};
+    use crate::domain::{AccountId, KeyId, Scope};
+    use crate::es::{Aggregate, DomainEvent, EventMeta, ExpectedVersion, StreamId};
+    use crate::storage::{AppendError, AppendRequest, Durability, Store, StreamAppend};
+
+    fn created(n: u128) -> ApiKeyEvent {
+        ApiKeyEvent::Created {
+            key_id: KeyId::from_ulid(n),
+            account_id: AccountId::from_ulid(1),
+            name: format!("key {n}"),
+            prefix: "kl_000000000".into(),
+            scopes: Scope::DEFAULT.to_vec(),
+            token_hash: hex::encode([n as u8; 32]),
+            created_at: Utc::now(),
+        }
+    }
+
+    fn revoked(n: u128) -> ApiKeyEvent {
+        ApiKeyEvent::Revoked {
+            key_id: KeyId::from_ulid(n),
+            revoked_at: Utc::now(),
+        }
+    }
+
+    fn stream(n: u128) -> StreamId {
+        StreamId::new(ApiKey::KIND, KeyId::from_ulid(n).as_str())
+    }
+
+    fn request(n: u128, expected: ExpectedVersion, event: ApiKeyEvent) -> AppendRequest {
+        AppendRequest {
+            stream: stream(n),
+            expected,
+            events: vec![event.to_new_event().unwrap()],
+            meta: EventMeta::default(),
+            data_key: None,
+            also: Vec::new(),
+            idempotency: None,
+        }
+    }
+
+    /// The writer keeps the state and head of a stream it has just written; an append refused
+    /// after that state was taken and staged must leave them as the log has them.
+    #[test]
+    fn a_request_refused_after_staging_a_state_leaves_the_stream_as_the_log_has_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &MasterKey::generate(), Durability::Sync).unwrap();
+        for n in [1, 2] {
+            store
+                .append_blocking(request(n, ExpectedVersion::NoStream, created(n)))
+                .unwrap();
+        }
+        // Key 1's revocation is staged (its state taken from what the writer kept), then the
+        // joined part is refused: key 2's stream exists already.
+        let mut refused = request(1, ExpectedVersion::Exact(1), revoked(1));
+        refused.also.push(StreamAppend {
+            stream: stream(2),
+            expected: ExpectedVersion::NoStream,
+            events: vec![created(2).to_new_event().unwrap()],
+        });
+        let outcome = store.append_blocking(refused);
+        assert!(
+            matches!(outcome, Err(AppendError::Conflict { actual: 1, .. })),
+            "{outcome:?}"
+        );
+        let key = store.load::<ApiKey>(&stream(1)).unwrap().unwrap();
+        assert_eq!((key.stream_version, key.state.revoked_at), (1, None));
+
+        let next = store
+            .append_blocking(request(1, ExpectedVersion::Exact(1), revoked(1)))
+            .unwrap();
+        assert_eq!(next[0].stream_version, 2);
+        let key = store.load::<ApiKey>(&stream(1)).unwrap().unwrap();
+        assert_eq!(key.stream_version, 2);
+        assert!(key.state.revoked_at.is_some());
+        // And the same again: the state kept from the last group is the revoked one.
+        let again = store.append_blocking(request(1, ExpectedVersion::Exact(1), revoked(1)));
+        assert!(matches!(
+            again,
+            Err(AppendError::Conflict { actual: 2, .. })
+        ));
+        assert!(store.verify().unwrap().is_sound());
+        store.shutdown();
+    }
+}
