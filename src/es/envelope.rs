@@ -100,4 +100,99 @@ impl Envelope {
     pub fn stream_id(&self) -> StreamId {
         StreamId(self.stream.clone())
     }
+
+    /// The stream's kind, without copying the stream id.
+    pub fn stream_kind(&self) -> &str {
+        self.stream.split_once(':').map_or("", |(kind, _)| kind)
+    }
+
+    /// Appends this envelope's JSON to `out`: the very bytes `serde_json::to_vec(self)` gives,
+    /// with `data_json` spliced in as the payload. `data_json` must be the JSON of `self.data`
+    /// (`serde_json::to_vec(&self.data)`); it lets a payload that was encoded once, before the
+    /// envelope existed, not be encoded again.
+    pub fn write_json(&self, data_json: &[u8], out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        let head = EnvelopeHead {
+            event_id: &self.event_id,
+            position: self.position,
+            stream: &self.stream,
+            stream_version: self.stream_version,
+            event_type: &self.event_type,
+            schema: self.schema,
+            occurred_at: &self.occurred_at,
+            actor: &self.actor,
+            request_id: &self.request_id,
+        };
+        serde_json::to_writer(&mut *out, &head)?;
+        // A struct always serialises as an object: its last byte is the closing brace, which
+        // goes back on after `data`, the envelope's last field.
+        if out.last() == Some(&b'}') {
+            out.pop();
+        }
+        out.extend_from_slice(b",\"data\":");
+        out.extend_from_slice(data_json);
+        out.push(b'}');
+        Ok(())
+    }
+}
+
+/// Every field of [`Envelope`] but `data`, borrowed, with the same names in the same order: the
+/// JSON of an envelope up to its payload.
+#[derive(Serialize)]
+struct EnvelopeHead<'a> {
+    event_id: &'a str,
+    position: u64,
+    stream: &'a str,
+    #[serde(rename = "version")]
+    stream_version: u64,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    schema: u32,
+    occurred_at: &'a DateTime<Utc>,
+    actor: &'a str,
+    request_id: &'a str,
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn envelope(data: serde_json::Value) -> Envelope {
+        Envelope {
+            event_id: "01M83WSGZCA5P4FYV8YQM5SFYX".into(),
+            position: 18_446_744_073_709_551_615,
+            stream: "account:acct_\"quoted\"\\ ünïcødé \u{1}".into(),
+            stream_version: 7,
+            event_type: "account_key.created".into(),
+            schema: 1,
+            occurred_at: Utc.timestamp_opt(1_795_000_000, 740_542_585).unwrap(),
+            actor: "kl_0123456\n".into(),
+            request_id: "req_\u{2028}".into(),
+            data,
+        }
+    }
+
+    #[test]
+    fn an_envelope_written_with_its_encoded_payload_is_the_envelope_as_serde_writes_it() {
+        let payloads = [
+            serde_json::json!({"name": "k\"é\u{0}", "scopes": ["read", "write"], "n": 3}),
+            serde_json::Value::Null,
+            serde_json::json!([]),
+            serde_json::json!("text"),
+        ];
+        for data in payloads {
+            let envelope = envelope(data);
+            let mut out = b"prefix".to_vec();
+            let data_json = serde_json::to_vec(&envelope.data).unwrap();
+            envelope.write_json(&data_json, &mut out).unwrap();
+            let expected = [&b"prefix"[..], &serde_json::to_vec(&envelope).unwrap()].concat();
+            assert_eq!(
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(&expected)
+            );
+            let back: Envelope = serde_json::from_slice(&out[6..]).unwrap();
+            assert_eq!(back, envelope);
+        }
+    }
 }

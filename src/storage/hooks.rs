@@ -6,18 +6,15 @@
 
 use std::path::Path;
 
-use tokio::sync::oneshot;
-
-use super::writer::Job;
 use super::{AppendError, AppendRequest, Store, StoreError, keys, verify};
 use crate::es::{Envelope, StreamId};
 
 impl Store {
     /// [`Store::append`] for callers outside an async runtime.
     pub fn append_blocking(&self, request: AppendRequest) -> Result<Vec<Envelope>, AppendError> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Job::Append(request, tx))?;
-        rx.blocking_recv().map_err(|_| StoreError::Closed)?
+        self.submit(request)?
+            .blocking_recv()
+            .map_err(|_| StoreError::Closed)?
     }
 
     /// Every event of a stream, in order.

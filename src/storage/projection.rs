@@ -7,7 +7,10 @@
 //! (`replay.rs`, through [`DecodeCurrent`]) all go through it, so a stream kind added there is
 //! projected live and replayed alike.
 
+use std::any::Any;
 use std::marker::PhantomData;
+
+use chrono::{DateTime, Utc};
 
 use serde::de::value::{MapAccessDeserializer, StrDeserializer};
 use serde::de::{DeserializeSeed, Error as _, MapAccess};
@@ -20,7 +23,7 @@ use crate::domain::account::{Account, AccountEvent};
 use crate::domain::account_key::{ApiKey, ApiKeyEvent};
 use crate::domain::credential::{Credential, CredentialEvent};
 use crate::domain::policy::{Policy, PolicyEvent};
-use crate::es::{Aggregate, DecodeError, DomainEvent, Envelope};
+use crate::es::{Aggregate, DecodeError, DomainEvent, Envelope, NewEvent};
 
 /// The encoding of the projection rows this build writes. Bump it whenever a row's encoding
 /// changes (an aggregate's fields, their names or order, a key layout under a projection
@@ -110,7 +113,7 @@ pub fn project<K: Kv>(kv: &mut K, envelope: &Envelope) -> Result<(), ProjectionE
     let at = EventAt::of(envelope);
     project_stream(kv, at);
     route(
-        envelope.stream_id().kind(),
+        envelope.stream_kind(),
         &envelope.event_type,
         FromEnvelope { kv, envelope, at },
     )?
@@ -127,6 +130,101 @@ fn project_stream(kv: &mut impl Kv, at: EventAt<'_>) {
         keys::stream_event(at.stream, at.stream_version),
         at.position.to_be_bytes().to_vec(),
     );
+}
+
+/// A domain event decoded ahead of the writer (on the appending caller's thread), of whichever
+/// type [`route`] names for its stream and event type.
+pub type DecodedEvent = Box<dyn Any + Send>;
+
+/// Decodes an event about to be appended to `stream` into the domain event its projection takes,
+/// as [`project`] would from its envelope; `None` when it does not decode (the writer then
+/// projects it from its envelope, which names the failure with the event's position). The
+/// payload is lent to a provisional envelope and handed back, never copied.
+pub fn decode_new(stream: &str, event: &mut NewEvent) -> Option<DecodedEvent> {
+    let envelope = Envelope {
+        event_id: String::new(),
+        position: 0,
+        stream: stream.to_owned(),
+        stream_version: 0,
+        event_type: std::mem::take(&mut event.event_type),
+        schema: event.schema,
+        occurred_at: DateTime::<Utc>::UNIX_EPOCH,
+        actor: String::new(),
+        request_id: String::new(),
+        data: std::mem::take(&mut event.data),
+    };
+    let decoded = route::<NoRows, _>(
+        envelope.stream_kind(),
+        &envelope.event_type,
+        Decode(&envelope),
+    );
+    event.event_type = envelope.event_type;
+    event.data = envelope.data;
+    decoded.ok()?.ok()
+}
+
+/// Projects one event from the domain event [`decode_new`] made of it, or from its envelope
+/// when that is not the event its projection takes.
+pub fn project_decoded<K: Kv>(
+    kv: &mut K,
+    envelope: &Envelope,
+    decoded: DecodedEvent,
+) -> Result<(), ProjectionError> {
+    let at = EventAt::of(envelope);
+    project_stream(kv, at);
+    route(
+        envelope.stream_kind(),
+        &envelope.event_type,
+        FromDecoded {
+            kv,
+            envelope,
+            at,
+            decoded,
+        },
+    )?
+}
+
+struct Decode<'e>(&'e Envelope);
+
+impl<K> Route<K> for Decode<'_> {
+    type Out = Result<DecodedEvent, DecodeError>;
+
+    fn to<E: DomainEvent + Send + 'static>(self, _: Projector<K, E>) -> Self::Out {
+        Ok(Box::new(E::from_envelope(self.0)?))
+    }
+}
+
+/// The rows [`decode_new`] routes for: it only decodes, so nothing is read or written.
+struct NoRows;
+
+impl KvRead for NoRows {
+    fn get(&self, _: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(None)
+    }
+}
+
+impl Kv for NoRows {
+    fn put(&mut self, _: Vec<u8>, _: Vec<u8>) {}
+    fn delete(&mut self, _: Vec<u8>) {}
+}
+
+struct FromDecoded<'k, 'e, K> {
+    kv: &'k mut K,
+    envelope: &'e Envelope,
+    at: EventAt<'e>,
+    decoded: DecodedEvent,
+}
+
+impl<K> Route<K> for FromDecoded<'_, '_, K> {
+    type Out = Result<(), ProjectionError>;
+
+    fn to<E: DomainEvent + Send + 'static>(self, project: Projector<K, E>) -> Self::Out {
+        let event = match self.decoded.downcast::<E>() {
+            Ok(event) => *event,
+            Err(_) => E::from_envelope(self.envelope)?,
+        };
+        project(self.kv, self.at, event)
+    }
 }
 
 struct FromEnvelope<'k, 'e, K> {

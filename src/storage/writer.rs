@@ -4,6 +4,11 @@
 //! atomic batch, makes it durable once (sled flush + fdatasync), and only then acknowledges
 //! every append of the group (group commit, docs/design.md §11). No sled transaction is needed:
 //! nothing else writes the log or the projections.
+//!
+//! Everything here is on the one thread all appends wait for, so it does per event only what
+//! depends on the log's order: payloads arrive encoded and decoded (`append.rs`), the log value
+//! is written in place around its hash, and the aggregates and heads of recent groups stay
+//! decoded (`kv::AggregateCache`).
 
 use std::fs::File;
 use std::sync::Arc;
@@ -12,16 +17,20 @@ use chrono::{DateTime, Utc};
 use crossbeam_channel::Receiver;
 use tokio::sync::oneshot;
 
+use super::append::{PreparedAppend, PreparedEvent};
 use super::head::HeadFile;
 use super::keyring::Keyring;
-use super::kv::{Kv, KvRead, Overlay};
-use super::projection::{ProjectionError, project};
-use super::{AppendError, AppendRequest, DataKeyChange, StoreError, keys, verify};
+use super::kv::{AggregateCache, Kv, Overlay};
+use super::projection::{ProjectionError, project, project_decoded};
+use super::{AppendError, DataKeyChange, StoreError, keys, verify};
 use crate::crypto::KeyedHasher;
-use crate::es::Envelope;
+use crate::es::{Envelope, EventMeta, ExpectedVersion, NewEvent, StreamId};
 
 /// Most appends committed in one group; bounds the batch size and the latency of the last one.
 const MAX_GROUP: usize = 1024;
+
+/// Room for a log value beside its payload: the hash and the envelope's other fields.
+const LOG_VALUE_HEAD: usize = 32 + 320;
 
 pub type AppendResult = Result<Vec<Envelope>, AppendError>;
 /// Plain rows to write, and where to acknowledge them.
@@ -31,7 +40,7 @@ pub type RowsJob = (
 );
 
 pub enum Job {
-    Append(AppendRequest, oneshot::Sender<AppendResult>),
+    Append(PreparedAppend, oneshot::Sender<AppendResult>),
     /// Rows that are neither events nor projections (the idempotency record of an answer that
     /// appended nothing), written in the next group's batch and acknowledged after the same
     /// flush and fdatasync as its appends. A record that answers for events travels with them
@@ -61,6 +70,7 @@ pub struct Writer {
 
 impl Writer {
     pub fn run(mut self, jobs: Receiver<Job>) {
+        let mut aggregates = AggregateCache::new(AggregateCache::BUDGET);
         while let Ok(first) = jobs.recv() {
             let mut group = Vec::new();
             let mut rows = Vec::new();
@@ -70,8 +80,14 @@ impl Writer {
                     Job::Append(request, reply) => group.push((request, reply)),
                     Job::Rows(job) => rows.push(job),
                     Job::Exclusive(work) => {
-                        self.commit(std::mem::take(&mut group), std::mem::take(&mut rows));
+                        self.commit(
+                            std::mem::take(&mut group),
+                            std::mem::take(&mut rows),
+                            &mut aggregates,
+                        );
                         work(&self.tree);
+                        // It may have rewritten every projection row (a rebuild).
+                        aggregates.clear();
                         self.reload_tail();
                     }
                 }
@@ -79,7 +95,7 @@ impl Writer {
                     next = jobs.try_recv().ok();
                 }
             }
-            self.commit(group, rows);
+            self.commit(group, rows, &mut aggregates);
         }
         if let Err(error) = self.db.flush() {
             tracing::error!(%error, "final flush of the store failed");
@@ -88,22 +104,23 @@ impl Writer {
 
     fn commit(
         &mut self,
-        group: Vec<(AppendRequest, oneshot::Sender<AppendResult>)>,
+        group: Vec<(PreparedAppend, oneshot::Sender<AppendResult>)>,
         rows: Vec<RowsJob>,
+        aggregates: &mut AggregateCache,
     ) {
         if group.is_empty() && rows.is_empty() {
             return;
         }
-        let mut overlay = Overlay::new(&self.tree);
+        let mut overlay = Overlay::new(&self.tree, aggregates);
         let (mut position, mut hash) = (self.position, self.last_hash);
         let mut outcomes = Vec::with_capacity(group.len());
         let (mut new_keys, mut ended_keys) = (Vec::new(), Vec::new());
-        for (mut request, reply) in group {
-            let outcome = self.stage_joined(&mut overlay, &mut request, &mut position, &mut hash);
+        for (mut append, reply) in group {
+            let outcome = self.stage_joined(&mut overlay, &mut append, &mut position, &mut hash);
             match outcome {
                 Ok(_) => {
                     overlay.commit_stage();
-                    match request.data_key {
+                    match append.request.data_key {
                         Some(DataKeyChange::Store { record, wrapped }) => {
                             new_keys.push((record, wrapped));
                         }
@@ -116,6 +133,7 @@ impl Writer {
             outcomes.push((reply, outcome));
         }
         let mut written = Vec::with_capacity(rows.len());
+        let mut new_head = None;
         for (put, reply) in rows {
             for (key, value) in put {
                 overlay.put(key, value);
@@ -131,6 +149,7 @@ impl Writer {
                 .map_err(StoreError::from)
                 .and_then(|()| overlay.write())
                 .and_then(|()| self.sync());
+            overlay.settle(durable.is_ok());
             if let Err(error) = durable {
                 tracing::error!(%error, "writing an append group failed");
                 // The batch may or may not have reached the tree: take the tail from the tree.
@@ -148,12 +167,8 @@ impl Writer {
                 }
                 return;
             }
-            if position != self.position
-                && let Some(head) = &self.head
-                && let Err(error) = head.write(position, &hash)
-            {
-                // A head left behind only weakens the check on open; the write stands.
-                tracing::warn!(%error, "recording the log's durable head failed");
+            if position != self.position {
+                new_head = Some((position, hash));
             }
             self.position = position;
             self.last_hash = hash;
@@ -173,6 +188,16 @@ impl Writer {
         for reply in written {
             let _ = reply.send(Ok(()));
         }
+        // Recorded once the group is durable, and only then: after the acknowledgements, which
+        // wait for the `db` file's fdatasync but not for this file (it is not synced: a crash
+        // may leave it a group behind either way, which only weakens the check on open).
+        if let Some((position, hash)) = new_head
+            && let Some(head) = &self.head
+            && let Err(error) = head.write(position, &hash)
+        {
+            // A head left behind only weakens the check on open; the write stands.
+            tracing::warn!(%error, "recording the log's durable head failed");
+        }
     }
 
     /// Stages an append and the streams joined to it (`AppendRequest::also`), all or nothing,
@@ -181,90 +206,119 @@ impl Writer {
     fn stage_joined(
         &self,
         overlay: &mut Overlay<'_>,
-        request: &mut AppendRequest,
+        append: &mut PreparedAppend,
         position: &mut u64,
         hash: &mut [u8; 32],
     ) -> AppendResult {
         let (start, start_hash) = (*position, *hash);
         // Every event of one append shares its time, whichever stream it goes to.
         let occurred_at = Utc::now();
-        let mut appended = self.stage(overlay, request, position, hash, occurred_at)?;
-        for part in std::mem::take(&mut request.also) {
-            let part = AppendRequest {
-                stream: part.stream,
-                expected: part.expected,
-                events: part.events,
-                meta: request.meta.clone(),
-                data_key: None,
-                also: Vec::new(),
-                idempotency: None,
-            };
-            match self.stage(overlay, &part, position, hash, occurred_at) {
-                Ok(more) => appended.extend(more),
-                Err(refused) => {
-                    (*position, *hash) = (start, start_hash);
-                    return Err(refused);
-                }
+        let PreparedAppend { request, events } = append;
+        let mut prepared = events.drain(..);
+        let mut staged = Stage {
+            overlay,
+            meta: &request.meta,
+            occurred_at,
+            position,
+            hash,
+        };
+        let mut appended = self.stage(
+            &mut staged,
+            &request.stream,
+            request.expected,
+            &mut request.events,
+            &mut prepared,
+        );
+        for part in &mut request.also {
+            let Ok(so_far) = &mut appended else { break };
+            match self.stage(
+                &mut staged,
+                &part.stream,
+                part.expected,
+                &mut part.events,
+                &mut prepared,
+            ) {
+                Ok(more) => so_far.extend(more),
+                Err(refused) => appended = Err(refused),
             }
+        }
+        if appended.is_err() {
+            (*position, *hash) = (start, start_hash);
+            return appended;
         }
         if let Some(record) = request.idempotency.take() {
             let (key, value) = record.into_row();
             overlay.put(key, value);
         }
-        Ok(appended)
+        appended
     }
 
+    /// Stages the events of one stream. The request is spent once staged, so its payloads move
+    /// into the envelopes.
     fn stage(
         &self,
-        overlay: &mut Overlay<'_>,
-        request: &AppendRequest,
-        position: &mut u64,
-        hash: &mut [u8; 32],
-        occurred_at: DateTime<Utc>,
+        staged: &mut Stage<'_, '_>,
+        stream_id: &StreamId,
+        expected: ExpectedVersion,
+        events: &mut [NewEvent],
+        prepared: &mut impl Iterator<Item = PreparedEvent>,
     ) -> AppendResult {
-        let stream = request.stream.as_str();
-        let current = match overlay.get(&keys::head(stream))? {
-            Some(v) => keys::u64_value(&v).ok_or_else(|| StoreError::Corrupt {
-                what: format!("head of {stream}"),
-                reason: "not a u64".into(),
-            })?,
-            None => 0,
-        };
-        if !request.expected.admits(current) {
+        let stream = stream_id.as_str();
+        let overlay = &mut *staged.overlay;
+        let current = overlay.head(stream)?;
+        if !expected.admits(current) {
             return Err(AppendError::Conflict {
                 stream: stream.to_owned(),
-                expected: request.expected,
+                expected,
                 actual: current,
             });
         }
-        let (mut p, mut h) = (*position, *hash);
-        let mut appended = Vec::with_capacity(request.events.len());
-        for (offset, event) in (1u64..).zip(&request.events) {
+        let (mut p, mut h) = (*staged.position, *staged.hash);
+        let mut appended = Vec::with_capacity(events.len());
+        for (offset, event) in (1u64..).zip(events.iter_mut()) {
             p += 1;
+            let (data_json, decoded) = match prepared.next() {
+                Some(PreparedEvent { data_json, decoded }) => (data_json, decoded),
+                // Not prepared (never the case through `Store::append`): encoded here.
+                None => (
+                    serde_json::to_vec(&event.data).map_err(StoreError::from)?,
+                    None,
+                ),
+            };
             let envelope = Envelope {
                 event_id: ulid::Ulid::new().to_string(),
                 position: p,
                 stream: stream.to_owned(),
                 stream_version: current + offset,
-                event_type: event.event_type.clone(),
+                event_type: std::mem::take(&mut event.event_type),
                 schema: event.schema,
-                occurred_at,
-                actor: request.meta.actor.clone(),
-                request_id: request.meta.request_id.clone(),
-                data: event.data.clone(),
+                occurred_at: staged.occurred_at,
+                actor: staged.meta.actor.clone(),
+                request_id: staged.meta.request_id.clone(),
+                data: std::mem::take(&mut event.data),
             };
-            let json = serde_json::to_vec(&envelope).map_err(StoreError::from)?;
-            h = verify::chain_hash(&self.chain, &h, &json);
-            overlay.put(keys::log(p), [&h[..], &json].concat());
-            project(overlay, &envelope).map_err(|e| match e {
+            // `hmac ‖ envelope JSON`, the hash filled in once the JSON after it is written.
+            let mut value = Vec::with_capacity(LOG_VALUE_HEAD + data_json.len());
+            value.extend_from_slice(&[0; 32]);
+            envelope
+                .write_json(&data_json, &mut value)
+                .map_err(StoreError::from)?;
+            h = verify::chain_hash(&self.chain, &h, &value[32..]);
+            value[..32].copy_from_slice(&h);
+            overlay.put(keys::log(p), value);
+            let projected = match decoded {
+                Some(decoded) => project_decoded(overlay, &envelope, decoded),
+                None => project(overlay, &envelope),
+            };
+            projected.map_err(|e| match e {
                 ProjectionError::Unique { index, value } => AppendError::Unique { index, value },
                 ProjectionError::Store(e) => AppendError::Store(e),
                 other => AppendError::Invalid(other.to_string()),
             })?;
             appended.push(envelope);
         }
-        *position = p;
-        *hash = h;
+        *staged.position = p;
+        *staged.hash = h;
         Ok(appended)
     }
 
@@ -284,5 +338,104 @@ impl Writer {
             }
             Err(error) => tracing::error!(%error, "could not read the log's tail"),
         }
+    }
+}
+
+/// What every stream of one append is staged with.
+struct Stage<'o, 'a> {
+    overlay: &'o mut Overlay<'a>,
+    meta: &'o EventMeta,
+    occurred_at: DateTime<Utc>,
+    position: &'o mut u64,
+    hash: &'o mut [u8; 32],
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+
+    use crate::crypto::MasterKey;
+    use crate::domain::account_key::{ApiKey, ApiKeyEvent};
+    use crate::domain::{AccountId, KeyId, Scope};
+    use crate::es::{Aggregate, DomainEvent, EventMeta, ExpectedVersion, StreamId};
+    use crate::storage::{AppendError, AppendRequest, Durability, Store, StreamAppend};
+
+    fn created(n: u128) -> ApiKeyEvent {
+        ApiKeyEvent::Created {
+            key_id: KeyId::from_ulid(n),
+            account_id: AccountId::from_ulid(1),
+            name: format!("key {n}"),
+            prefix: "kl_000000000".into(),
+            scopes: Scope::DEFAULT.to_vec(),
+            token_hash: hex::encode([n as u8; 32]),
+            created_at: Utc::now(),
+        }
+    }
+
+    fn revoked(n: u128) -> ApiKeyEvent {
+        ApiKeyEvent::Revoked {
+            key_id: KeyId::from_ulid(n),
+            revoked_at: Utc::now(),
+        }
+    }
+
+    fn stream(n: u128) -> StreamId {
+        StreamId::new(ApiKey::KIND, KeyId::from_ulid(n).as_str())
+    }
+
+    fn request(n: u128, expected: ExpectedVersion, event: ApiKeyEvent) -> AppendRequest {
+        AppendRequest {
+            stream: stream(n),
+            expected,
+            events: vec![event.to_new_event().unwrap()],
+            meta: EventMeta::default(),
+            data_key: None,
+            also: Vec::new(),
+            idempotency: None,
+        }
+    }
+
+    /// The writer keeps the state and head of a stream it has just written; an append refused
+    /// after that state was taken and staged must leave them as the log has them.
+    #[test]
+    fn a_request_refused_after_staging_a_state_leaves_the_stream_as_the_log_has_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &MasterKey::generate(), Durability::Sync).unwrap();
+        for n in [1, 2] {
+            store
+                .append_blocking(request(n, ExpectedVersion::NoStream, created(n)))
+                .unwrap();
+        }
+        // Key 1's revocation is staged (its state taken from what the writer kept), then the
+        // joined part is refused: key 2's stream exists already.
+        let mut refused = request(1, ExpectedVersion::Exact(1), revoked(1));
+        refused.also.push(StreamAppend {
+            stream: stream(2),
+            expected: ExpectedVersion::NoStream,
+            events: vec![created(2).to_new_event().unwrap()],
+        });
+        let outcome = store.append_blocking(refused);
+        assert!(
+            matches!(outcome, Err(AppendError::Conflict { actual: 1, .. })),
+            "{outcome:?}"
+        );
+        let key = store.load::<ApiKey>(&stream(1)).unwrap().unwrap();
+        assert_eq!((key.stream_version, key.state.revoked_at), (1, None));
+
+        let next = store
+            .append_blocking(request(1, ExpectedVersion::Exact(1), revoked(1)))
+            .unwrap();
+        assert_eq!(next[0].stream_version, 2);
+        let key = store.load::<ApiKey>(&stream(1)).unwrap().unwrap();
+        assert_eq!(key.stream_version, 2);
+        assert!(key.state.revoked_at.is_some());
+        // And the same again: the state kept from the last group is the revoked one.
+        let again = store.append_blocking(request(1, ExpectedVersion::Exact(1), revoked(1)));
+        assert!(matches!(
+            again,
+            Err(AppendError::Conflict { actual: 2, .. })
+        ));
+        assert!(store.verify().unwrap().is_sound());
+        store.shutdown();
     }
 }
