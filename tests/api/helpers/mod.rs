@@ -52,6 +52,7 @@ pub fn test_settings(dir: PathBuf) -> Settings {
         open_signup: false,
         durability: Durability::Sync,
         body_timeout: Duration::from_secs(10),
+        outbound: keyledger::outbound::OutboundSettings::default(),
         workers: Some(1),
         handle_signals: false,
     }
