@@ -236,9 +236,8 @@ impl Resolve for Vetting {
         let allow_private = self.allow_private;
         Box::pin(async move {
             let host = name.as_str().to_owned();
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             if !allow_private
                 && let Some(reason) = found.iter().find_map(|a| policy::refusal(a.ip()))
             {

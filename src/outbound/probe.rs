@@ -40,7 +40,10 @@ pub struct Target<'a> {
 pub enum Plan {
     Call(Request),
     /// Exchange `assertion` at the token endpoint, then send `then` with the token.
-    Vertex { exchange: Request, then: Request },
+    Vertex {
+        exchange: Request,
+        then: Request,
+    },
 }
 
 /// The outcome of one probe and how long it took.
@@ -69,7 +72,11 @@ fn setting<'a>(target: &'a Target<'_>, name: &str) -> Result<&'a str, ProbeError
 
 /// `base` and `path` joined with exactly one `/`.
 fn join(base: &str, path: &str) -> String {
-    format!("{}/{}", base.trim_end_matches('/'), path.trim_start_matches('/'))
+    format!(
+        "{}/{}",
+        base.trim_end_matches('/'),
+        path.trim_start_matches('/')
+    )
 }
 
 fn get(url: String, headers: Vec<(String, String)>) -> Request {
@@ -95,9 +102,7 @@ pub fn plan(
 ) -> Result<Plan, ProbeError> {
     let provider = providers::get(target.provider).ok_or(ProbeError::ProviderError)?;
     let overridden = settings.base_urls.get(provider.id).map(String::as_str);
-    let base = overridden
-        .or(target.base_url)
-        .or(provider.default_base_url);
+    let base = overridden.or(target.base_url).or(provider.default_base_url);
     let needs_base = || base.ok_or(ProbeError::ProviderError);
     let plan = match provider.api {
         ApiStyle::OpenAi => {
@@ -243,8 +248,10 @@ impl Outbound {
             Plan::Vertex { exchange, mut then } => {
                 let answer = sent(exchange).await?;
                 let token = vertex::token(&answer)?;
-                then.headers
-                    .push(header("authorization", format!("Bearer {}", token.expose())));
+                then.headers.push(header(
+                    "authorization",
+                    format!("Bearer {}", token.expose()),
+                ));
                 classify(sent(then).await?.status)
             }
         }
@@ -313,7 +320,11 @@ mod tests {
         };
         let overridden = call(plan(&target, &outbound, Utc::now()).unwrap());
         assert_eq!(overridden.url, "http://127.0.0.1:9/v1/models");
-        assert!(overridden.headers.contains(&header("x-api-key", "sk-ant-1234")));
+        assert!(
+            overridden
+                .headers
+                .contains(&header("x-api-key", "sk-ant-1234"))
+        );
         assert!(
             overridden
                 .headers

@@ -92,5 +92,7 @@ pub enum CredentialCommand {
     // Probes.
     /// Records a probe's result. Refused on a revoked credential; a probe of a secret version
     /// that is no longer current records nothing.
-    RecordTest { result: TestResult },
+    RecordTest {
+        result: TestResult,
+    },
 }

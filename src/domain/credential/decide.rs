@@ -63,10 +63,12 @@ pub fn decide(
         (Some(c), C::RecordTest { result }) if result.secret_version != c.secret_version => {
             Ok(vec![])
         }
-        (Some(c), C::RecordTest { result }) => Ok(vec![CredentialEvent::Tested(Box::new(Tested {
-            byok_id: c.byok_id.clone(),
-            result,
-        }))]),
+        (Some(c), C::RecordTest { result }) => {
+            Ok(vec![CredentialEvent::Tested(Box::new(Tested {
+                byok_id: c.byok_id.clone(),
+                result,
+            }))])
+        }
     }
 }
 
@@ -189,8 +191,14 @@ fn decide_register(new: NewCredential) -> Result<Vec<CredentialEvent>, Credentia
         created_at: new.at,
     }))];
     // Only a probe of the secret being registered belongs here.
-    if let Some(result) = new.tested.filter(|r| r.secret_version == super::FIRST_SECRET_VERSION) {
-        events.push(CredentialEvent::Tested(Box::new(Tested { byok_id, result })));
+    if let Some(result) = new
+        .tested
+        .filter(|r| r.secret_version == super::FIRST_SECRET_VERSION)
+    {
+        events.push(CredentialEvent::Tested(Box::new(Tested {
+            byok_id,
+            result,
+        })));
     }
     Ok(events)
 }
@@ -1057,7 +1065,11 @@ mod probe_tests {
     #[test]
     fn a_probe_is_recorded_and_shown_as_last_test() {
         let c = given(&registered()).unwrap();
-        let events = decide(Some(&c), CredentialCommand::RecordTest { result: result(1) }).unwrap();
+        let events = decide(
+            Some(&c),
+            CredentialCommand::RecordTest { result: result(1) },
+        )
+        .unwrap();
         assert_eq!(events.len(), 1);
         let after = Credential::apply(Some(c.clone()), &events[0]);
         assert_eq!(after.last_test, Some(result(1)));
@@ -1068,7 +1080,10 @@ mod probe_tests {
     #[test]
     fn a_probe_of_another_secret_version_records_nothing() {
         let c = given(&registered()).unwrap();
-        let events = decide(Some(&c), CredentialCommand::RecordTest { result: result(2) });
+        let events = decide(
+            Some(&c),
+            CredentialCommand::RecordTest { result: result(2) },
+        );
         assert_eq!(events, Ok(vec![]));
     }
 
@@ -1080,7 +1095,10 @@ mod probe_tests {
             revoked_at: t(1),
         });
         let c = given(&history).unwrap();
-        let events = decide(Some(&c), CredentialCommand::RecordTest { result: result(1) });
+        let events = decide(
+            Some(&c),
+            CredentialCommand::RecordTest { result: result(1) },
+        );
         assert_eq!(events, Err(CredentialError::Revoked));
     }
 

@@ -38,9 +38,7 @@ mod validate;
 pub use command::{CredentialCommand, CredentialPatch, NewCredential};
 pub use decide::decide;
 pub use error::CredentialError;
-pub use event::{
-    Bound, CredentialEvent, QuotaExceededEvent, Registered, Tested, Unbound, Updated,
-};
+pub use event::{Bound, CredentialEvent, QuotaExceededEvent, Registered, Tested, Unbound, Updated};
 pub use probe::{ProbeError, TestResult};
 pub use validate::{
     RegisterRequest, Registration, prepare_register, validate_alias, validate_label,

@@ -5,9 +5,11 @@
 
 mod binary;
 mod credentials;
+pub mod fake_provider;
 mod files;
 pub mod python;
 mod requests;
+pub mod sigv4;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
