@@ -213,6 +213,7 @@ impl From<RegisterBody> for RegisterRequest {
 
 /// Why a probe failed.
 #[derive(Clone, Copy, Serialize, ToSchema)]
+#[schema(as = ProbeError)]
 #[serde(rename_all = "snake_case")]
 pub enum ProbeErrorView {
     /// The provider refused the secret (401 or 403).
@@ -241,7 +242,7 @@ impl From<ProbeError> for ProbeErrorView {
 
 /// A probe of the credential's provider: a real, authenticated call that lists models.
 #[derive(Serialize, ToSchema)]
-#[schema(example = json!({"ok": false, "latency_ms": 182, "error": "invalid_credentials",
+#[schema(as = TestResult, example = json!({"ok": false, "latency_ms": 182, "error": "invalid_credentials",
     "secret_version": 1, "tested_at": "2026-11-23T10:00:00Z"}))]
 pub struct TestResultView {
     pub ok: bool,
@@ -650,8 +651,9 @@ fn tested(t: &Tested) -> HttpResponse {
     with_etag(HttpResponse::Ok().json(view), t.versioned.revision)
 }
 
-/// Test a credential: a real, authenticated call to its provider that lists models
-/// (`GET {base}/models` with a bearer token for OpenAI-compatible APIs, `x-api-key` for
+/// Test a credential against its provider.
+///
+/// A real, authenticated call to the provider that lists models (`GET {base}/models` with a bearer token for OpenAI-compatible APIs, `x-api-key` for
 /// Anthropic, the deployments list for Azure, a SigV4-signed `ListFoundationModels` for
 /// Bedrock, a service-account token for Vertex). The outcome is recorded as `byok.tested` and
 /// shown as `last_test`; a failed probe is still a 200 with `ok: false`.

@@ -227,7 +227,7 @@ fn failure(error: &OutboundError) -> ProbeError {
 
 impl Outbound {
     /// Probes `target`: builds the call, sends it, classifies the answer. Never fails: every
-    /// failure is an outcome. A refusal by the address rule is logged (host and reason, never
+    /// failure is an outcome. A refusal by the address rule is logged at INFO (host and reason, never
     /// the request), since the outcome alone says only `unreachable`.
     pub async fn probe(&self, target: &Target<'_>, now: DateTime<Utc>) -> Outcome {
         let started = Instant::now();
@@ -239,7 +239,7 @@ impl Outbound {
     async fn run(&self, target: &Target<'_>, now: DateTime<Utc>) -> Result<(), ProbeError> {
         let sent = |request| async {
             self.send(request).await.map_err(|error| {
-                tracing::warn!(provider = target.provider, %error, "probe got no answer");
+                tracing::info!(provider = target.provider, %error, "probe got no answer");
                 failure(&error)
             })
         };
