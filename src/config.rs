@@ -62,7 +62,8 @@ pub struct ServeArgs {
     #[arg(long, env = "KEYLEDGER_OPEN_SIGNUP", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     pub open_signup: bool,
     /// Let probes (and later webhooks) reach loopback, private, link-local and metadata
-    /// addresses. Off by default; local fake providers in tests and development need it.
+    /// addresses. Off by default, on in development mode (no master key given), where local
+    /// servers are the point.
     #[arg(long, env = "KEYLEDGER_ALLOW_PRIVATE_URLS", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     pub allow_private_urls: bool,
     /// Seconds a client has to send a request's body once its headers have arrived; a body still
@@ -166,7 +167,10 @@ impl Settings {
                 Durability::Sync
             },
             body_timeout: Duration::from_secs(args.body_timeout),
-            outbound: outbound(args.allow_private_urls, args.probe_timeout)?,
+            outbound: outbound(
+                args.allow_private_urls || key_source == KeySource::Development,
+                args.probe_timeout,
+            )?,
             workers: None,
             #[cfg(feature = "test-hooks")]
             handle_signals: true,
