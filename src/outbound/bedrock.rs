@@ -1,5 +1,7 @@
 //! Bedrock's probe is SigV4-signed, by AWS's own signer (`aws-sigv4`): keyledger holds no
 //! signing code of its own, so a signature it sends is the one AWS's SDKs send.
+//!
+//! Must not import storage, service or HTTP.
 
 use std::time::SystemTime;
 

@@ -192,13 +192,14 @@ pub fn plan(
                 .unwrap_or(vertex::GOOGLE_TOKEN_URL);
             let account = secret(target, "service_account_json")?;
             let exchange = vertex::exchange(account, token_url, now)?;
-            let then = get(
-                join(
-                    &base,
-                    &format!("v1/projects/{project}/locations/{region}/models?pageSize=1"),
-                ),
-                Vec::new(),
-            );
+            // The project id is a path segment, escaped as one: it cannot reach another path.
+            let mut url = url::Url::parse(&base).map_err(|_| ProbeError::ProviderError)?;
+            url.path_segments_mut()
+                .map_err(|_| ProbeError::ProviderError)?
+                .pop_if_empty()
+                .extend(["v1", "projects", project, "locations", region, "models"]);
+            url.set_query(Some("pageSize=1"));
+            let then = get(url.into(), Vec::new());
             Plan::Vertex { exchange, then }
         }
     };
@@ -340,5 +341,52 @@ mod tests {
         assert_eq!(classify(429), Err(ProbeError::RateLimited));
         assert_eq!(classify(302), Err(ProbeError::ProviderError));
         assert_eq!(classify(500), Err(ProbeError::ProviderError));
+    }
+
+    #[test]
+    fn a_vertex_project_id_stays_one_path_segment() {
+        let settings = [
+            ("project_id".to_owned(), "acme/../../other?x=1".to_owned()),
+            ("region".to_owned(), "us-central1".to_owned()),
+        ]
+        .into();
+        let key = include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/probes/vertex-test-key.pem"
+        ));
+        let account = serde_json::json!({"type": "service_account", "private_key": key,
+            "client_email": "p@acme.iam.gserviceaccount.com", "private_key_id": "k1"})
+        .to_string();
+        let secrets = secrets(&[("service_account_json", &account)]);
+        let target = Target {
+            provider: "vertex",
+            base_url: None,
+            settings: &settings,
+            secrets: &secrets,
+        };
+        let Ok(Plan::Vertex { exchange, then }) =
+            plan(&target, &OutboundSettings::default(), Utc::now())
+        else {
+            panic!("a vertex plan");
+        };
+        assert_eq!(exchange.url, vertex::GOOGLE_TOKEN_URL);
+        assert_eq!(
+            then.url,
+            "https://us-central1-aiplatform.googleapis.com/v1/projects/acme%2F..%2F..%2Fother%3Fx=1/locations/us-central1/models?pageSize=1"
+        );
+        // An unreadable key file is the credential's fault.
+        let broken = secrets_of("{}");
+        let target = Target {
+            secrets: &broken,
+            ..target
+        };
+        assert_eq!(
+            plan(&target, &OutboundSettings::default(), Utc::now()).err(),
+            Some(ProbeError::InvalidCredentials)
+        );
+    }
+
+    fn secrets_of(account: &str) -> Redacted<BTreeMap<String, String>> {
+        secrets(&[("service_account_json", account)])
     }
 }

@@ -2,6 +2,8 @@
 //! account's private key (`jsonwebtoken`), exchanged at the token endpoint for an access token
 //! (Google's OAuth 2.0 service-account flow). The endpoint is the server's setting, never the
 //! key file's `token_uri`, which the tenant wrote.
+//!
+//! Must not import storage, service or HTTP.
 
 use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
