@@ -592,3 +592,78 @@ async fn test_needs_write_scope_its_own_account_and_a_live_credential() {
     assert_error(response, 409, "conflict_error", "credential_revoked").await;
     assert!(fake.seen().is_empty(), "{:?}", fake.seen());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_takes_base_urls_and_the_private_url_switch_from_the_environment() {
+    let fake = FakeProvider::answering(200).await;
+    let dir = tempfile::tempdir().unwrap();
+    let master_key = keyledger::crypto::MasterKey::generate().to_base64();
+    let mut command = crate::helpers::serve_command(&dir.path().join("data"), master_key.expose());
+    command
+        .env("KEYLEDGER_OPENAI_BASE_URL", format!("{}/env/v1", fake.url))
+        .env("KEYLEDGER_ALLOW_PRIVATE_URLS", "true")
+        .env("KEYLEDGER_PROBE_TIMEOUT", "5");
+    let server = crate::helpers::Binary::spawn(&mut command, dir.path());
+    let client = reqwest::Client::new();
+    let account: Value = client
+        .post(format!("{}/v1/accounts", server.address))
+        .bearer_auth(crate::helpers::ADMIN_TOKEN)
+        .json(&json!({"email": "ada@example.com"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = crate::helpers::api_key(&account);
+    let key: Value = client
+        .post(format!("{}/v1/byok/register", server.address))
+        .bearer_auth(&token)
+        .json(&json!({"provider": "openai", "alias": "prod", "api_key": KEY, "test": true}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(key["test_result"]["ok"], true, "{key}");
+    let seen = fake.only();
+    assert_eq!(seen.target, "/env/v1/models");
+    assert_eq!(
+        seen.header("authorization"),
+        Some(format!("Bearer {KEY}").as_str())
+    );
+    drop(server);
+    let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+    assert!(!log.contains(KEY), "{log}");
+}
+
+#[tokio::test]
+async fn a_retried_test_with_its_idempotency_key_probes_once() {
+    let fake = FakeProvider::answering(200).await;
+    let (app, ada) = app_with(&[("openai", format!("{}/v1", fake.url))]).await;
+    let id = register_id(
+        &app,
+        &ada.token,
+        &super::super::helpers::openai("prod", KEY),
+    )
+    .await;
+    let path = format!("/v1/byok/test/{id}");
+    let headers = [("Idempotency-Key", "probe-once")];
+    let first =
+        crate::helpers::send(&app, Method::POST, &path, Some(&ada.token), &headers, None).await;
+    assert_eq!(first.status(), 200);
+    let first = json_of(first).await;
+    let again =
+        crate::helpers::send(&app, Method::POST, &path, Some(&ada.token), &headers, None).await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(
+        again
+            .headers()
+            .get("idempotent-replayed")
+            .map(|v| v.as_bytes()),
+        Some(&b"true"[..])
+    );
+    assert_eq!(json_of(again).await, first);
+    assert_eq!(fake.seen().len(), 1);
+}
