@@ -9,6 +9,7 @@ use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Args, Parser, Subcommand};
 
 use crate::crypto::{MasterKey, MasterKeyError, Redacted};
+use crate::outbound::OutboundSettings;
 use crate::storage::Durability;
 
 #[derive(Parser, Debug)]
@@ -60,8 +61,9 @@ pub struct ServeArgs {
     /// Let anyone create an account, without the admin token.
     #[arg(long, env = "KEYLEDGER_OPEN_SIGNUP", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     pub open_signup: bool,
-    /// Let webhooks and probes reach loopback and private addresses (on in development mode).
-    /// Accepted so deployments can set it now; nothing reads it until webhooks and probes exist.
+    /// Let probes (and later webhooks) reach loopback, private, link-local and metadata
+    /// addresses. Off by default, on in development mode (no master key given), where local
+    /// servers are the point.
     #[arg(long, env = "KEYLEDGER_ALLOW_PRIVATE_URLS", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     pub allow_private_urls: bool,
     /// Seconds a client has to send a request's body once its headers have arrived; a body still
@@ -74,6 +76,18 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(u64).range(1..=3600)
     )]
     pub body_timeout: u64,
+    /// Seconds a provider probe may take in all (`POST /v1/byok/test/{id}`); connecting may
+    /// take at most half of it. Each provider's probes go to `KEYLEDGER_<PROVIDER>_BASE_URL`
+    /// when that is set (`KEYLEDGER_SELF_HOSTED_BASE_URL` for self_hosted), and Vertex's token
+    /// exchange to `KEYLEDGER_VERTEX_TOKEN_URL`.
+    #[arg(
+        long,
+        env = "KEYLEDGER_PROBE_TIMEOUT",
+        value_name = "SECONDS",
+        default_value_t = DEFAULT_PROBE_TIMEOUT_SECS,
+        value_parser = clap::value_parser!(u64).range(1..=120)
+    )]
+    pub probe_timeout: u64,
     /// Acknowledge writes before they are durable. Only for showing that the crash test catches
     /// lost writes; never for real data.
     #[arg(long, env = "KEYLEDGER_UNSAFE_NO_SYNC", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new(), hide = true)]
@@ -88,6 +102,8 @@ pub enum ConfigError {
     MasterKeyEnvNotUnicode,
     #[error("master key file {path}: {reason}")]
     MasterKeyFile { path: PathBuf, reason: String },
+    #[error("{name}: {reason}")]
+    Url { name: String, reason: String },
     #[error(
         "no master key: pass --master-key-file or set KEYLEDGER_MASTER_KEY (or start `keyledger serve` once in development mode to create {0})"
     )]
@@ -115,6 +131,8 @@ pub struct Settings {
     pub durability: Durability,
     /// How long a request's body may take to arrive, from when its headers were read.
     pub body_timeout: Duration,
+    /// The outbound client's policy, time limits and per-provider base URLs.
+    pub outbound: OutboundSettings,
     /// HTTP worker threads; `None` for one per core.
     pub workers: Option<usize>,
     /// Stop gracefully on SIGTERM / SIGINT. Always on in a build without `test-hooks`; in-process
@@ -128,6 +146,10 @@ pub const DEV_KEY_FILE: &str = "master.key";
 /// The default of `--body-timeout`: ample for the largest accepted body (64 KiB) on a slow
 /// link, short enough that stalled uploads cannot pile up (ADR 0014).
 pub const DEFAULT_BODY_TIMEOUT_SECS: u64 = 10;
+
+/// The default of `--probe-timeout`: a models list answers in well under a second; ten leaves
+/// room for a slow region without letting a hung provider hold a request for long.
+pub const DEFAULT_PROBE_TIMEOUT_SECS: u64 = 10;
 
 impl Settings {
     pub fn from_args(args: ServeArgs) -> Result<Self, ConfigError> {
@@ -145,11 +167,51 @@ impl Settings {
                 Durability::Sync
             },
             body_timeout: Duration::from_secs(args.body_timeout),
+            outbound: outbound(
+                args.allow_private_urls || key_source == KeySource::Development,
+                args.probe_timeout,
+            )?,
             workers: None,
             #[cfg(feature = "test-hooks")]
             handle_signals: true,
         })
     }
+}
+
+/// The outbound settings: the flags, and the base URLs of `KEYLEDGER_<PROVIDER>_BASE_URL` and
+/// `KEYLEDGER_VERTEX_TOKEN_URL`, each checked to be an http(s) URL.
+fn outbound(allow_private_urls: bool, probe_timeout: u64) -> Result<OutboundSettings, ConfigError> {
+    let url = |name: String| -> Result<Option<String>, ConfigError> {
+        let Ok(value) = std::env::var(&name) else {
+            return Ok(None);
+        };
+        match url::Url::parse(&value) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(Some(value)),
+            Ok(_) => Err(ConfigError::Url {
+                name,
+                reason: "not an http or https URL".into(),
+            }),
+            Err(e) => Err(ConfigError::Url {
+                name,
+                reason: e.to_string(),
+            }),
+        }
+    };
+    let mut base_urls = std::collections::BTreeMap::new();
+    for provider in crate::domain::providers::catalog() {
+        let name = format!("KEYLEDGER_{}_BASE_URL", provider.id.to_ascii_uppercase());
+        if let Some(value) = url(name)? {
+            base_urls.insert(provider.id.to_owned(), value);
+        }
+    }
+    let timeout = Duration::from_secs(probe_timeout);
+    Ok(OutboundSettings {
+        allow_private_urls,
+        connect_timeout: timeout / 2,
+        timeout,
+        base_urls,
+        vertex_token_url: url("KEYLEDGER_VERTEX_TOKEN_URL".into())?,
+    })
 }
 
 /// Resolves the master key: the flag's file, then `KEYLEDGER_MASTER_KEY`, then development mode's

@@ -46,6 +46,8 @@ pub enum StartupError {
     AdminToken(StoreError),
     #[error("cannot build resolve's routing state: {0}")]
     Resolve(#[from] crate::service::ServiceError),
+    #[error("cannot build the outbound client: {0}")]
+    Outbound(#[from] crate::outbound::OutboundError),
     #[error("cannot listen: {0}")]
     Listen(#[from] std::io::Error),
 }
@@ -111,7 +113,8 @@ impl Application {
                 settings.master_key.clone(),
                 clock.clone(),
                 ids.clone(),
-            ),
+            )
+            .with_outbound(crate::outbound::Outbound::new(settings.outbound.clone())?),
             events: Events::new(store.clone(), closing.subscribe()),
             policies: Policies::new(store.clone(), clock.clone()),
             idempotency: Idempotency::new(store.clone(), clock.clone()),

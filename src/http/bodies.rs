@@ -265,6 +265,16 @@ fn variant(group: &Group) -> Schema {
             "model_map",
             schema::model_map("Optional, empty by default."),
         )
+        .property(
+            "test",
+            utoipa::openapi::ObjectBuilder::new()
+                .schema_type(utoipa::openapi::schema::Type::Boolean)
+                .description(Some(
+                    "Probe the provider with the secret at once (default false); the answer's \
+                     `test_result` says how it went, and `byok.tested` records it. The \
+                     outcome never stops the registration.",
+                )),
+        )
         .property("idempotency_key", schema::idempotency_key_field())
         .additional_properties(Some(AdditionalProperties::FreeForm(false)))
         .extensions(Some(

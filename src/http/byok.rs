@@ -1,5 +1,5 @@
 //! The `/v1/byok` credential contract: register, list, get, update, enable, disable, revoke,
-//! bind, unbind, and the provider catalog. Every mutation honours `If-Match: "<revision>"`; reads and mutations
+//! bind, unbind, test, and the provider catalog. Every mutation honours `If-Match: "<revision>"`; reads and mutations
 //! answer the revision in `ETag`. Declares its part of the OpenAPI document.
 
 use std::collections::BTreeMap;
@@ -22,9 +22,10 @@ use super::json::Json;
 use super::usage::{QuotaExceededView, QuotaView};
 use super::views::{BindingView, CredentialStateView, ProviderInfo, provider_infos};
 use crate::domain::credential::{
-    Binding, Credential, CredentialPatch, CredentialProfile, RegisterRequest,
+    Binding, Credential, CredentialPatch, CredentialProfile, ProbeError, RegisterRequest,
+    TestResult,
 };
-use crate::service::credentials::{ListFilter, Versioned};
+use crate::service::credentials::{ListFilter, Tested, Versioned};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     use super::resource;
@@ -37,13 +38,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/v1/byok/disable/{id}").post(disable))
         .service(resource("/v1/byok/revoke/{id}").delete(revoke))
         .service(resource("/v1/byok/bind/{id}").post(bind))
-        .service(resource("/v1/byok/unbind/{id}").post(unbind));
+        .service(resource("/v1/byok/unbind/{id}").post(unbind))
+        .service(resource("/v1/byok/test/{id}").post(test));
 }
 
 /// The credential operations and the schemas they use.
 #[derive(OpenApi)]
 #[openapi(
-    paths(list_providers, register, list, get, update, enable, disable, revoke, bind, unbind),
+    paths(list_providers, register, list, get, update, enable, disable, revoke, bind, unbind, test),
     tags((name = "byok", description = "Provider credentials: the /v1/byok contract")),
 )]
 pub struct ByokApi;
@@ -162,6 +164,9 @@ pub struct RegisterBody {
     /// Requested model -> the provider's id for it.
     #[serde(default)]
     pub model_map: BTreeMap<String, String>,
+    /// Probe the provider with the secret before answering.
+    #[serde(default)]
+    pub test: bool,
 }
 
 impl PartialSchema for RegisterBody {
@@ -202,6 +207,70 @@ impl From<RegisterBody> for RegisterRequest {
             module: b.module,
             model: b.model,
             model_map: b.model_map,
+        }
+    }
+}
+
+/// Why a probe failed.
+#[derive(Clone, Copy, Serialize, ToSchema)]
+#[schema(as = ProbeError)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeErrorView {
+    /// The provider refused the secret (401 or 403).
+    InvalidCredentials,
+    /// The provider answered 429.
+    RateLimited,
+    /// No answer within the probe's time limit.
+    Timeout,
+    /// No connection (or an address the outbound policy refuses).
+    Unreachable,
+    /// Any other answer.
+    ProviderError,
+}
+
+impl From<ProbeError> for ProbeErrorView {
+    fn from(e: ProbeError) -> Self {
+        match e {
+            ProbeError::InvalidCredentials => Self::InvalidCredentials,
+            ProbeError::RateLimited => Self::RateLimited,
+            ProbeError::Timeout => Self::Timeout,
+            ProbeError::Unreachable => Self::Unreachable,
+            ProbeError::ProviderError => Self::ProviderError,
+        }
+    }
+}
+
+/// A probe of the credential's provider: a real, authenticated call that lists models.
+#[derive(Serialize, ToSchema)]
+#[schema(as = TestResult, example = json!({"ok": false, "latency_ms": 182, "error": "invalid_credentials",
+    "secret_version": 1, "tested_at": "2026-11-23T10:00:00Z"}))]
+pub struct TestResultView {
+    pub ok: bool,
+    /// How long the probe took, in milliseconds.
+    pub latency_ms: u64,
+    /// Why it failed; absent when `ok`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ProbeErrorView>,
+    /// The secret version probed.
+    pub secret_version: u32,
+    pub tested_at: DateTime<Utc>,
+}
+
+impl From<TestResult> for TestResultView {
+    fn from(r: TestResult) -> Self {
+        let TestResult {
+            ok,
+            latency_ms,
+            error,
+            secret_version,
+            tested_at,
+        } = r;
+        Self {
+            ok,
+            latency_ms,
+            error: error.map(ProbeErrorView::from),
+            secret_version,
+            tested_at,
         }
     }
 }
@@ -323,6 +392,9 @@ pub struct ByokKey {
     pub alias: String,
     pub state: CredentialStateView,
     pub created_at: DateTime<Utc>,
+    /// The probe made on registration (`test: true`); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_result: Option<TestResultView>,
 }
 
 impl From<Credential> for ByokKey {
@@ -333,6 +405,8 @@ impl From<Credential> for ByokKey {
             alias: c.profile.alias,
             state: c.state.into(),
             created_at: c.created_at,
+            // A credential just registered has a last test only when it was probed on the way.
+            test_result: c.last_test.map(TestResultView::from),
         }
     }
 }
@@ -384,6 +458,9 @@ pub struct ByokConfig {
     /// Set while, or since, the quota was last found reached; resolve leaves the credential out
     /// until `until`. Cleared by setting the quota.
     pub quota_exceeded: Option<QuotaExceededView>,
+    // Probes.
+    /// The last probe (`POST /v1/byok/test/{id}`, or `test: true` on register), or null.
+    pub last_test: Option<TestResultView>,
 }
 
 impl From<Versioned> for ByokConfig {
@@ -414,6 +491,7 @@ impl From<Versioned> for ByokConfig {
             updated_at,
             quota,
             quota_exceeded,
+            last_test,
         } = v.credential;
         Self {
             byok_id: byok_id.into(),
@@ -438,6 +516,7 @@ impl From<Versioned> for ByokConfig {
             updated_at,
             quota: quota.map(QuotaView::from),
             quota_exceeded: quota_exceeded.map(QuotaExceededView::from),
+            last_test: last_test.map(TestResultView::from),
         }
     }
 }
@@ -558,8 +637,48 @@ pub async fn register(
     let scope = KeyScope::account(&caller.account_id);
     idempotent(&req, scope, registered, move |recording| async move {
         let credentials = &state.credentials;
+        let test = body.test;
+        let (account_id, meta) = (&caller.account_id, &caller.meta);
         Ok(credentials
-            .register(&caller.account_id, body.into(), &caller.meta, &recording)
+            .register_tested(account_id, body.into(), test, meta, &recording)
+            .await?)
+    })
+    .await
+}
+
+fn tested(t: &Tested) -> HttpResponse {
+    let view = TestResultView::from(t.result.clone());
+    with_etag(HttpResponse::Ok().json(view), t.versioned.revision)
+}
+
+/// Test a credential against its provider.
+///
+/// A real, authenticated call to the provider that lists models (`GET {base}/models` with a bearer token for OpenAI-compatible APIs, `x-api-key` for
+/// Anthropic, the deployments list for Azure, a SigV4-signed `ListFoundationModels` for
+/// Bedrock, a service-account token for Vertex). The outcome is recorded as `byok.tested` and
+/// shown as `last_test`; a failed probe is still a 200 with `ok: false`.
+#[utoipa::path(
+    post, path = "/v1/byok/test/{id}", operation_id = "test_credential", tag = "byok",
+    params(("id" = String, Path, description = "The credential's id (`byok_…`)"), ConditionalHeaders),
+    request_body(content = KeyOnlyBody, description = "Optional: only an `idempotency_key`"),
+    responses(
+        (status = 200, description = "The probe's outcome", body = TestResultView,
+            headers(("ETag" = String, description = "The credential's revision afterwards"))),
+        ChangeErrors,
+        BodyErrors,
+        AuthErrors,
+    ),
+    security(("bearer" = []))
+)]
+pub async fn test(request: LifecycleRequest) -> Result<HttpResponse, ApiError> {
+    let (req, state, caller, id, IfMatch(if_match), _) = request;
+    let scope = KeyScope::account(&caller.account_id);
+    idempotent(&req, scope, tested, move |recording| async move {
+        let id = super::path::credential_id(&id)?;
+        let (account_id, meta) = (&caller.account_id, &caller.meta);
+        Ok(state
+            .credentials
+            .test(account_id, &id, if_match, meta, &recording)
             .await?)
     })
     .await

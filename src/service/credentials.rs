@@ -1,6 +1,8 @@
-//! Credentials: register, read, list, update, enable, disable, revoke, bind, unbind. Secrets are sealed here,
-//! under the credential's own data key, before anything reaches an event; revocation destroys
-//! that key in the same batch as the `byok.revoked` event (crypto-shredding).
+//! Credentials: register, read, list, update, enable, disable, revoke, bind, unbind, and test
+//! (a probe of the provider through `crate::outbound`, recorded as `byok.tested`). Secrets are
+//! sealed here, under the credential's own data key, before anything reaches an event;
+//! revocation destroys that key in the same batch as the `byok.revoked` event
+//! (crypto-shredding). A probe opens the secret here and hands it to the outbound client only.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,10 +18,12 @@ use super::{Executed, ServiceError, Target, execute};
 use crate::crypto::{DataKey, MasterKey, Redacted};
 use crate::domain::credential::{
     self, Binding, Credential, CredentialCommand, CredentialPatch, CredentialState, NewCredential,
-    RegisterRequest,
+    ProbeError, RegisterRequest, TestResult,
 };
 use crate::domain::{AccountId, CredentialId};
 use crate::es::{Aggregate, EventMeta, StreamId};
+use crate::outbound::Outbound;
+use crate::outbound::probe::{self, Outcome};
 use crate::storage::{DataKeyChange, Index, Store};
 
 /// A credential with its revision: its stream version, the `ETag` / `If-Match` value.
@@ -41,6 +45,16 @@ pub struct Credentials {
     master: MasterKey,
     clock: SharedClock,
     ids: Arc<Ids>,
+    /// The client probes go through; without one (a service built for a test or a bench that
+    /// never probes) every probe is `unreachable`.
+    outbound: Option<Outbound>,
+}
+
+/// A credential and the probe `test` just made of it.
+#[derive(Clone)]
+pub struct Tested {
+    pub versioned: Versioned,
+    pub result: TestResult,
 }
 
 fn stream(byok_id: &CredentialId) -> StreamId {
@@ -103,6 +117,24 @@ impl Credentials {
             master,
             clock,
             ids,
+            outbound: None,
+        }
+    }
+
+    /// Probes go through `outbound`.
+    pub fn with_outbound(mut self, outbound: Outbound) -> Self {
+        self.outbound = Some(outbound);
+        self
+    }
+
+    /// Probes `target`'s provider with its secret fields.
+    async fn probe(&self, target: &probe::Target<'_>) -> Outcome {
+        match &self.outbound {
+            Some(outbound) => outbound.probe(target, self.clock.now()).await,
+            None => Outcome {
+                result: Err(ProbeError::Unreachable),
+                latency_ms: 0,
+            },
         }
     }
 
@@ -127,7 +159,41 @@ impl Credentials {
         meta: &EventMeta,
         recording: &Recording<Versioned>,
     ) -> Result<Versioned, ServiceError> {
+        self.register_tested(account_id, request, false, meta, recording)
+            .await
+    }
+
+    /// Registers, and with `test` probes the secret first (before it is sealed), so that the
+    /// registration and its `byok.tested` are one append and one recorded answer; the probe's
+    /// outcome never stops the registration.
+    pub async fn register_tested(
+        &self,
+        account_id: &AccountId,
+        request: RegisterRequest,
+        test: bool,
+        meta: &EventMeta,
+        recording: &Recording<Versioned>,
+    ) -> Result<Versioned, ServiceError> {
         let registration = credential::prepare_register(request)?;
+        let tested = if test {
+            let profile = &registration.profile;
+            let secrets = Redacted::new(registration.credentials.secrets.clone());
+            let target = probe::Target {
+                provider: &profile.provider,
+                base_url: profile.base_url.as_deref(),
+                settings: &profile.settings,
+                secrets: &secrets,
+            };
+            let outcome = self.probe(&target).await;
+            Some(TestResult::new(
+                outcome.result,
+                outcome.latency_ms,
+                credential::FIRST_SECRET_VERSION,
+                self.clock.now(),
+            ))
+        } else {
+            None
+        };
         let byok_id = self.ids.credential();
         let key = DataKey::generate();
         let plaintext = Redacted::new(
@@ -147,6 +213,7 @@ impl Credentials {
             sealed_secret: STANDARD.encode(sealed),
             secret_hint: registration.credentials.hint.clone(),
             at: self.clock.now(),
+            tested,
         };
         let target = Target {
             stream: stream(&byok_id),
@@ -333,6 +400,64 @@ impl Credentials {
         let target = change(byok_id, if_match, meta, None);
         self.command(account_id, byok_id, target, unbind, recording)
             .await
+    }
+
+    /// Probes the credential's provider with its current secret and records the outcome
+    /// (`byok.tested`). A revoked credential is refused before anything is opened or sent.
+    pub async fn test(
+        &self,
+        account_id: &AccountId,
+        byok_id: &CredentialId,
+        if_match: Option<u64>,
+        meta: &EventMeta,
+        recording: &Recording<Tested>,
+    ) -> Result<Tested, ServiceError> {
+        let current = self.get(account_id, byok_id)?;
+        if let Some(expected) = if_match
+            && expected != current.revision
+        {
+            return Err(ServiceError::VersionConflict {
+                expected,
+                actual: current.revision,
+            });
+        }
+        let credential = &current.credential;
+        if credential.is_revoked() {
+            return Err(ServiceError::Revoked);
+        }
+        let key = data_key(&self.store, &self.master, credential)?;
+        let secrets = open_sealed(&key, credential)?;
+        let target = probe::Target {
+            provider: &credential.profile.provider,
+            base_url: credential.profile.base_url.as_deref(),
+            settings: &credential.profile.settings,
+            secrets: &secrets,
+        };
+        let outcome = self.probe(&target).await;
+        drop(secrets);
+        let result = TestResult::new(
+            outcome.result,
+            outcome.latency_ms,
+            credential.secret_version,
+            self.clock.now(),
+        );
+        let at = result.clone();
+        let record = || CredentialCommand::RecordTest { result: at.clone() };
+        // The probe took time: the revision the caller named was checked before it, and the
+        // record is appended against whatever the credential is now (a rotation meanwhile
+        // makes it record nothing, in decide).
+        let target = change(byok_id, None, meta, None);
+        let decide = |state: Option<&Credential>| {
+            let state = owned(state, account_id)?;
+            Ok(credential::decide(state, record())?)
+        };
+        let answer = |executed: Executed<Credential>| {
+            Ok(Tested {
+                versioned: versioned(executed)?,
+                result: result.clone(),
+            })
+        };
+        execute(&self.store, target, decide, answer, recording).await
     }
 
     /// Opens a credential's secret fields. The data plane's only way to plaintext; fails for

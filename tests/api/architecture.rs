@@ -132,6 +132,35 @@ const RULES: &[Rule] = &[
         ],
         "crypto does not import storage, service, http or domain",
     ),
+    Rule::forbid(
+        &["src/"],
+        &[
+            "reqwest",
+            "aws_sigv4",
+            "aws_credential_types",
+            "aws_smithy_*",
+            "jsonwebtoken",
+        ],
+        "reqwest, aws_sigv4 and jsonwebtoken only in src/outbound/ (every outbound call goes \
+         through its SSRF policy)",
+    )
+    .except(&["src/outbound/"]),
+    Rule::forbid(
+        &["src/outbound/"],
+        &[
+            "crate::storage",
+            "crate::service",
+            "crate::http",
+            "crate::startup",
+            "crate::config",
+        ],
+        "outbound does not import storage, service, http, startup or config",
+    ),
+    Rule::forbid(
+        &["src/domain/", "src/es/", "src/storage/", "src/crypto/"],
+        &["crate::outbound"],
+        "only service (and startup, which builds the client) calls out",
+    ),
 ];
 
 #[derive(Debug, PartialEq)]

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
-use super::{Binding, CredentialProfile};
+use super::{Binding, CredentialProfile, TestResult};
 use crate::domain::usage::{Exceedance, Quota};
 use crate::domain::{AccountId, CredentialId};
 
@@ -24,6 +24,9 @@ pub struct NewCredential {
     /// [`ProviderCredentials::hint`](crate::domain::providers::ProviderCredentials::hint).
     pub secret_hint: String,
     pub at: DateTime<Utc>,
+    /// A probe of the secret made before it was sealed (`register` with `test: true`),
+    /// recorded as `byok.tested` in the same append.
+    pub tested: Option<TestResult>,
 }
 
 /// A partial update: each field present is set, each absent one kept. For the clearable fields
@@ -85,5 +88,11 @@ pub enum CredentialCommand {
     MarkExceeded {
         exceeded: Exceedance,
         at: DateTime<Utc>,
+    },
+    // Probes.
+    /// Records a probe's result. Refused on a revoked credential; a probe of a secret version
+    /// that is no longer current records nothing.
+    RecordTest {
+        result: TestResult,
     },
 }

@@ -8,7 +8,9 @@ use chrono::{DateTime, Utc};
 
 use super::command::{CredentialCommand, CredentialPatch, NewCredential};
 use super::error::CredentialError;
-use super::event::{Bound, CredentialEvent, QuotaExceededEvent, Registered, Unbound, Updated};
+use super::event::{
+    Bound, CredentialEvent, QuotaExceededEvent, Registered, Tested, Unbound, Updated,
+};
 use super::validate::{
     validate_alias, validate_label, validate_model_map, validate_models, validate_weight,
 };
@@ -57,6 +59,16 @@ pub fn decide(
                 at,
             },
         ) => Ok(decide_quota(c, quota, exceeded, at)),
+        // Probes: a result about a secret that was replaced meanwhile says nothing of this one.
+        (Some(c), C::RecordTest { result }) if result.secret_version != c.secret_version => {
+            Ok(vec![])
+        }
+        (Some(c), C::RecordTest { result }) => {
+            Ok(vec![CredentialEvent::Tested(Box::new(Tested {
+                byok_id: c.byok_id.clone(),
+                result,
+            }))])
+        }
     }
 }
 
@@ -169,14 +181,26 @@ fn decide_register(new: NewCredential) -> Result<Vec<CredentialEvent>, Credentia
             format!("a secret hint is at most {MAX_HINT_LEN} characters"),
         ));
     }
-    Ok(vec![CredentialEvent::Registered(Box::new(Registered {
+    let byok_id = new.byok_id.clone();
+    let mut events = vec![CredentialEvent::Registered(Box::new(Registered {
         byok_id: new.byok_id,
         account_id: new.account_id,
         profile,
         sealed_secret: new.sealed_secret,
         secret_hint: new.secret_hint,
         created_at: new.at,
-    }))])
+    }))];
+    // Only a probe of the secret being registered belongs here.
+    if let Some(result) = new
+        .tested
+        .filter(|r| r.secret_version == super::FIRST_SECRET_VERSION)
+    {
+        events.push(CredentialEvent::Tested(Box::new(Tested {
+            byok_id,
+            result,
+        })));
+    }
+    Ok(events)
 }
 
 fn decide_update(
@@ -368,6 +392,7 @@ mod tests {
             sealed_secret: "x".into(),
             secret_hint: SECRET.into(),
             at: t(0),
+            tested: None,
         }));
         assert_eq!(param_of(decide(None, command)), "secret_hint");
     }
@@ -383,6 +408,7 @@ mod tests {
             sealed_secret: "x".into(),
             secret_hint: String::new(),
             at: t(0),
+            tested: None,
         }));
         assert_eq!(param_of(decide(None, command)), "credentials.api_key");
     }
@@ -1022,5 +1048,70 @@ mod tests {
             decide(given(&history).as_ref(), command),
             Err(CredentialError::Revoked)
         );
+    }
+}
+
+#[cfg(test)]
+mod probe_tests {
+    use super::*;
+    use crate::domain::credential::testing::*;
+    use crate::domain::credential::{ProbeError, TestResult, prepare_register};
+    use crate::es::Aggregate;
+
+    fn result(secret_version: u32) -> TestResult {
+        TestResult::new(Err(ProbeError::InvalidCredentials), 7, secret_version, t(2))
+    }
+
+    #[test]
+    fn a_probe_is_recorded_and_shown_as_last_test() {
+        let c = given(&registered()).unwrap();
+        let events = decide(
+            Some(&c),
+            CredentialCommand::RecordTest { result: result(1) },
+        )
+        .unwrap();
+        assert_eq!(events.len(), 1);
+        let after = Credential::apply(Some(c.clone()), &events[0]);
+        assert_eq!(after.last_test, Some(result(1)));
+        // A probe is not a change of the credential's settings.
+        assert_eq!(after.updated_at, c.updated_at);
+    }
+
+    #[test]
+    fn a_probe_of_another_secret_version_records_nothing() {
+        let c = given(&registered()).unwrap();
+        let events = decide(
+            Some(&c),
+            CredentialCommand::RecordTest { result: result(2) },
+        );
+        assert_eq!(events, Ok(vec![]));
+    }
+
+    #[test]
+    fn a_revoked_credential_records_no_probe() {
+        let mut history = registered();
+        history.push(CredentialEvent::Revoked {
+            byok_id: byok(),
+            revoked_at: t(1),
+        });
+        let c = given(&history).unwrap();
+        let events = decide(
+            Some(&c),
+            CredentialCommand::RecordTest { result: result(1) },
+        );
+        assert_eq!(events, Err(CredentialError::Revoked));
+    }
+
+    #[test]
+    fn register_with_a_probe_appends_it_after_the_registration() {
+        let registration = prepare_register(request("openai")).unwrap();
+        let CredentialCommand::Register(mut new) = register_command(registration) else {
+            panic!("a register command");
+        };
+        new.tested = Some(result(1));
+        let events = decide(None, CredentialCommand::Register(new)).unwrap();
+        assert!(matches!(events[0], CredentialEvent::Registered(_)));
+        assert!(matches!(&events[1], CredentialEvent::Tested(t) if t.result == result(1)));
+        assert_eq!(given(&events).unwrap().last_test, Some(result(1)));
     }
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::{Binding, CredentialProfile};
+use super::{Binding, CredentialProfile, TestResult};
 use crate::domain::usage::{Quota, QuotaWindow};
 use crate::domain::{AccountId, CredentialId};
 use crate::es::DomainEvent;
@@ -197,6 +197,18 @@ pub enum CredentialEvent {
     },
     #[serde(rename = "byok.quota_exceeded")]
     QuotaExceeded(Box<QuotaExceededEvent>),
+    // Probes (docs/design.md §3).
+    #[serde(rename = "byok.tested")]
+    Tested(Box<Tested>),
+}
+
+/// `byok.tested`: a probe of the credential's secret version `secret_version`, and what it
+/// found. Never the secret, nor anything the provider answered.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tested {
+    pub byok_id: CredentialId,
+    #[serde(flatten)]
+    pub result: TestResult,
 }
 
 /// `byok.quota_exceeded`: the credential's usage reached its quota in the window starting at
@@ -277,6 +289,15 @@ mod tests {
                     calls: 1,
                     exceeded_at: t(1),
                 })),
+                CredentialEvent::Tested(Box::new(Tested {
+                    byok_id: byok(),
+                    result: crate::domain::credential::TestResult::new(
+                        Err(crate::domain::credential::ProbeError::RateLimited),
+                        12,
+                        1,
+                        t(1),
+                    ),
+                })),
             ])
             .map(|e| {
                 let new = e.to_new_event().unwrap();
@@ -302,6 +323,7 @@ mod tests {
                 "byok.unbound",
                 "byok.quota_set",
                 "byok.quota_exceeded",
+                "byok.tested",
             ]
         );
         assert_eq!(<Credential as Aggregate>::KIND, "byok");

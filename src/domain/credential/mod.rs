@@ -30,6 +30,7 @@ mod command;
 mod decide;
 mod error;
 mod event;
+mod probe;
 #[cfg(test)]
 mod testing;
 mod validate;
@@ -37,7 +38,8 @@ mod validate;
 pub use command::{CredentialCommand, CredentialPatch, NewCredential};
 pub use decide::decide;
 pub use error::CredentialError;
-pub use event::{Bound, CredentialEvent, QuotaExceededEvent, Registered, Unbound, Updated};
+pub use event::{Bound, CredentialEvent, QuotaExceededEvent, Registered, Tested, Unbound, Updated};
+pub use probe::{ProbeError, TestResult};
 pub use validate::{
     RegisterRequest, Registration, prepare_register, validate_alias, validate_label,
     validate_model_map, validate_models, validate_name, validate_weight,
@@ -154,6 +156,9 @@ pub struct Credential {
     /// credential out while its `until` is ahead.
     #[serde(default)]
     pub quota_exceeded: Option<QuotaExceeded>,
+    /// The last probe (`byok.tested`), of whichever secret version was current then.
+    #[serde(default)]
+    pub last_test: Option<TestResult>,
 }
 
 impl Credential {
@@ -189,6 +194,7 @@ impl Aggregate for Credential {
                 updated_at: r.created_at,
                 quota: None,
                 quota_exceeded: None,
+                last_test: None,
             },
             // An event before its stream's registration cannot be appended (decide refuses
             // it), so a log holding one was written by something else: keep a revoked shell,
@@ -235,6 +241,11 @@ impl Aggregate for Credential {
                 });
                 c
             }
+            // Probes: the last one is kept; it changes nothing else (`updated_at` included).
+            (Some(mut c), CredentialEvent::Tested(t)) => {
+                c.last_test = Some(t.result.clone());
+                c
+            }
         }
     }
 }
@@ -265,6 +276,7 @@ fn shell() -> Credential {
         updated_at: DateTime::<Utc>::UNIX_EPOCH,
         quota: None,
         quota_exceeded: None,
+        last_test: None,
     }
 }
 

@@ -65,6 +65,7 @@ pub(super) fn register_command(registration: Registration) -> CredentialCommand 
         sealed_secret: "c2VhbGVk".into(),
         secret_hint: registration.credentials.hint,
         at: t(0),
+        tested: None,
     }))
 }
 

@@ -49,6 +49,7 @@ fn credential(n: u128, provider: &str, bindings: Vec<Binding>) -> Credential {
         },
         quota: None,
         quota_exceeded: None,
+        last_test: None,
         state: CredentialState::Active,
         secret_version: 1,
         secret_hint: String::new(),

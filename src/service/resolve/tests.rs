@@ -55,7 +55,18 @@ struct Server {
 }
 
 fn start(dir: &std::path::Path, master: &MasterKey) -> Server {
-    let store = Store::open(dir, master, Durability::UnsafeNoSync).unwrap();
+    // After a restart, sled's own flusher of the closed store may still hold the files' lock for
+    // a moment on a busy machine.
+    let mut tries = 0;
+    let store = loop {
+        match Store::open(dir, master, Durability::UnsafeNoSync) {
+            Err(crate::storage::StoreError::Locked) if tries < 250 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            opened => break opened.unwrap(),
+        }
+    };
     let clock: SharedClock = Arc::new(SystemClock);
     let ids = Arc::new(Ids::new(clock.clone()));
     Server {

@@ -15,6 +15,7 @@ mod lifecycle;
 mod list;
 mod nulls;
 mod policy;
+mod probes;
 mod quota;
 mod register;
 mod resolve;
@@ -189,7 +190,7 @@ fn random_hex<const N: usize>() -> String {
 const KEY: &str = "sk-proj-0123456789abcdefWXYZ";
 
 /// Every field `ByokConfig` shows; anything else (such as the sealed secret) must not be there.
-const CONFIG_FIELDS: [&str; 22] = [
+const CONFIG_FIELDS: [&str; 23] = [
     "byok_id",
     "provider",
     "alias",
@@ -212,6 +213,7 @@ const CONFIG_FIELDS: [&str; 22] = [
     "updated_at",
     "quota",
     "quota_exceeded",
+    "last_test",
 ];
 
 /// Answers the error object of a 404 with the request id removed.

@@ -196,6 +196,7 @@ async fn get_shows_the_whole_configuration_and_never_the_secret() {
             "updated_at": key["created_at"],
             "quota": null,
             "quota_exceeded": null,
+            "last_test": null,
         })
     );
 

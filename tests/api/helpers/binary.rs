@@ -34,7 +34,15 @@ pub fn serve_command(data_dir: &Path, master_key: &str) -> Command {
         .env_remove("KEYLEDGER_UNSAFE_NO_SYNC")
         .env_remove("KEYLEDGER_OPEN_SIGNUP")
         .env_remove("KEYLEDGER_LOG_FORMAT")
+        .env_remove("KEYLEDGER_ALLOW_PRIVATE_URLS")
         .stdin(Stdio::null());
+    // Probes the binary makes (the contract test calls `test`) go nowhere: a loopback address,
+    // which the outbound policy refuses at once, so no test reaches a real provider.
+    for provider in keyledger::domain::providers::catalog() {
+        let name = format!("KEYLEDGER_{}_BASE_URL", provider.id.to_ascii_uppercase());
+        command.env(name, "http://127.0.0.1:9");
+    }
+    command.env("KEYLEDGER_VERTEX_TOKEN_URL", "http://127.0.0.1:9/token");
     command
 }
 

@@ -5,9 +5,11 @@
 
 mod binary;
 mod credentials;
+pub mod fake_provider;
 mod files;
 pub mod python;
 mod requests;
+pub mod sigv4;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -52,6 +54,7 @@ pub fn test_settings(dir: PathBuf) -> Settings {
         open_signup: false,
         durability: Durability::Sync,
         body_timeout: Duration::from_secs(10),
+        outbound: keyledger::outbound::OutboundSettings::default(),
         workers: Some(1),
         handle_signals: false,
     }
