@@ -27,8 +27,9 @@ const MAX_EXAMPLES: &str = "15";
 /// The run is repeatable: the same seed draws the same requests.
 const SEED: &str = "20261123";
 
-/// Bounds the whole schemathesis run.
-const RUN_TIMEOUT: Duration = Duration::from_secs(240);
+/// Bounds the whole schemathesis run: 28 operations take 2.5 to 4 minutes on 2 cores beside the
+/// rest of the suite, so this leaves room for a busy machine while still ending a stuck run.
+const RUN_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The virtualenv `scripts/schemathesis-env` installs schemathesis into.
 fn schemathesis_env() -> PathBuf {
