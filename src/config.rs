@@ -139,6 +139,9 @@ pub struct Settings {
     /// tests turn it off and stop the server through `Application::handle`.
     #[cfg(feature = "test-hooks")]
     pub handle_signals: bool,
+    /// Holds resolve's follower before its replay while this says `true` (tests of the start).
+    #[cfg(feature = "test-hooks")]
+    pub hold_follower: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 pub const DEV_KEY_FILE: &str = "master.key";
@@ -174,6 +177,8 @@ impl Settings {
             workers: None,
             #[cfg(feature = "test-hooks")]
             handle_signals: true,
+            #[cfg(feature = "test-hooks")]
+            hold_follower: None,
         })
     }
 }

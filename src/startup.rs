@@ -104,10 +104,20 @@ impl Application {
         // order and every time comes from the same source.
         let clock: SharedClock = Arc::new(SystemClock);
         let ids = Arc::new(Ids::new(clock.clone()));
-        // Replays the log before the server listens, then follows it (docs/routing.md).
-        let resolver = Resolver::start(store.clone(), settings.master_key.clone(), clock.clone())?;
+        // Replays the log while the server listens, then follows it (docs/routing.md).
+        #[cfg(feature = "test-hooks")]
+        let hold = settings.hold_follower.clone();
+        #[cfg(not(feature = "test-hooks"))]
+        let hold = None;
+        let resolver = Resolver::start(
+            store.clone(),
+            settings.master_key.clone(),
+            clock.clone(),
+            hold,
+        )?;
         let state = web::Data::new(AppState {
-            accounts: Accounts::new(store.clone(), admin_hash, clock.clone(), ids.clone()),
+            accounts: Accounts::new(store.clone(), admin_hash, clock.clone(), ids.clone())
+                .with_gateways(resolver.clone()),
             credentials: Credentials::new(
                 store.clone(),
                 settings.master_key.clone(),
@@ -177,6 +187,12 @@ impl Application {
     #[cfg(feature = "test-hooks")]
     pub fn handle(&self) -> Shutdown {
         self.shutdown.clone()
+    }
+
+    /// Whether resolve's follower has caught up with the log (tests wait for it after a start).
+    #[cfg(feature = "test-hooks")]
+    pub fn is_caught_up(&self) -> bool {
+        self.resolver.is_caught_up()
     }
 
     /// The store the server runs on, for tests that look beneath the API.

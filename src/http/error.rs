@@ -51,6 +51,7 @@ pub enum ErrorCode {
     InternalError,
     // Resolve.
     NoUsableCredential,
+    CatchingUp,
 }
 
 impl ErrorCode {
@@ -139,6 +140,7 @@ impl ErrorCode {
                 InvalidRequestError,
                 StatusCode::UNPROCESSABLE_ENTITY,
             ),
+            Self::CatchingUp => ("catching_up", ApiError, StatusCode::SERVICE_UNAVAILABLE),
         }
     }
 }
@@ -319,8 +321,9 @@ error_responses! {
     /// connection is closed.
     RequestTimeout;
 
-    /// The server began to shut down while the body was still arriving (`shutting_down`); nothing
-    /// was done, and the request can be sent again.
+    /// The server began to shut down while the body was still arriving (`shutting_down`), or, for
+    /// resolve, has just started and is still reading its log into memory (`catching_up`);
+    /// nothing was done, and the request can be sent again.
     ShuttingDown;
 
     /// An unexpected server failure; the message is generic and the request id finds the cause in

@@ -36,6 +36,7 @@ pub struct Health {
 }
 
 /// Why the server is not ready: `checking` (the check of the store on start is running),
+/// `catching_up` (resolve's in-memory state is still replaying the log after the start),
 /// `damaged` (the store failed that check, or a read found a damaged record; the server log names
 /// it, and only a restart whose check passes makes the server ready again) or `stopped` (the
 /// store takes no more writes).
@@ -43,6 +44,7 @@ pub struct Health {
 #[serde(rename_all = "snake_case")]
 pub enum NotReady {
     Checking,
+    CatchingUp,
     Damaged,
     Stopped,
 }
@@ -60,7 +62,8 @@ pub async fn healthz() -> web::Json<Health> {
 }
 
 /// Readiness: the store passed its check on start (the same as `keyledger verify`), no damaged
-/// record has been found since, and its writer is running.
+/// record has been found since, its writer is running, and resolve's in-memory state has caught
+/// up with the log.
 #[utoipa::path(get, path = "/readyz", operation_id = "get_readiness", tag = "health",
     responses(
         (status = 200, description = "Ready", body = Health),
@@ -71,6 +74,7 @@ pub async fn healthz() -> web::Json<Health> {
 )]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let reason = match state.accounts.store().readiness() {
+        Readiness::Ready if !state.resolver.is_caught_up() => NotReady::CatchingUp,
         Readiness::Ready => {
             return HttpResponse::Ok().json(Health {
                 status: "ok",

@@ -199,7 +199,9 @@ fn answered(v: &VersionedPolicy) -> HttpResponse {
     get, path = "/v1/byok/policy/get", operation_id = "get_policy", tag = "policy",
     params(PolicyQuery),
     responses(
-        (status = 200, description = "The policy", body = ByokPolicy),
+        (status = 200, description = "The policy", body = ByokPolicy,
+            links(("set_policy" = (operation_id = "set_policy",
+                description = "Set the account default, or the policy of a scope")))),
         (status = 400, response = BadRequest),
         AuthErrors,
     ),

@@ -318,6 +318,14 @@ fn refused(reason: NoCredential) -> ApiError {
     request_body = ResolveBody,
     responses(
         (status = 200, description = "The credential to use, or the pool", body = ResolveResponse,
+            links(
+                ("report_usage" = (operation_id = "report_usage",
+                    description = "After the provider call: report its spend, calls and outcome")),
+                ("get_usage" = (operation_id = "get_usage",
+                    parameters(("id" = "$response.body#/byok_id")),
+                    description = "The picked credential's usage in its quota's window (a key \
+                        with the `read` scope)")),
+            ),
             examples(
                 ("byok" = (summary = "A credential serves the request", value = json!({
                     "source": "byok", "byok_id": "byok_01JD5Q3M8X2Y4Z6A7B8C9D0E1H",
@@ -354,6 +362,13 @@ pub async fn resolve(
     caller: Authed<Resolve>,
     Json(body): Json<ResolveBody>,
 ) -> Result<HttpResponse, ApiError> {
+    if !state.resolver.is_caught_up() {
+        return Err(ApiError::new(
+            ErrorCode::CatchingUp,
+            "the server is still reading its log into memory after starting; try again in a \
+             moment, or another server (/readyz says when this one is ready)",
+        ));
+    }
     let (request, explain) = body.into_request()?;
     let Answer { resolved, explain } =
         state

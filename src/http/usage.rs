@@ -460,7 +460,11 @@ fn reported(r: UsageRecordBody) -> Reported {
     request_body = UsageReportBody,
     responses(
         (status = 200, description = "What became of each record (200 even when some are refused)",
-            body = UsageReportAnswer),
+            body = UsageReportAnswer,
+            links(("get_usage" = (operation_id = "get_usage",
+                parameters(("id" = "$request.body#/records/0/byok_id")),
+                description = "The first record's credential: its spend and calls in its quota's \
+                    window (a key with the `read` scope)")))),
         BodyErrors, AuthErrors,
     ),
     security(("bearer" = []))
@@ -573,7 +577,10 @@ impl From<UsageInWindow> for UsageAnswer {
     get, path = "/v1/byok/usage/{id}", operation_id = "get_usage", tag = "usage",
     params(("id" = String, Path, description = "The credential's id (`byok_…`)"), UsageQuery),
     responses(
-        (status = 200, description = "The usage", body = UsageAnswer),
+        (status = 200, description = "The usage", body = UsageAnswer,
+            links(("set_quota" = (operation_id = "set_quota",
+                parameters(("id" = "$request.path.id")),
+                description = "Set or remove the credential's quota (a key with the `write` scope)")))),
         (status = 400, response = super::error::BadRequest),
         (status = 404, response = NotFound),
         AuthErrors,

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use super::clock::SharedClock;
 use super::idempotency::Recording;
 use super::ids::Ids;
+use super::resolve::Resolver;
 use super::{Executed, ServiceError, Taken, Target, execute};
 use crate::crypto::{Redacted, TokenHash, generate_token, token_prefix};
 use crate::domain::account::{self, Account, AccountCommand};
@@ -76,6 +77,9 @@ pub struct Accounts {
     clock: SharedClock,
     ids: Arc<Ids>,
     touched: Mutex<HashMap<KeyId, i64>>,
+    /// The follower's table of gateway keys, when the server runs one: tokens with the
+    /// `resolve` scope authenticate from memory (service::resolve).
+    gateways: Option<Resolver>,
 }
 
 fn stream(account_id: &AccountId) -> StreamId {
@@ -134,7 +138,14 @@ impl Accounts {
             clock,
             ids,
             touched: Mutex::new(HashMap::new()),
+            gateways: None,
         }
+    }
+
+    /// Authenticates gateway keys from the resolver's in-memory table first.
+    pub fn with_gateways(mut self, resolver: Resolver) -> Self {
+        self.gateways = Some(resolver);
+        self
     }
 
     /// A key to add: its id, its token (shown once) and the token's keyed hash.
@@ -285,6 +296,14 @@ impl Accounts {
         let hash = self.store.hash_token(token);
         if self.admin_token.matches(&hash) {
             return Ok(Some(Principal::Operator));
+        }
+        // Gateways call on every request of theirs: no disk read for them. A key revoked
+        // answers once the follower applied that, so the table is never behind a revoke.
+        if let Some(principal) = self.gateways.as_ref().and_then(|r| r.gateway(&hash)) {
+            if let Principal::Key { key_id, .. } = &principal {
+                self.touch(key_id);
+            }
+            return Ok(Some(principal));
         }
         let Some((account_id, key_id)) = self.store.find_token(&hash)? else {
             return Ok(None);

@@ -6,27 +6,39 @@
 //! its position, so a caller reads its own writes. Resolve itself never reads the disk nor waits
 //! on the writer: the credentials and their unwrapped data keys are in memory (ADR 0023).
 //!
+//! The same follower keeps the API keys that hold the `resolve` scope, by token hash, so a
+//! gateway's requests authenticate from memory too ([`Resolver::gateway`]); any other token is
+//! looked up in the store as before. A revocation reaches this table the way a credential's
+//! does: the revoke answers once the follower applied it.
+//!
 //! On start the follower replays the log from its first position (the log is the truth; the
-//! projection rows are not read), before the server listens.
+//! projection rows are not read) while the server already listens: until it has caught up with
+//! the durable position, resolve answers 503 `catching_up` and `/readyz` says so, and mutations
+//! do not wait for it (nothing can read their writes from it yet). Once caught up it registers its
+//! position with the store, and from then on every mutation waits for it.
 //!
 //! Plaintext secrets exist only inside a [`Resolution`] (a `Redacted`), never in an error or a
 //! log line. Must not import http.
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use super::ServiceError;
+use super::accounts::Principal;
 use super::clock::SharedClock;
 use super::credentials::{data_key, open_sealed};
-use crate::crypto::{DataKey, MasterKey, Redacted};
+use crate::crypto::{DataKey, MasterKey, Redacted, TokenHash};
+use crate::domain::account::Account;
+use crate::domain::account_key::{ApiKey, ApiKeyEvent};
 use crate::domain::credential::{self, Binding, Credential, CredentialEvent};
 use crate::domain::policy::{self, Policy, PolicyEvent, PolicyMode};
 use crate::domain::routing::{
     self, Fallback, NoCredential, Reason, Request, Routed, Routes, Specificity,
 };
-use crate::domain::{AccountId, CredentialId, providers};
+use crate::domain::{AccountId, CredentialId, KeyId, Scope, providers};
 use crate::es::{Aggregate, DomainEvent, Envelope};
 use crate::metrics;
 use crate::storage::Store;
@@ -83,6 +95,9 @@ struct State {
     keys: HashMap<CredentialId, DataKey>,
     /// The routing policy of every account that set one.
     policies: HashMap<AccountId, Policy>,
+    /// The live API keys holding the `resolve` scope, and their ids by token hash.
+    gateways: HashMap<KeyId, ApiKey>,
+    gateway_tokens: HashMap<[u8; 32], KeyId>,
     /// The last log position applied.
     position: u64,
 }
@@ -90,6 +105,8 @@ struct State {
 struct Shared {
     state: RwLock<State>,
     applied: tokio::sync::watch::Sender<u64>,
+    /// Set once the follower has applied the durable position it found after starting.
+    caught_up: AtomicBool,
     store: Store,
     master: MasterKey,
 }
@@ -103,28 +120,47 @@ pub struct Resolver {
 }
 
 impl Resolver {
-    /// Replays the log into the routing state, registers the follower's position with the
-    /// store (mutations wait on it), and starts the thread that follows the log from there.
+    /// Starts the thread that replays the log into the routing state and then follows it. The
+    /// server may listen at once: [`Resolver::is_caught_up`] says when the state is whole. While
+    /// `hold` says `true` the replay does not begin (tests of a slow start).
     pub fn start(
         store: Store,
         master: MasterKey,
         clock: SharedClock,
+        hold: Option<tokio::sync::watch::Receiver<bool>>,
     ) -> Result<Self, ServiceError> {
-        let resolver = Self::replayed(store, master, clock)?;
-        resolver
-            .shared
-            .store
-            .follow(resolver.shared.applied.subscribe());
+        let resolver = Self::empty(store, master, clock);
         let shared = resolver.shared.clone();
         let handle = std::thread::Builder::new()
             .name("keyledger-follower".into())
-            .spawn(move || follow(&shared))
+            .spawn(move || follow(&shared, hold))
             .map_err(|e| ServiceError::Store(crate::storage::StoreError::Io(e)))?;
         *resolver
             .follower
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(handle);
         Ok(resolver)
+    }
+
+    fn empty(store: Store, master: MasterKey, clock: SharedClock) -> Self {
+        let (applied, _) = tokio::sync::watch::channel(0);
+        Self {
+            shared: Arc::new(Shared {
+                state: RwLock::new(State::default()),
+                applied,
+                caught_up: AtomicBool::new(false),
+                store,
+                master,
+            }),
+            clock,
+            follower: Arc::default(),
+        }
+    }
+
+    /// Whether the follower has replayed the log up to the durable position it found on start:
+    /// before that, resolve must not answer from a partial state.
+    pub fn is_caught_up(&self) -> bool {
+        self.shared.caught_up.load(Ordering::Acquire)
     }
 
     /// Waits for the follower to end, which it does once the store has shut down; it then no
@@ -148,36 +184,28 @@ impl Resolver {
         master: MasterKey,
         clock: SharedClock,
     ) -> Result<Self, ServiceError> {
-        let (applied, _) = tokio::sync::watch::channel(0);
-        let shared = Arc::new(Shared {
-            state: RwLock::new(State::default()),
-            applied,
-            store,
-            master,
-        });
-        loop {
-            match shared.step() {
-                Ok(0) => break,
-                Ok(_) => {}
-                // A log sled cannot read must not keep the server from serving (it is never
-                // ready then, ADR 0015): resolve answers from what was read, and the follower
-                // tries again.
-                Err(error) => {
-                    tracing::error!(%error, "resolve cannot replay the whole log; retrying later");
-                    break;
-                }
-            }
-        }
-        Ok(Self {
-            shared,
-            clock,
-            follower: Arc::default(),
-        })
+        let resolver = Self::empty(store, master, clock);
+        while resolver.shared.step()? > 0 {}
+        resolver.shared.caught_up.store(true, Ordering::Release);
+        Ok(resolver)
     }
 
     /// The position the routing state has applied.
     pub fn position(&self) -> u64 {
         self.shared.read().position
+    }
+
+    /// The principal of a live key with the `resolve` scope whose token hashes to `hash`, from
+    /// memory; `None` for every other token (the caller looks it up in the store).
+    pub fn gateway(&self, hash: &TokenHash) -> Option<Principal> {
+        let state = self.shared.read();
+        let key = state.gateways.get(state.gateway_tokens.get(&hash.0)?)?;
+        Some(Principal::Key {
+            account_id: key.account_id.clone(),
+            key_id: key.key_id.clone(),
+            prefix: key.prefix.clone(),
+            scopes: key.scopes.clone(),
+        })
     }
 
     /// A copy of the routing state, for tests that compare it with a replay.
@@ -312,6 +340,7 @@ impl Shared {
         // takes the write lock; the data keys are read and unwrapped before that.
         let mut changed: BTreeMap<CredentialId, Credential> = BTreeMap::new();
         let mut policies: BTreeMap<AccountId, Policy> = BTreeMap::new();
+        let mut api_keys: BTreeMap<KeyId, ApiKey> = BTreeMap::new();
         {
             let state = self.read();
             for envelope in &events {
@@ -341,6 +370,20 @@ impl Shared {
                             .remove(&id)
                             .or_else(|| state.policies.get(&id).cloned());
                         policies.insert(id, Policy::apply(before, &event));
+                    }
+                    // Keys on their own streams, and on their account's in older stores.
+                    kind if kind == ApiKey::KIND
+                        || (kind == Account::KIND
+                            && ApiKeyEvent::is_key_event(&envelope.event_type)) =>
+                    {
+                        let Some(event) = decoded::<ApiKeyEvent>(envelope) else {
+                            continue;
+                        };
+                        let id = event.key_id().clone();
+                        let before = api_keys
+                            .remove(&id)
+                            .or_else(|| state.gateways.get(&id).cloned());
+                        api_keys.insert(id, ApiKey::apply(before, &event));
                     }
                     _ => {}
                 }
@@ -376,6 +419,17 @@ impl Shared {
                 state.routes.put(credential);
             }
             state.policies.extend(policies);
+            for (id, key) in api_keys {
+                if let Some(old) = state.gateways.remove(&id) {
+                    remove_token(&mut state.gateway_tokens, &old);
+                }
+                if key.allows(Scope::Resolve)
+                    && let Some(hash) = TokenHash::from_hex(&key.token_hash)
+                {
+                    state.gateway_tokens.insert(hash.0, id.clone());
+                    state.gateways.insert(id, key);
+                }
+            }
             state.position = last;
         }
         self.applied.send_replace(last);
@@ -387,6 +441,12 @@ impl Shared {
         let applied = self.read().position;
         let lag = i64::try_from(durable.saturating_sub(applied)).unwrap_or(i64::MAX);
         metrics::count(|m| m.follower_lag.set(lag));
+    }
+}
+
+fn remove_token(tokens: &mut HashMap<[u8; 32], KeyId>, key: &ApiKey) {
+    if let Some(hash) = TokenHash::from_hex(&key.token_hash) {
+        tokens.remove(&hash.0);
     }
 }
 
@@ -405,7 +465,7 @@ fn decoded<E: DomainEvent>(envelope: &Envelope) -> Option<E> {
 }
 
 /// The follower: applies durable events as they come, until the store stops.
-fn follow(shared: &Shared) {
+fn follow(shared: &Shared, hold: Option<tokio::sync::watch::Receiver<bool>>) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
@@ -417,11 +477,31 @@ fn follow(shared: &Shared) {
         }
     };
     let mut positions = shared.store.positions();
+    let mut registered = false;
     runtime.block_on(async {
+        if let Some(mut hold) = hold
+            && hold.wait_for(|held| !*held).await.is_err()
+        {
+            return;
+        }
         loop {
             shared.report_lag();
             match shared.step() {
                 Ok(0) => {
+                    if !shared.caught_up.load(Ordering::Acquire) {
+                        if !registered {
+                            // From here on every mutation waits for this follower. One more
+                            // pass then applies whatever was acknowledged before it did.
+                            shared.store.follow(shared.applied.subscribe());
+                            registered = true;
+                            continue;
+                        }
+                        shared.caught_up.store(true, Ordering::Release);
+                        tracing::info!(
+                            position = shared.read().position,
+                            "resolve's follower caught up with the log"
+                        );
+                    }
                     // Caught up: wait for the next durable group. A closed channel is the
                     // store shutting down.
                     if positions.changed().await.is_err() {

@@ -128,3 +128,52 @@ async fn opening_a_store_makes_its_directories_and_files_private() {
         assert_eq!(mode, wanted, "{}", path.display());
     }
 }
+
+/// Resolve's follower replays the log while the server already listens: until it has caught up,
+/// `/readyz` says `catching_up`, resolve answers 503 `catching_up`, and writes do not wait for it.
+#[tokio::test]
+async fn resolve_waits_for_its_follower_and_readiness_says_so() {
+    let app = spawn_app().await;
+    let tenant = app.tenant("follower@example.com").await;
+    let gateway = app.mint_token(&tenant.token, &["resolve"]).await;
+    let (settings, dir) = app.stop_and_release().await;
+    let (release, held) = tokio::sync::watch::channel(true);
+    let settings = keyledger::config::Settings {
+        hold_follower: Some(held),
+        ..settings
+    };
+    let app = crate::helpers::start(settings, dir).await;
+    assert_eq!(
+        readyz(&app).await,
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "unavailable", "reason": "catching_up"})
+        )
+    );
+    let early = app
+        .post("/v1/byok/resolve", Some(&gateway), &json!({}))
+        .await;
+    assert_error(early, 503, "api_error", "catching_up").await;
+    // A write is acknowledged without waiting for the held follower.
+    let started = std::time::Instant::now();
+    let key = openai_key();
+    crate::helpers::register_id(&app, &tenant.token, &key).await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    release.send_replace(false);
+    for _ in 0..500 {
+        if readyz(&app).await.0 == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(readyz(&app).await.0, StatusCode::OK);
+    let answer = app
+        .post("/v1/byok/resolve", Some(&gateway), &json!({}))
+        .await;
+    let answer = crate::helpers::assert_json(answer, 200).await;
+    assert_eq!(answer["source"], "byok", "{answer}");
+}
+
+fn openai_key() -> Value {
+    crate::helpers::openai("prod", "sk-follower-0123456789abcdef")
+}

@@ -69,9 +69,17 @@ fn start(dir: &std::path::Path, master: &MasterKey) -> Server {
     };
     let clock: SharedClock = Arc::new(SystemClock);
     let ids = Arc::new(Ids::new(clock.clone()));
+    let resolver = Resolver::start(store.clone(), master.clone(), clock.clone(), None).unwrap();
+    for _ in 0..500 {
+        if resolver.is_caught_up() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(resolver.is_caught_up(), "the follower did not catch up");
     Server {
-        credentials: Credentials::new(store.clone(), master.clone(), clock.clone(), ids),
-        resolver: Resolver::start(store.clone(), master.clone(), clock).unwrap(),
+        credentials: Credentials::new(store.clone(), master.clone(), clock, ids),
+        resolver,
         store,
     }
 }
@@ -226,4 +234,66 @@ fn the_server_draw_stays_in_range_and_spreads() {
     }
     assert!(seen.iter().all(|&n| n > 800), "{seen:?}");
     assert_eq!(draw(0), 0);
+}
+
+/// Gateway keys (the `resolve` scope) are in the follower's table from minting to revocation,
+/// other keys never; a restart replays the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_keys_follow_the_log() {
+    use crate::service::accounts::Accounts;
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
+    let server = start(dir.path(), &master);
+    let meta = EventMeta {
+        actor: "test".into(),
+        request_id: "req_test".into(),
+    };
+    let accounts = |server: &Server| {
+        let clock: SharedClock = Arc::new(SystemClock);
+        let admin = server.store.hash_token("kl_admin_test");
+        Accounts::new(
+            server.store.clone(),
+            admin,
+            clock.clone(),
+            Arc::new(Ids::new(clock)),
+        )
+    };
+    let service = accounts(&server);
+    let created = service
+        .create_account("ada@example.com", &meta, &Recording::none())
+        .await
+        .unwrap();
+    let account_id = created.account.account_id.clone();
+    let none = Recording::none();
+    let mint = |scopes: Vec<Scope>| service.mint_key(&account_id, "k", scopes, &meta, &none);
+    let gateway = mint(vec![Scope::Resolve]).await.unwrap();
+    let admin = mint(vec![Scope::Admin]).await.unwrap();
+    let hash = |token: &Redacted<String>| server.store.hash_token(token.expose());
+    let held = server.resolver.gateway(&hash(&gateway.token));
+    assert!(
+        matches!(held, Some(Principal::Key { key_id, .. }) if key_id == gateway.key.key.key_id)
+    );
+    assert!(server.resolver.gateway(&hash(&admin.token)).is_none());
+    assert!(server.resolver.gateway(&hash(&created.token)).is_none());
+    drop(service);
+
+    server.store.shutdown();
+    server.resolver.join();
+    drop(server);
+    let server = start(dir.path(), &master);
+    let hash = |token: &Redacted<String>| server.store.hash_token(token.expose());
+    assert!(server.resolver.gateway(&hash(&gateway.token)).is_some());
+    let service = accounts(&server);
+    service
+        .revoke_key(
+            &account_id,
+            &gateway.key.key.key_id,
+            &meta,
+            &Recording::none(),
+        )
+        .await
+        .unwrap();
+    assert!(server.resolver.gateway(&hash(&gateway.token)).is_none());
+    server.store.shutdown();
+    server.resolver.join();
 }

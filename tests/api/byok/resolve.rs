@@ -315,6 +315,33 @@ async fn a_restart_rebuilds_the_routing_state_from_the_log() {
 }
 
 #[tokio::test]
+async fn a_revoked_gateway_key_is_refused_at_once_and_after_a_restart() {
+    let app = spawn_app().await;
+    let (admin, _) = gateway(&app, "ada@example.com").await;
+    register_id(&app, &admin, &openai("prod", KEY)).await;
+    let minted = app.mint_key(&admin, &["resolve"]).await;
+    let token = crate::helpers::api_key(&minted);
+    assert_eq!(resolve(&app, &token, &json!({})).await["source"], "byok");
+    let report = json!({"records": []});
+    let path = format!("/v1/account/keys/{}", minted["id"].as_str().unwrap());
+    assert_json(app.delete(&path, &admin).await, 200).await;
+    // Answered by the follower's table of gateway keys: the revoke waited for it.
+    let refused = app.post("/v1/byok/resolve", Some(&token), &json!({})).await;
+    assert_error(refused, 401, "authentication_error", "invalid_token").await;
+    let usage = app
+        .post("/v1/byok/usage/report", Some(&token), &report)
+        .await;
+    assert_error(usage, 401, "authentication_error", "invalid_token").await;
+    // A key minted later works at once; after a restart the table is replayed from the log.
+    let fresh = app.mint_token(&admin, &["resolve"]).await;
+    assert_eq!(resolve(&app, &fresh, &json!({})).await["source"], "byok");
+    let app = app.restart().await;
+    let refused = app.post("/v1/byok/resolve", Some(&token), &json!({})).await;
+    assert_error(refused, 401, "authentication_error", "invalid_token").await;
+    assert_eq!(resolve(&app, &fresh, &json!({})).await["source"], "byok");
+}
+
+#[tokio::test]
 async fn malformed_requests_are_refused() {
     let app = spawn_app().await;
     let (_, resolver) = gateway(&app, "ada@example.com").await;

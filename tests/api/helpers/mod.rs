@@ -57,6 +57,7 @@ pub fn test_settings(dir: PathBuf) -> Settings {
         outbound: keyledger::outbound::OutboundSettings::default(),
         workers: Some(1),
         handle_signals: false,
+        hold_follower: None,
     }
 }
 
@@ -87,6 +88,14 @@ pub async fn start(settings: Settings, dir: Arc<TempDir>) -> TestApp {
         }
     };
     let address = format!("http://127.0.0.1:{}", app.port());
+    // Resolve answers 503 until its follower has replayed the log: a few milliseconds here.
+    let held = settings.hold_follower.is_some();
+    for _ in 0..1000 {
+        if held || app.is_caught_up() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let handle = app.handle();
     let store = app.store().clone();
     let server = tokio::spawn(app.run_until_stopped());
