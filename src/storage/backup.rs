@@ -638,6 +638,8 @@ mod tests {
         let (position, read, event) = event_line(&line).unwrap();
         assert_eq!((position, read, event), (3, hash, &json[..]));
         assert!(event_line(b"{\"row\":\"bS8=\",\"value\":\"\"}").is_none());
-        assert!(event_line(&line[..line.len() - 1]).is_none());
+        let without_hash = br#"{"position":3,"event":{}}"#;
+        assert!(event_line(without_hash).is_none());
+        assert!(event_line(&line[..40]).is_none());
     }
 }

@@ -34,8 +34,8 @@ pub const CHAIN_KEY: &[u8] = b"m/chain_key";
 pub const TOKEN_KEY: &[u8] = b"m/token_key";
 pub const ADMIN_TOKEN: &[u8] = b"m/admin_token";
 /// The id of the master key the store keys are wrapped by (`crypto::MasterKeyId`, 16 bytes):
-/// written by a new store and by `keyledger rekey`, so a refused key can be told from the key the
-/// store expects.
+/// written by `keyledger rekey`, so that a refused key, the one it replaced, can be told from the
+/// key the store expects.
 pub const MASTER_KEY_ID: &[u8] = b"m/master_key_id";
 /// Every meta row, the wrapped store keys among them (`m/<name>_key`).
 pub const META: &[u8] = b"m/";

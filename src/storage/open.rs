@@ -210,7 +210,6 @@ fn init_or_check(tree: &sled::Tree, master: &MasterKey) -> Result<(DataKey, Data
             );
             batch.insert(keys::CHAIN_KEY, master.wrap(&chain, CHAIN_KEY_AD)?);
             batch.insert(keys::TOKEN_KEY, master.wrap(&token, TOKEN_KEY_AD)?);
-            batch.insert(keys::MASTER_KEY_ID, &master.id().0[..]);
             tree.apply_batch(batch)?;
             tree.flush()?;
             Ok((chain, token))

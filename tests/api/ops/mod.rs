@@ -1,9 +1,10 @@
 //! What an operator runs, through the real binary on real stores in temp dirs: `export` and
-//! `import` (offline and from a running server), `rekey` (and its resumption), and what `verify`
-//! catches. This file holds what they share: a populated store, every answer of the API over
-//! it, and the binary run as a command.
+//! `import` (offline and from a running server), `rekey` (and its resumption), what `verify`
+//! catches, and the store's metrics. This file holds what they share: a populated store, every
+//! answer of the API over it, and the binary run as a command.
 
 mod backup;
+mod metrics;
 mod rekey;
 mod verify;
 
