@@ -128,7 +128,17 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
 
 /// `keyledger export`: the stopped store as NDJSON, to `--out` or standard output.
 fn export(args: &config::ExportArgs) -> anyhow::Result<()> {
-    let store = open(&args.store)?;
+    let store = open(&args.store).inspect_err(|error| {
+        let locked = error.chain().any(|cause| {
+            matches!(
+                cause.downcast_ref::<storage::StoreError>(),
+                Some(storage::StoreError::Locked)
+            )
+        });
+        if locked {
+            eprintln!("a running server exports at GET /v1/admin/export (docs/operations.md)");
+        }
+    })?;
     let written = match &args.out {
         Some(path) => File::create(path)
             .with_context(|| format!("creating {}", path.display()))

@@ -5,7 +5,7 @@
 //!
 //! | prefix | key | value | kind |
 //! |---|---|---|---|
-//! | `m/` | `m/<name>` | meta: schema version, projection format, wrapped store keys, admin token hash | meta |
+//! | `m/` | `m/<name>` | meta: schema version, projection format, wrapped store keys (`m/<name>_key`), admin token hash, the master key's id after a rekey | meta |
 //! | `l/` | `l/<position u64>` | `hmac(32) ‖ envelope JSON` | the log |
 //! | `h/` | `h/<stream>` | head version `u64` | projection |
 //! | `s/` | `s/<stream> 0x00 <version u64>` | position `u64` | projection |
