@@ -34,6 +34,43 @@ pub enum Command {
     Rebuild(StoreArgs),
     /// Print the OpenAPI document.
     Openapi,
+    /// Write the whole store as NDJSON (with the server stopped; a running server exports at
+    /// `GET /v1/admin/export`): the log as stored, the wrapped store and data keys, no plaintext.
+    Export(ExportArgs),
+    /// Restore an export into a new or empty data directory, checking its hash chain and
+    /// rebuilding the projections.
+    Import(ImportArgs),
+    /// Re-wrap every data key and store key under a new master key (with the server stopped);
+    /// a run that was interrupted finishes when it is run again.
+    Rekey(RekeyArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Where to write the export; standard output without it.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// The export to restore.
+    #[arg(long = "in", value_name = "FILE")]
+    pub input: PathBuf,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RekeyArgs {
+    /// The store and its current master key.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// File holding the new master key as base64 of 64 bytes.
+    #[arg(long)]
+    pub new_master_key_file: PathBuf,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -251,6 +288,11 @@ pub fn master_key(args: &StoreArgs, create: bool) -> Result<(MasterKey, KeySourc
         reason: e.to_string(),
     })?;
     Ok((key, KeySource::Development))
+}
+
+/// Reads a master key file (base64 of 64 bytes), as `--master-key-file` does.
+pub fn read_master_key_file(path: &Path) -> Result<MasterKey, ConfigError> {
+    read_key_file(path)
 }
 
 fn read_key_file(path: &Path) -> Result<MasterKey, ConfigError> {

@@ -1,5 +1,7 @@
 #![forbid(unsafe_code)]
 
+use std::fs::File;
+use std::io::{BufReader, BufWriter};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -118,6 +120,135 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             print!("{}", http::openapi::spec_json());
             Ok(())
         }
+        Command::Export(args) => export(&args),
+        Command::Import(args) => import(&args),
+        Command::Rekey(args) => rekey(&args),
+    }
+}
+
+/// `keyledger export`: the stopped store as NDJSON, to `--out` or standard output.
+fn export(args: &config::ExportArgs) -> anyhow::Result<()> {
+    let store = open(&args.store).inspect_err(|error| {
+        let locked = error.chain().any(|cause| {
+            matches!(
+                cause.downcast_ref::<storage::StoreError>(),
+                Some(storage::StoreError::Locked)
+            )
+        });
+        if locked {
+            eprintln!("a running server exports at GET /v1/admin/export (docs/operations.md)");
+        }
+    })?;
+    let written = match &args.out {
+        Some(path) => File::create(path)
+            .with_context(|| format!("creating {}", path.display()))
+            .and_then(|file| {
+                let mut out = BufWriter::new(file);
+                let report = store.export(&mut out)?;
+                out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+                Ok(report)
+            }),
+        None => store
+            .export(&mut BufWriter::new(std::io::stdout().lock()))
+            .map_err(anyhow::Error::from),
+    };
+    store.shutdown();
+    let report = written.context("exporting the store")?;
+    eprintln!(
+        "exported {} events, {} rows and {} data keys{}",
+        report.positions,
+        report.rows,
+        report.keys,
+        args.out
+            .as_ref()
+            .map(|p| format!(" to {}", p.display()))
+            .unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// `keyledger import`: a backup into a new or empty data directory.
+fn import(args: &config::ImportArgs) -> anyhow::Result<()> {
+    let dir = &args.store.data_dir;
+    let file = File::open(&args.input)
+        .with_context(|| format!("opening the backup {}", args.input.display()))?;
+    let (key, source) = config::master_key(&args.store, false)?;
+    if source == KeySource::Development {
+        anyhow::bail!(
+            "import needs the backup's master key: pass --master-key-file or set KEYLEDGER_MASTER_KEY"
+        );
+    }
+    let report = storage::import(dir, &key, &mut BufReader::new(file))
+        .with_context(|| format!("importing {} into {}", args.input.display(), dir.display()))?;
+    println!(
+        "imported {} events, {} rows and {} data keys of store {} into {}; the projections were rebuilt and the store verifies ({} live credentials' data keys open)",
+        report.positions,
+        report.rows,
+        report.keys,
+        report.store_id,
+        dir.display(),
+        report.verify.data_keys
+    );
+    Ok(())
+}
+
+/// `keyledger rekey`: every data key and store key re-wrapped under the new master key. Run with
+/// the old key; a run that stopped after the store keys were done opens with the new one.
+fn rekey(args: &config::RekeyArgs) -> anyhow::Result<()> {
+    let dir = &args.store.data_dir;
+    storage::require_store(dir)?;
+    let (old, source) = config::master_key(&args.store, false)?;
+    if source == KeySource::Development {
+        anyhow::bail!(
+            "rekey needs the current master key from --master-key-file or KEYLEDGER_MASTER_KEY (development mode keeps its key in the data directory)"
+        );
+    }
+    let new = config::read_master_key_file(&args.new_master_key_file)?;
+    if old.id() == new.id() {
+        anyhow::bail!("the new master key is the one the store already uses");
+    }
+    let opening = || format!("opening the store in {}", dir.display());
+    let store = match Store::open_existing(dir, &old, Durability::Sync) {
+        Err(storage::StoreError::WrongMasterKey | storage::StoreError::OtherMasterKey { .. }) => {
+            Store::open_existing(dir, &new, Durability::Sync)
+                .map_err(|_| {
+                    anyhow::anyhow!("neither the current nor the new master key opens this store")
+                })
+                .with_context(opening)?
+        }
+        other => other.with_context(opening)?,
+    };
+    let report = store.rekey(&old, &new, rekey_stop_after());
+    store.shutdown();
+    let report = report.context("re-wrapping the keys")?;
+    if report.stopped {
+        anyhow::bail!(
+            "rekey stopped after re-wrapping {} data keys; run it again to finish",
+            report.rewrapped
+        );
+    }
+    println!(
+        "re-wrapped {} data keys ({} done by an earlier run) and {} store keys under master key {}; the old master key no longer opens this store",
+        report.rewrapped,
+        report.already,
+        report.store_keys,
+        new.id()
+    );
+    Ok(())
+}
+
+/// How many data keys a rekey re-wraps before it stops as an interruption would: only in builds
+/// with the `test-hooks` feature, from `KEYLEDGER_TEST_REKEY_STOP_AFTER`.
+fn rekey_stop_after() -> Option<usize> {
+    #[cfg(feature = "test-hooks")]
+    {
+        std::env::var("KEYLEDGER_TEST_REKEY_STOP_AFTER")
+            .ok()
+            .and_then(|n| n.parse().ok())
+    }
+    #[cfg(not(feature = "test-hooks"))]
+    {
+        None
     }
 }
 

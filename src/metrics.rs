@@ -6,7 +6,10 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{IntCounter, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntGauge, Opts, Registry, TextEncoder,
+    exponential_buckets,
+};
 
 /// Every metric keyledger exports.
 pub struct Metrics {
@@ -20,6 +23,18 @@ pub struct Metrics {
     /// `keyledger_resolve_settle_timeouts_total`: mutations that answered before the routing
     /// state had applied them (the bounded wait for read-your-writes ran out).
     pub settle_timeouts: IntCounter,
+    /// `keyledger_events_appended_total`: events made durable by the writer.
+    pub events_appended: IntCounter,
+    /// `keyledger_append_seconds`: from an append's hand-over to the writer to its answer
+    /// (durable, or refused), as its caller waits.
+    pub append_seconds: Histogram,
+    /// `keyledger_flush_seconds`: the writer's flush and fdatasync of one group.
+    pub flush_seconds: Histogram,
+    /// `keyledger_group_appends`: appends committed together in one group.
+    pub group_appends: Histogram,
+    /// `keyledger_store_size_bytes`: sled's files on disk, as last measured by the writer (at
+    /// most every few seconds).
+    pub store_size: IntGauge,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,9 +66,54 @@ impl Metrics {
                 "keyledger_resolve_settle_timeouts_total",
                 "Mutations answered before resolve's routing state had applied them",
             )?,
+            events_appended: counter(
+                &registry,
+                "keyledger_events_appended_total",
+                "Events the writer made durable",
+            )?,
+            append_seconds: histogram(
+                &registry,
+                "keyledger_append_seconds",
+                "Time from an append's hand-over to the writer to its answer",
+                // 100 µs to about 3 s.
+                exponential_buckets(0.0001, 2.0, 16),
+            )?,
+            flush_seconds: histogram(
+                &registry,
+                "keyledger_flush_seconds",
+                "Time of the writer's flush and fdatasync of one group",
+                exponential_buckets(0.0001, 2.0, 16),
+            )?,
+            group_appends: histogram(
+                &registry,
+                "keyledger_group_appends",
+                "Appends committed together in one group",
+                // 1 to 1024, the most one group takes.
+                exponential_buckets(1.0, 2.0, 11),
+            )?,
+            store_size: gauge(
+                &registry,
+                "keyledger_store_size_bytes",
+                "Size of the store's files on disk, as last measured",
+            )?,
             registry,
         })
     }
+}
+
+fn histogram(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    buckets: Result<Vec<f64>, prometheus::Error>,
+) -> Result<Histogram, MetricsError> {
+    let buckets = buckets.map_err(|e| MetricsError(e.to_string()))?;
+    let histogram = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+        .map_err(|e| MetricsError(e.to_string()))?;
+    registry
+        .register(Box::new(histogram.clone()))
+        .map_err(|e| MetricsError(e.to_string()))?;
+    Ok(histogram)
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> Result<IntCounter, MetricsError> {
@@ -102,10 +162,17 @@ mod tests {
         count(|m| m.corrupt_records.inc_by(0));
         count(|m| m.settle_timeouts.inc_by(0));
         count(|m| m.follower_lag.set(0));
+        count(|m| m.events_appended.inc_by(0));
+        count(|m| m.store_size.set(0));
         let text = render().unwrap();
         for name in [
             "keyledger_resolve_follower_lag_events",
             "keyledger_resolve_settle_timeouts_total",
+            "keyledger_events_appended_total",
+            "keyledger_store_size_bytes",
+            "keyledger_append_seconds_count",
+            "keyledger_flush_seconds_count",
+            "keyledger_group_appends_count",
         ] {
             assert!(text.contains(&format!("\n{name} ")), "{text}");
         }

@@ -64,6 +64,38 @@ impl MasterKey {
         let key: [u8; KEY_LEN] = bytes.try_into().map_err(|_| SealError::Malformed)?;
         Ok(DataKey(Redacted::new(key)))
     }
+
+    /// The key's public id: the first 16 bytes of an HMAC of a fixed label under the key. It
+    /// names which master key wrapped a stored key (so a rekey that stopped half-way knows what
+    /// is done) and can be printed and compared without revealing anything of the key.
+    pub fn id(&self) -> MasterKeyId {
+        let hash = KeyedHasher::new(&DataKey(self.0.clone())).hash(&[MASTER_KEY_ID_LABEL]);
+        let mut id = [0u8; MASTER_KEY_ID_LEN];
+        id.copy_from_slice(&hash[..MASTER_KEY_ID_LEN]);
+        MasterKeyId(id)
+    }
+}
+
+const MASTER_KEY_ID_LABEL: &[u8] = b"keyledger/master-key-id";
+/// Length of a [`MasterKeyId`].
+pub const MASTER_KEY_ID_LEN: usize = 16;
+
+/// Which master key wrapped a stored key ([`MasterKey::id`]); shown as 32 hex digits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MasterKeyId(pub [u8; MASTER_KEY_ID_LEN]);
+
+impl MasterKeyId {
+    /// Reads 32 hex digits, as [`Display`](std::fmt::Display) writes them.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let bytes = hex::decode(text).ok()?;
+        Some(Self(bytes.try_into().ok()?))
+    }
+}
+
+impl std::fmt::Display for MasterKeyId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
 }
 
 impl std::fmt::Debug for MasterKey {
@@ -147,6 +179,17 @@ mod tests {
                 .unwrap_key(&wrapped, b"cred_1")
                 .is_err()
         );
+    }
+
+    #[test]
+    fn the_id_names_the_key_and_nothing_else() {
+        let key = MasterKey::generate();
+        assert_eq!(key.id(), key.clone().id());
+        assert_ne!(key.id(), MasterKey::generate().id());
+        let text = key.id().to_string();
+        assert_eq!(text.len(), 32);
+        assert_eq!(MasterKeyId::from_hex(&text), Some(key.id()));
+        assert_eq!(MasterKeyId::from_hex("00"), None);
     }
 
     #[test]

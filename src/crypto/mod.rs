@@ -11,7 +11,9 @@ mod seal;
 mod token;
 
 pub use cursor::CursorMac;
-pub use keys::{DataKey, MasterKey, MasterKeyError, data_key_binding};
+pub use keys::{
+    DataKey, MASTER_KEY_ID_LEN, MasterKey, MasterKeyError, MasterKeyId, data_key_binding,
+};
 pub use redacted::Redacted;
 pub use seal::{SealError, open, seal};
 pub use token::{KeyedHasher, TokenHash, generate_token, token_prefix};

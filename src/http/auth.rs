@@ -181,3 +181,25 @@ impl FromRequest for Signup {
         ready(signup(req))
     }
 }
+
+/// The operator, with the admin token: what the operator's routes (`/v1/admin/…`) need.
+pub struct Operator;
+
+fn operator(req: &HttpRequest) -> Result<Operator, ApiError> {
+    match principal(req)? {
+        Principal::Operator => Ok(Operator),
+        Principal::Key { .. } => Err(ApiError::new(
+            ErrorCode::InsufficientScope,
+            "this operation needs the operator's admin token",
+        )),
+    }
+}
+
+impl FromRequest for Operator {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(operator(req))
+    }
+}

@@ -7,6 +7,7 @@
 //! and mints nothing.
 
 pub mod accounts;
+pub mod admin;
 pub mod auth;
 mod bodies;
 mod body;
@@ -77,5 +78,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(usage::configure)
     .configure(events::configure)
     .configure(health::configure)
+    .configure(admin::configure)
     .configure(openapi::configure);
 }

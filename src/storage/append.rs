@@ -97,8 +97,10 @@ impl Store {
     /// Appends events to one stream (and those of `also` to theirs), acknowledged once they are
     /// durable; answers every envelope appended, this stream's first.
     pub async fn append(&self, request: AppendRequest) -> Result<Vec<Envelope>, AppendError> {
-        self.submit(request)?
-            .await
+        let started = std::time::Instant::now();
+        let answer = self.submit(request)?.await;
+        crate::metrics::count(|m| m.append_seconds.observe(started.elapsed().as_secs_f64()));
+        answer
             .map_err(|_| StoreError::Closed)?
             .map_err(|e| match e {
                 // A stored row the append had to read (a stream's head) may be damaged.

@@ -52,6 +52,10 @@ pub enum StoreError {
         "the master key does not open this store (wrong key, or the store was keyed with another)"
     )]
     WrongMasterKey,
+    #[error(
+        "the master key does not open this store: the store is keyed with master key {store}, this key is {given} (was the store rekeyed with `keyledger rekey`?)"
+    )]
+    OtherMasterKey { store: String, given: String },
     #[error("a store key could not be sealed: {0}")]
     Seal(#[from] crate::crypto::SealError),
     #[error("the store is in use by another keyledger process (stop the server first)")]

@@ -5,7 +5,7 @@
 //!
 //! | prefix | key | value | kind |
 //! |---|---|---|---|
-//! | `m/` | `m/<name>` | meta: schema version, projection format, wrapped store keys, admin token hash | meta |
+//! | `m/` | `m/<name>` | meta: schema version, projection format, wrapped store keys (`m/<name>_key`), admin token hash, the master key's id after a rekey | meta |
 //! | `l/` | `l/<position u64>` | `hmac(32) ‖ envelope JSON` | the log |
 //! | `h/` | `h/<stream>` | head version `u64` | projection |
 //! | `s/` | `s/<stream> 0x00 <version u64>` | position `u64` | projection |
@@ -33,6 +33,12 @@ pub const PROJECTION_FORMAT: &[u8] = b"m/projections";
 pub const CHAIN_KEY: &[u8] = b"m/chain_key";
 pub const TOKEN_KEY: &[u8] = b"m/token_key";
 pub const ADMIN_TOKEN: &[u8] = b"m/admin_token";
+/// The id of the master key the store keys are wrapped by (`crypto::MasterKeyId`, 16 bytes):
+/// written by `keyledger rekey`, so that a refused key, the one it replaced, can be told from the
+/// key the store expects.
+pub const MASTER_KEY_ID: &[u8] = b"m/master_key_id";
+/// Every meta row, the wrapped store keys among them (`m/<name>_key`).
+pub const META: &[u8] = b"m/";
 
 pub const LOG: &[u8] = b"l/";
 /// Prefixes derived from the log: dropped and rewritten by a rebuild, compared by `verify`.

@@ -26,9 +26,12 @@
 //! | `rows.rs` | the rows a replay produces, held compactly, and their comparison with the live rows |
 //! | `verify.rs` | the hash chain, `verify` and `rebuild` |
 //! | `hooks.rs` | entry points for tests and benches only (`test-hooks` feature) |
+//! | `backup.rs` | export as NDJSON at one position, import into an empty directory |
+//! | `rekey.rs` | re-wrapping the key files and store keys under a new master key; who owns a key file |
 
 mod account_keys;
 mod append;
+mod backup;
 mod error;
 mod feed;
 mod files;
@@ -44,6 +47,7 @@ mod meta;
 mod open;
 mod projection;
 mod read;
+mod rekey;
 mod replay;
 mod rows;
 mod tail;
@@ -57,6 +61,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::Sender;
 
 pub use append::{AppendRequest, DataKeyChange, StreamAppend};
+pub use backup::{BackupError, EXPORT_FORMAT, ExportReport, ImportReport, import};
 pub use error::{AppendError, StoreError, UniqueIndex};
 pub use feed::{Feed, FeedPage};
 pub use files::private_umask;
@@ -71,6 +76,7 @@ use keyring::Keyring;
 pub use open::{Durability, STORE_SCHEMA_VERSION, require_store};
 pub use projection::{FORMAT_VERSION as PROJECTION_FORMAT_VERSION, StoredAggregate};
 pub use read::Index;
+pub use rekey::RekeyReport;
 pub use tail::LogPage;
 pub use verify::VerifyReport;
 use writer::Job;

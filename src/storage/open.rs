@@ -15,7 +15,7 @@ use super::keyring::Keyring;
 use super::read::ReadOnly;
 use super::writer::Writer;
 use super::{Inner, Store, StoreError, files, idempotency, keys, projection, verify};
-use crate::crypto::{DataKey, KeyedHasher, MasterKey};
+use crate::crypto::{DataKey, KeyedHasher, MASTER_KEY_ID_LEN, MasterKey, MasterKeyId};
 use crate::domain::credential::Credential;
 use crate::es::{Aggregate, StreamId};
 
@@ -23,7 +23,7 @@ use crate::es::{Aggregate, StreamId};
 /// confused with an event's payload schema (`es::current_schema`).
 pub const STORE_SCHEMA_VERSION: u32 = 1;
 
-const CHAIN_KEY_AD: &[u8] = b"keyledger/store/chain-key";
+pub(super) const CHAIN_KEY_AD: &[u8] = b"keyledger/store/chain-key";
 const TOKEN_KEY_AD: &[u8] = b"keyledger/store/token-key";
 
 /// How durable an acknowledged append is.
@@ -112,7 +112,7 @@ fn open(
     if sync_file.is_some() && head.read()?.is_none_or(|(recorded, _)| recorded < position) {
         head.write(position, &last_hash)?;
     }
-    let keyring = Arc::new(Keyring::open(dir)?);
+    let keyring = Arc::new(Keyring::open(dir, master.id())?);
     destroy_orphan_keys(&tree, &keyring)?;
     // sled made its files with the process umask; stores of older builds have open modes.
     files::restrict(dir)?;
@@ -234,13 +234,31 @@ fn init_or_check(tree: &sled::Tree, master: &MasterKey) -> Result<(DataKey, Data
                 })?;
                 master
                     .unwrap_key(&wrapped, ad)
-                    .map_err(|_| StoreError::WrongMasterKey)
+                    .map_err(|_| wrong_master_key(tree, master))
             };
             Ok((
                 unwrap(keys::CHAIN_KEY, CHAIN_KEY_AD)?,
                 unwrap(keys::TOKEN_KEY, TOKEN_KEY_AD)?,
             ))
         }
+    }
+}
+
+/// The refusal of a master key that does not open the store: naming the key the store records
+/// (`m/master_key_id`, written by new stores and by `keyledger rekey`) when it records another.
+pub(super) fn wrong_master_key(tree: &sled::Tree, master: &MasterKey) -> StoreError {
+    let recorded = tree
+        .get(keys::MASTER_KEY_ID)
+        .ok()
+        .flatten()
+        .and_then(|raw| <[u8; MASTER_KEY_ID_LEN]>::try_from(raw.as_ref()).ok())
+        .map(MasterKeyId);
+    match recorded {
+        Some(store) if store != master.id() => StoreError::OtherMasterKey {
+            store: store.to_string(),
+            given: master.id().to_string(),
+        },
+        _ => StoreError::WrongMasterKey,
     }
 }
 
@@ -281,8 +299,16 @@ fn destroy_orphan_keys(tree: &sled::Tree, keyring: &Keyring) -> Result<(), Store
     keyring.destroy_unfinished()?;
     for record in keyring.records()? {
         let stream = StreamId::new(Credential::KIND, &record);
-        let live = projection::load::<Credential>(&ReadOnly(tree), stream.as_str())?
-            .is_some_and(|stored| !stored.state.is_revoked());
+        let live = match projection::load::<Credential>(&ReadOnly(tree), stream.as_str()) {
+            Ok(stored) => stored.is_some_and(|stored| !stored.state.is_revoked()),
+            // A row that does not decode is damage for the check on start (and `verify`) to
+            // report by name; it is no reason to destroy a key, nor to refuse to open.
+            Err(error) if error.is_damage() => {
+                tracing::warn!(%error, record, "kept a data key whose record does not read");
+                true
+            }
+            Err(error) => return Err(error),
+        };
         if !live {
             keyring.destroy(&record)?;
         }

@@ -1,14 +1,17 @@
 //! Reading the log back: the keyed hash chain, the tail the writer resumes from, and the two
 //! commands built on a replay (`replay.rs`): `verify` compares the live projections with the
-//! replayed rows and checks every live credential's data key against the key files; `rebuild`
+//! replayed rows and checks every live credential's data key, and every other key file, against
+//! the master key; `rebuild`
 //! writes where the two differ. Both run on the writer thread between groups, so nothing is
 //! appended while they look.
 
+use std::collections::HashSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
 
-use super::keyring::Keyring;
+use super::keyring::{KeyFile, Keyring};
 use super::projection::FORMAT_VERSION;
+use super::rekey::Owners;
 use super::replay::{PROGRESS_EVERY, Replay};
 use super::rows::{self, Differences, ReplayRows};
 use super::{Store, StoreError, keys};
@@ -62,7 +65,7 @@ pub fn report(
     };
     let projection_rows = replay_and_compare(tree, chain, &mut replay, &mut found)?;
     let started = Instant::now();
-    let (checked, problems) = check_data_keys(&replay.rows, keyring, master)?;
+    let (checked, problems) = check_data_keys(tree, &replay.rows, keyring, master)?;
     if started.elapsed() >= PROGRESS_EVERY {
         tracing::info!(
             live_credentials = checked,
@@ -166,15 +169,21 @@ impl Differences for Listed {
     }
 }
 
-/// Every credential that is not revoked needs its data key: present under `keys/`, and opening
-/// with the master key under its binding. Answers how many were checked and what is wrong.
+/// Every credential that is not revoked needs the data key of its current secret version
+/// (record `<byok_id>` for version 1, `<byok_id>_v<N>` after): present under `keys/`, and opening
+/// with the master key under its binding. Then every other key file (other versions, other kinds
+/// of record) must read, be wrapped by this store's master key when it names one, and open under
+/// its binding, the account taken from the file or from its record's row. Answers how many live
+/// credentials were checked and what is wrong, each problem naming its key file.
 fn check_data_keys(
+    tree: &sled::Tree,
     rows: &ReplayRows,
     keyring: &Keyring,
     master: &MasterKey,
 ) -> Result<(usize, Vec<String>), StoreError> {
     let mut checked = 0;
     let mut problems = Vec::new();
+    let mut current = HashSet::new();
     rows.for_each_aggregate::<Credential>(Credential::KIND, |stored| {
         let credential = &stored.state;
         if credential.is_revoked() {
@@ -182,24 +191,71 @@ fn check_data_keys(
         }
         checked += 1;
         let id = credential.byok_id.as_str();
-        let binding = data_key_binding(credential.account_id.as_str(), id);
-        match keyring.get(id) {
+        let record = if credential.secret_version <= 1 {
+            id.to_owned()
+        } else {
+            format!("{id}_v{}", credential.secret_version)
+        };
+        let binding = data_key_binding(credential.account_id.as_str(), &record);
+        match keyring.get_file(&record) {
             Ok(None) => problems.push(format!(
-                "live credential {id} has no data key: keys/{id} is missing"
+                "live credential {id} has no data key: keys/{record} is missing"
             )),
-            Ok(Some(wrapped)) => {
-                if master.unwrap_key(&wrapped, &binding).is_err() {
+            Ok(Some(file)) => {
+                if let Some(problem) = other_master(&record, &file, master) {
+                    problems.push(problem);
+                } else if master.unwrap_key(&file.wrapped, &binding).is_err() {
                     problems.push(format!(
-                        "the data key of live credential {id} (keys/{id}) does not open with the master key"
+                        "the data key of live credential {id} (keys/{record}) does not open with the master key"
                     ));
                 }
             }
             Err(error) => problems.push(format!(
-                "the data key of live credential {id} (keys/{id}) cannot be read: {error}"
+                "the data key of live credential {id} (keys/{record}) cannot be read: {error}"
             )),
         }
+        current.insert(record);
     })?;
+    let owners = Owners::read(tree)?;
+    for record in keyring.records()? {
+        if current.contains(&record) {
+            continue;
+        }
+        let file = match keyring.get_file(&record) {
+            Ok(Some(file)) => file,
+            Ok(None) => continue,
+            Err(error) => {
+                problems.push(format!("keys/{record} cannot be read: {error}"));
+                continue;
+            }
+        };
+        if let Some(problem) = other_master(&record, &file, master) {
+            problems.push(problem);
+            continue;
+        }
+        match owners.account(&record, &file) {
+            Err(error) => problems.push(error.to_string()),
+            Ok(account) => {
+                let binding = data_key_binding(&account, &record);
+                if master.unwrap_key(&file.wrapped, &binding).is_err() {
+                    problems.push(format!(
+                        "the data key keys/{record} does not open with the master key"
+                    ));
+                }
+            }
+        }
+    }
     Ok((checked, problems))
+}
+
+/// A key file that names another master key than the store's: what a rekey that stopped
+/// part-way leaves.
+fn other_master(record: &str, file: &KeyFile, master: &MasterKey) -> Option<String> {
+    let store = master.id();
+    let other = file.master.filter(|m| *m != store)?;
+    Some(format!(
+        "keys/{record} is wrapped by master key {other}, the store by {store}: run `keyledger rekey` again to finish"
+    ))
 }
 
 /// Replays the log with the chain check (a broken chain changes nothing), then makes the live

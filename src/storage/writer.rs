@@ -12,6 +12,7 @@
 
 use std::fs::File;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use crossbeam_channel::Receiver;
@@ -25,9 +26,13 @@ use super::projection::{ProjectionError, project, project_decoded};
 use super::{AppendError, DataKeyChange, StoreError, keys, verify};
 use crate::crypto::KeyedHasher;
 use crate::es::{Envelope, EventMeta, ExpectedVersion, NewEvent, StreamId};
+use crate::metrics;
 
 /// Most appends committed in one group; bounds the batch size and the latency of the last one.
 const MAX_GROUP: usize = 1024;
+
+/// How often the writer measures the store's size for `/metrics`.
+const SIZE_EVERY: Duration = Duration::from_secs(5);
 
 /// Room for a log value beside its payload: the hash and the envelope's other fields.
 const LOG_VALUE_HEAD: usize = 32 + 320;
@@ -71,6 +76,8 @@ pub struct Writer {
 impl Writer {
     pub fn run(mut self, jobs: Receiver<Job>) {
         let mut aggregates = AggregateCache::new(AggregateCache::BUDGET);
+        let mut measured = None;
+        self.measure(&mut measured);
         while let Ok(first) = jobs.recv() {
             let mut group = Vec::new();
             let mut rows = Vec::new();
@@ -96,6 +103,7 @@ impl Writer {
                 }
             }
             self.commit(group, rows, &mut aggregates);
+            self.measure(&mut measured);
         }
         if let Err(error) = self.db.flush() {
             tracing::error!(%error, "final flush of the store failed");
@@ -170,6 +178,13 @@ impl Writer {
             if position != self.position {
                 new_head = Some((position, hash));
             }
+            let (events, appends) = (position - self.position, outcomes.len());
+            metrics::count(|m| {
+                m.events_appended.inc_by(events);
+                if appends > 0 {
+                    m.group_appends.observe(appends as f64);
+                }
+            });
             self.position = position;
             self.last_hash = hash;
             self.durable.send_replace(position);
@@ -324,10 +339,27 @@ impl Writer {
 
     fn sync(&self) -> Result<(), StoreError> {
         if let Some(file) = &self.sync_file {
+            let started = Instant::now();
             self.db.flush()?;
             file.sync_data()?;
+            metrics::count(|m| m.flush_seconds.observe(started.elapsed().as_secs_f64()));
         }
         Ok(())
+    }
+
+    /// Measures the store's files for `keyledger_store_size_bytes`, at most every
+    /// [`SIZE_EVERY`]: sled sums its files' sizes, too slow for every group.
+    fn measure(&self, last: &mut Option<Instant>) {
+        if last.is_some_and(|at| at.elapsed() < SIZE_EVERY) {
+            return;
+        }
+        *last = Some(Instant::now());
+        match self.db.size_on_disk() {
+            Ok(bytes) => {
+                metrics::count(|m| m.store_size.set(i64::try_from(bytes).unwrap_or(i64::MAX)))
+            }
+            Err(error) => tracing::debug!(%error, "could not measure the store's size"),
+        }
     }
 
     fn reload_tail(&mut self) {

@@ -22,6 +22,7 @@ mod key_streams;
 mod keys;
 mod names;
 mod openapi;
+mod ops;
 mod outbound;
 mod protocol;
 mod readiness;
