@@ -21,6 +21,7 @@ use crate::service::idempotency::Idempotency;
 use crate::service::ids::Ids;
 use crate::service::policy::Policies;
 use crate::service::resolve::Resolver;
+use crate::service::rotation::Sweeper;
 use crate::service::usage::Usage;
 use crate::storage::{Store, StoreError};
 
@@ -65,6 +66,8 @@ pub struct Application {
     handle_signals: bool,
     store: Store,
     resolver: Resolver,
+    /// Retires expired stages and closed rollback windows (docs/rotation.md).
+    sweeper: Sweeper,
     /// The admin token generated on this start, to be printed once.
     pub generated_admin_token: Option<Redacted<String>>,
 }
@@ -106,6 +109,18 @@ impl Application {
         let ids = Arc::new(Ids::new(clock.clone()));
         // Replays the log before the server listens, then follows it (docs/routing.md).
         let resolver = Resolver::start(store.clone(), settings.master_key.clone(), clock.clone())?;
+        // Retires what expired while the server was down, then keeps doing so on a timer.
+        let sweeper = Sweeper::start(
+            Credentials::new(
+                store.clone(),
+                settings.master_key.clone(),
+                clock.clone(),
+                ids.clone(),
+            )
+            .with_rotation(settings.rotation),
+            resolver.clone(),
+            closing.subscribe(),
+        )?;
         let state = web::Data::new(AppState {
             accounts: Accounts::new(store.clone(), admin_hash, clock.clone(), ids.clone()),
             credentials: Credentials::new(
@@ -114,7 +129,8 @@ impl Application {
                 clock.clone(),
                 ids.clone(),
             )
-            .with_outbound(crate::outbound::Outbound::new(settings.outbound.clone())?),
+            .with_outbound(crate::outbound::Outbound::new(settings.outbound.clone())?)
+            .with_rotation(settings.rotation),
             events: Events::new(store.clone(), closing.subscribe()),
             policies: Policies::new(store.clone(), clock.clone()),
             idempotency: Idempotency::new(store.clone(), clock.clone()),
@@ -164,6 +180,7 @@ impl Application {
             server,
             store,
             resolver,
+            sweeper,
             handle_signals,
             generated_admin_token,
         })
@@ -197,6 +214,8 @@ impl Application {
             });
         }
         let served = self.server.await;
+        self.shutdown.closing.send_replace(true);
+        self.sweeper.join();
         self.store.shutdown();
         self.resolver.join();
         served

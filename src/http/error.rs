@@ -51,6 +51,11 @@ pub enum ErrorCode {
     InternalError,
     // Resolve.
     NoUsableCredential,
+    // Rotation.
+    StageUnknown,
+    StageExpired,
+    StageProbeFailed,
+    RollbackUnavailable,
 }
 
 impl ErrorCode {
@@ -139,6 +144,13 @@ impl ErrorCode {
                 InvalidRequestError,
                 StatusCode::UNPROCESSABLE_ENTITY,
             ),
+            // Rotation.
+            Self::StageUnknown => ("stage_unknown", ConflictError, StatusCode::CONFLICT),
+            Self::StageExpired => ("stage_expired", ConflictError, StatusCode::CONFLICT),
+            Self::StageProbeFailed => ("stage_probe_failed", ConflictError, StatusCode::CONFLICT),
+            Self::RollbackUnavailable => {
+                ("rollback_unavailable", ConflictError, StatusCode::CONFLICT)
+            }
         }
     }
 }
@@ -243,6 +255,16 @@ impl From<ServiceError> for ApiError {
                 format!("{other} already exists"),
             ),
             e @ ServiceError::Revoked => ApiError::new(ErrorCode::CredentialRevoked, e.to_string()),
+            ServiceError::Rotation(e) => {
+                use crate::domain::credential::CredentialError as R;
+                let code = match e {
+                    R::StageExpired => ErrorCode::StageExpired,
+                    R::StageProbeFailed => ErrorCode::StageProbeFailed,
+                    R::NothingToRollBack => ErrorCode::RollbackUnavailable,
+                    _ => ErrorCode::StageUnknown,
+                };
+                ApiError::new(code, e.to_string())
+            }
             e @ ServiceError::VersionConflict { .. } => {
                 ApiError::new(ErrorCode::VersionConflict, e.to_string())
             }

@@ -16,7 +16,7 @@ use super::read::ReadOnly;
 use super::writer::Writer;
 use super::{Inner, Store, StoreError, files, idempotency, keys, projection, verify};
 use crate::crypto::{DataKey, KeyedHasher, MasterKey};
-use crate::domain::credential::Credential;
+use crate::domain::credential::{self, Credential};
 use crate::es::{Aggregate, StreamId};
 
 /// The on-disk store schema (the layout of `keys.rs`) this build reads and writes. Not to be
@@ -276,13 +276,20 @@ fn settle_projection_format(tree: &sled::Tree, chain: &KeyedHasher) -> Result<()
 
 /// Destroys keys left without a live credential by a crash between a key's file and its event
 /// (a key file never renamed into place, a registration that never became durable, or a
-/// revocation whose key outlived it).
+/// revocation or retirement whose key outlived it).
 fn destroy_orphan_keys(tree: &sled::Tree, keyring: &Keyring) -> Result<(), StoreError> {
     keyring.destroy_unfinished()?;
     for record in keyring.records()? {
-        let stream = StreamId::new(Credential::KIND, &record);
-        let live = projection::load::<Credential>(&ReadOnly(tree), stream.as_str())?
-            .is_some_and(|stored| !stored.state.is_revoked());
+        // A record is `<byok_id>` (secret version 1) or `<byok_id>_v<N>`: live while that
+        // version is the credential's current, previous or staged one.
+        let live = match credential::key_record_owner(&record) {
+            Some((byok_id, version)) => {
+                let stream = StreamId::new(Credential::KIND, byok_id.as_str());
+                projection::load::<Credential>(&ReadOnly(tree), stream.as_str())?
+                    .is_some_and(|stored| stored.state.live_secret_versions().contains(&version))
+            }
+            None => false,
+        };
         if !live {
             keyring.destroy(&record)?;
         }
