@@ -33,8 +33,76 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// The rotation operations and the schemas they use.
 #[derive(OpenApi)]
-#[openapi(paths(rotate, stage, commit, rollback))]
+#[openapi(
+    paths(rotate, stage, commit, rollback),
+    components(schemas(RotatedEventData, RotationStagedEventData, SecretRetiredEventData))
+)]
 pub struct RotationApi;
+
+/// How a rotation happened (`byok.rotated`'s `method`).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum RotationMethodView {
+    InPlace,
+    Staged,
+    Rollback,
+}
+
+/// The `data` of a `byok.rotated` event as feeds and webhooks show it (without
+/// `sealed_secret`, a private field).
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"byok_id": "byok_01JD5Q3M8X2Y4Z6A7B8C9D0E1H", "method": "staged",
+    "secret_version": 2, "previous_version": 1, "secret_hint": "QRST",
+    "stage_id": "stage_01JD5Q3M8X2Y4Z6A7B8C9D0E1J", "rollback_until": "2026-11-30T10:00:00Z",
+    "rotated_at": "2026-11-23T10:00:00Z"}))]
+#[allow(dead_code)]
+pub struct RotatedEventData {
+    pub byok_id: String,
+    pub method: RotationMethodView,
+    /// The version now current.
+    pub secret_version: u32,
+    /// The version current before.
+    pub previous_version: u32,
+    pub secret_hint: String,
+    /// The stage committed (`staged` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage_id: Option<String>,
+    /// Until when `previous_version` can be rolled back to (absent for `rollback`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollback_until: Option<DateTime<Utc>>,
+    pub rotated_at: DateTime<Utc>,
+}
+
+/// The `data` of a `byok.rotation_staged` event as feeds and webhooks show it (without
+/// `sealed_secret`).
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"byok_id": "byok_01JD5Q3M8X2Y4Z6A7B8C9D0E1H",
+    "stage_id": "stage_01JD5Q3M8X2Y4Z6A7B8C9D0E1J", "secret_version": 2, "secret_hint": "QRST",
+    "probe_result": {"ok": true, "latency_ms": 143, "secret_version": 2,
+    "tested_at": "2026-11-23T10:00:00Z"}, "expires_at": "2026-11-24T10:00:00Z",
+    "staged_at": "2026-11-23T10:00:00Z"}))]
+#[allow(dead_code)]
+pub struct RotationStagedEventData {
+    pub byok_id: String,
+    pub stage_id: String,
+    pub secret_version: u32,
+    pub secret_hint: String,
+    pub probe_result: TestResultView,
+    pub expires_at: DateTime<Utc>,
+    pub staged_at: DateTime<Utc>,
+}
+
+/// The `data` of a `byok.secret_retired` event: the version's data key is destroyed.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"byok_id": "byok_01JD5Q3M8X2Y4Z6A7B8C9D0E1H", "secret_version": 1,
+    "retired_at": "2026-11-30T10:00:00Z"}))]
+#[allow(dead_code)]
+pub struct SecretRetiredEventData {
+    pub byok_id: String,
+    pub secret_version: u32,
+    pub retired_at: DateTime<Utc>,
+}
 
 /// The new secret: the provider's secret fields only (its settings stay; change them with
 /// update), checked as register checks them.
@@ -288,4 +356,87 @@ pub async fn rollback(request: RotationRequest<KeyOnlyBody>) -> Result<HttpRespo
             .await?)
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use serde_json::Value;
+    use utoipa::PartialSchema;
+
+    use super::*;
+
+    fn properties(
+        schema: utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+    ) -> BTreeSet<String> {
+        let value = serde_json::to_value(schema).unwrap();
+        value["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// Every field of the stored payloads but the private ones, and nothing else.
+    fn payload_fields(event_type: &str) -> BTreeSet<String> {
+        use crate::domain::credential::{
+            Rotated, RotationMethod, RotationStaged, SecretRetired, TestResult,
+        };
+        let at = DateTime::<Utc>::UNIX_EPOCH;
+        let id = crate::domain::CredentialId::from_ulid(1);
+        let stage_id = crate::domain::StageId::from_ulid(2);
+        let data: Value = match event_type {
+            "byok.rotated" => serde_json::to_value(Rotated {
+                byok_id: id,
+                method: RotationMethod::Staged,
+                secret_version: 2,
+                previous_version: 1,
+                secret_hint: String::new(),
+                stage_id: Some(stage_id),
+                sealed_secret: Some(String::new()),
+                rollback_until: Some(at),
+                rotated_at: at,
+            }),
+            "byok.rotation_staged" => serde_json::to_value(RotationStaged {
+                byok_id: id,
+                stage_id,
+                secret_version: 2,
+                secret_hint: String::new(),
+                sealed_secret: String::new(),
+                probe_result: TestResult::new(Ok(()), 1, 2, at),
+                expires_at: at,
+                staged_at: at,
+            }),
+            _ => serde_json::to_value(SecretRetired {
+                byok_id: id,
+                secret_version: 1,
+                retired_at: at,
+            }),
+        }
+        .unwrap();
+        data.as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| !crate::domain::PRIVATE_FIELDS.contains(&k.as_str()))
+            .cloned()
+            .collect()
+    }
+
+    #[test]
+    fn the_event_schemas_show_every_public_field_of_their_payloads() {
+        assert_eq!(
+            properties(RotatedEventData::schema()),
+            payload_fields("byok.rotated")
+        );
+        assert_eq!(
+            properties(RotationStagedEventData::schema()),
+            payload_fields("byok.rotation_staged")
+        );
+        assert_eq!(
+            properties(SecretRetiredEventData::schema()),
+            payload_fields("byok.secret_retired")
+        );
+    }
 }
