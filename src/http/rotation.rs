@@ -42,6 +42,7 @@ pub struct RotationApi;
 /// How a rotation happened (`byok.rotated`'s `method`).
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = RotationMethod)]
 #[allow(dead_code)]
 pub enum RotationMethodView {
     InPlace,
@@ -108,7 +109,7 @@ pub struct SecretRetiredEventData {
 /// update), checked as register checks them.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"credentials": {"api_key": "sk-proj-new-0123456789abcdefQRST"}}))]
+#[schema(as = ByokRotate, example = json!({"credentials": {"api_key": "sk-proj-new-0123456789abcdefQRST"}}))]
 pub struct RotateBody {
     /// The provider's secret fields (`api_key`; Bedrock's `access_key`, `secret_key` and
     /// `session_token`; Vertex's `service_account_json`…). Sealed, never shown again.
@@ -130,7 +131,7 @@ impl From<RotateBody> for RotateSecret {
 /// Which stage to promote.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"stage_id": "stage_01JD5Q3M8X2Y4Z6A7B8C9D0E1J", "force": false}))]
+#[schema(as = ByokRotateCommit, example = json!({"stage_id": "stage_01JD5Q3M8X2Y4Z6A7B8C9D0E1J", "force": false}))]
 pub struct CommitBody {
     /// The `stage_id` `rotate/stage` answered.
     pub stage_id: String,
@@ -141,7 +142,7 @@ pub struct CommitBody {
 
 /// A candidate secret waiting for `rotate/commit`: never its ciphertext.
 #[derive(Serialize, ToSchema)]
-#[schema(example = json!({"stage_id": "stage_01JD5Q3M8X2Y4Z6A7B8C9D0E1J", "secret_version": 2,
+#[schema(as = PendingRotation, example = json!({"stage_id": "stage_01JD5Q3M8X2Y4Z6A7B8C9D0E1J", "secret_version": 2,
     "secret_hint": "QRST", "probe_result": {"ok": true, "latency_ms": 143, "secret_version": 2,
     "tested_at": "2026-11-23T10:00:00Z"}, "expires_at": "2026-11-24T10:00:00Z",
     "staged_at": "2026-11-23T10:00:00Z"}))]
@@ -173,7 +174,7 @@ impl From<Stage> for PendingRotationView {
 /// The secret the last rotation replaced, restorable by `rotate/rollback` until
 /// `rollback_until`; after that its data key is destroyed.
 #[derive(Serialize, ToSchema)]
-#[schema(example = json!({"secret_version": 1, "secret_hint": "x9Qz",
+#[schema(as = PreviousSecret, example = json!({"secret_version": 1, "secret_hint": "x9Qz",
     "rollback_until": "2026-11-30T10:00:00Z"}))]
 pub struct PreviousSecretView {
     pub secret_version: u32,
@@ -193,7 +194,7 @@ impl From<PreviousSecret> for PreviousSecretView {
 
 /// What `rotate/stage` answers: the stage, and the credential's revision after it.
 #[derive(Serialize, ToSchema)]
-#[schema(example = json!({"byok_id": "byok_01JD5Q3M8X2Y4Z6A7B8C9D0E1H",
+#[schema(as = ByokStage, example = json!({"byok_id": "byok_01JD5Q3M8X2Y4Z6A7B8C9D0E1H",
     "stage_id": "stage_01JD5Q3M8X2Y4Z6A7B8C9D0E1J", "secret_version": 2, "secret_hint": "QRST",
     "probe_result": {"ok": true, "latency_ms": 143, "secret_version": 2,
     "tested_at": "2026-11-23T10:00:00Z"}, "expires_at": "2026-11-24T10:00:00Z",
