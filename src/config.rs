@@ -10,6 +10,7 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 
 use crate::crypto::{MasterKey, MasterKeyError, Redacted};
 use crate::outbound::OutboundSettings;
+use crate::service::rotation::RotationSettings;
 use crate::storage::Durability;
 
 #[derive(Parser, Debug)]
@@ -125,6 +126,14 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(u64).range(1..=120)
     )]
     pub probe_timeout: u64,
+    /// How long a staged rotation can be committed (`rotate/stage`): seconds, or a number with
+    /// `s`, `m`, `h` or `d` (`30m`, `24h`). Past it the stage is retired and its key destroyed.
+    #[arg(long, env = "KEYLEDGER_STAGE_TTL", value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
+    pub stage_ttl: Duration,
+    /// How long a replaced secret can be rolled back to (`rotate/rollback`), as `--stage-ttl`
+    /// takes it. Past it the old version's data key is destroyed.
+    #[arg(long, env = "KEYLEDGER_ROLLBACK_WINDOW", value_name = "DURATION", default_value = "7d", value_parser = parse_duration)]
+    pub rollback_window: Duration,
     /// Acknowledge writes before they are durable. Only for showing that the crash test catches
     /// lost writes; never for real data.
     #[arg(long, env = "KEYLEDGER_UNSAFE_NO_SYNC", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new(), hide = true)]
@@ -170,6 +179,8 @@ pub struct Settings {
     pub body_timeout: Duration,
     /// The outbound client's policy, time limits and per-provider base URLs.
     pub outbound: OutboundSettings,
+    /// Stage TTL, rollback window and the sweep's interval (docs/rotation.md).
+    pub rotation: RotationSettings,
     /// HTTP worker threads; `None` for one per core.
     pub workers: Option<usize>,
     /// Stop gracefully on SIGTERM / SIGINT. Always on in a build without `test-hooks`; in-process
@@ -211,6 +222,11 @@ impl Settings {
                 args.allow_private_urls || key_source == KeySource::Development,
                 args.probe_timeout,
             )?,
+            rotation: RotationSettings {
+                stage_ttl: args.stage_ttl,
+                rollback_window: args.rollback_window,
+                ..RotationSettings::default()
+            },
             workers: None,
             #[cfg(feature = "test-hooks")]
             handle_signals: true,
@@ -218,6 +234,35 @@ impl Settings {
             hold_follower: None,
         })
     }
+}
+
+/// A duration as the flags take it: whole seconds, or a whole number with the unit `s`, `m`,
+/// `h` or `d`; at least one second, at most ten years.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "{text:?}: use seconds, or a number with s, m, h or d"
+            ));
+        }
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?}: use seconds, or a number with s, m, h or d"))?;
+    let secs = n.saturating_mul(scale);
+    if secs == 0 || secs > 10 * 365 * 86_400 {
+        return Err(format!("{text:?}: between one second and ten years"));
+    }
+    Ok(Duration::from_secs(secs))
 }
 
 /// The outbound settings: the flags, and the base URLs of `KEYLEDGER_<PROVIDER>_BASE_URL` and

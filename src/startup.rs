@@ -21,6 +21,7 @@ use crate::service::idempotency::Idempotency;
 use crate::service::ids::Ids;
 use crate::service::policy::Policies;
 use crate::service::resolve::Resolver;
+use crate::service::rotation::Sweeper;
 use crate::service::usage::Usage;
 use crate::storage::{Store, StoreError};
 
@@ -65,6 +66,8 @@ pub struct Application {
     handle_signals: bool,
     store: Store,
     resolver: Resolver,
+    /// Retires expired stages and closed rollback windows (docs/rotation.md).
+    sweeper: Sweeper,
     /// The admin token generated on this start, to be printed once.
     pub generated_admin_token: Option<Redacted<String>>,
 }
@@ -115,6 +118,19 @@ impl Application {
             clock.clone(),
             hold,
         )?;
+        // Retires what expired while the server was down, once the follower has caught up, then
+        // keeps doing so on a timer.
+        let sweeper = Sweeper::start(
+            Credentials::new(
+                store.clone(),
+                settings.master_key.clone(),
+                clock.clone(),
+                ids.clone(),
+            )
+            .with_rotation(settings.rotation),
+            resolver.clone(),
+            closing.subscribe(),
+        )?;
         let state = web::Data::new(AppState {
             accounts: Accounts::new(store.clone(), admin_hash, clock.clone(), ids.clone())
                 .with_gateways(resolver.clone()),
@@ -124,7 +140,8 @@ impl Application {
                 clock.clone(),
                 ids.clone(),
             )
-            .with_outbound(crate::outbound::Outbound::new(settings.outbound.clone())?),
+            .with_outbound(crate::outbound::Outbound::new(settings.outbound.clone())?)
+            .with_rotation(settings.rotation),
             events: Events::new(store.clone(), closing.subscribe()),
             policies: Policies::new(store.clone(), clock.clone()),
             idempotency: Idempotency::new(store.clone(), clock.clone()),
@@ -174,6 +191,7 @@ impl Application {
             server,
             store,
             resolver,
+            sweeper,
             handle_signals,
             generated_admin_token,
         })
@@ -189,10 +207,11 @@ impl Application {
         self.shutdown.clone()
     }
 
-    /// Whether resolve's follower has caught up with the log (tests wait for it after a start).
+    /// Whether resolve's follower has caught up with the log and the rotation sweep has made
+    /// its first pass (tests wait for both after a start).
     #[cfg(feature = "test-hooks")]
     pub fn is_caught_up(&self) -> bool {
-        self.resolver.is_caught_up()
+        self.resolver.is_caught_up() && self.sweeper.has_swept()
     }
 
     /// The store the server runs on, for tests that look beneath the API.
@@ -213,6 +232,8 @@ impl Application {
             });
         }
         let served = self.server.await;
+        self.shutdown.closing.send_replace(true);
+        self.sweeper.join();
         self.store.shutdown();
         self.resolver.join();
         served

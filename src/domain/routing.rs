@@ -428,6 +428,11 @@ impl Routes {
         self.credentials.get(byok_id)
     }
 
+    /// Every credential, in no order.
+    pub fn all(&self) -> impl Iterator<Item = &Credential> {
+        self.credentials.values()
+    }
+
     pub fn len(&self) -> usize {
         self.credentials.len()
     }

@@ -19,6 +19,7 @@ use super::bodies;
 use super::error::{ApiError, AuthErrors, BadRequest, BodyErrors, Conflict, ErrorCode, NotFound};
 use super::idempotency::{IdempotencyHeader, KeyOnlyBody, KeyScope, idempotent};
 use super::json::Json;
+use super::rotation::{PendingRotationView, PreviousSecretView};
 use super::usage::{QuotaExceededView, QuotaView};
 use super::views::{BindingView, CredentialStateView, ProviderInfo, provider_infos};
 use crate::domain::credential::{
@@ -461,6 +462,12 @@ pub struct ByokConfig {
     // Probes.
     /// The last probe (`POST /v1/byok/test/{id}`, or `test: true` on register), or null.
     pub last_test: Option<TestResultView>,
+    // Rotation (`rotation.rs`).
+    /// The candidate `POST /v1/byok/rotate/stage/{id}` stored, until committed, replaced or
+    /// expired; or null.
+    pub pending_rotation: Option<PendingRotationView>,
+    /// The secret the last rotation replaced, restorable until `rollback_until`; or null.
+    pub previous_secret: Option<PreviousSecretView>,
 }
 
 impl From<Versioned> for ByokConfig {
@@ -492,6 +499,9 @@ impl From<Versioned> for ByokConfig {
             quota,
             quota_exceeded,
             last_test,
+            pending_rotation,
+            previous_secret,
+            latest_secret_version: _,
         } = v.credential;
         Self {
             byok_id: byok_id.into(),
@@ -517,6 +527,8 @@ impl From<Versioned> for ByokConfig {
             quota: quota.map(QuotaView::from),
             quota_exceeded: quota_exceeded.map(QuotaExceededView::from),
             last_test: last_test.map(TestResultView::from),
+            pending_rotation: pending_rotation.map(PendingRotationView::from),
+            previous_secret: previous_secret.map(PreviousSecretView::from),
         }
     }
 }
@@ -819,7 +831,7 @@ enum Change {
 
 /// What a lifecycle route takes, extracted in this order: the caller first, then the path, the
 /// `If-Match` header and the body (nothing but an optional `idempotency_key`).
-type LifecycleRequest = (
+pub(super) type LifecycleRequest = (
     HttpRequest,
     web::Data<AppState>,
     Authed<Write>,
@@ -1120,7 +1132,7 @@ mod tests {
     #[test]
     fn the_config_schema_shows_every_field_of_the_credential_but_its_account_and_ciphertext() {
         let domain = keys(&serde_json::to_value(credential()).unwrap());
-        let hidden = ["account_id", "sealed_secret"];
+        let hidden = ["account_id", "sealed_secret", "latest_secret_version"];
         let edge_only = ["revision", "version"];
         let expected: BTreeSet<String> = domain
             .into_iter()

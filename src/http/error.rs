@@ -52,6 +52,11 @@ pub enum ErrorCode {
     // Resolve.
     NoUsableCredential,
     CatchingUp,
+    // Rotation.
+    StageUnknown,
+    StageExpired,
+    StageProbeFailed,
+    RollbackUnavailable,
 }
 
 impl ErrorCode {
@@ -141,6 +146,13 @@ impl ErrorCode {
                 StatusCode::UNPROCESSABLE_ENTITY,
             ),
             Self::CatchingUp => ("catching_up", ApiError, StatusCode::SERVICE_UNAVAILABLE),
+            // Rotation.
+            Self::StageUnknown => ("stage_unknown", ConflictError, StatusCode::CONFLICT),
+            Self::StageExpired => ("stage_expired", ConflictError, StatusCode::CONFLICT),
+            Self::StageProbeFailed => ("stage_probe_failed", ConflictError, StatusCode::CONFLICT),
+            Self::RollbackUnavailable => {
+                ("rollback_unavailable", ConflictError, StatusCode::CONFLICT)
+            }
         }
     }
 }
@@ -245,6 +257,16 @@ impl From<ServiceError> for ApiError {
                 format!("{other} already exists"),
             ),
             e @ ServiceError::Revoked => ApiError::new(ErrorCode::CredentialRevoked, e.to_string()),
+            ServiceError::Rotation(e) => {
+                use crate::domain::credential::CredentialError as R;
+                let code = match e {
+                    R::StageExpired => ErrorCode::StageExpired,
+                    R::StageProbeFailed => ErrorCode::StageProbeFailed,
+                    R::NothingToRollBack => ErrorCode::RollbackUnavailable,
+                    _ => ErrorCode::StageUnknown,
+                };
+                ApiError::new(code, e.to_string())
+            }
             e @ ServiceError::VersionConflict { .. } => {
                 ApiError::new(ErrorCode::VersionConflict, e.to_string())
             }

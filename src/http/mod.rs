@@ -25,6 +25,7 @@ pub mod policy;
 pub mod receive;
 pub mod request_id;
 pub mod resolve;
+pub mod rotation;
 mod routing;
 mod schema;
 pub mod usage;
@@ -74,6 +75,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(accounts::configure)
     .configure(keys::configure)
     .configure(byok::configure)
+    .configure(rotation::configure)
     .configure(policy::configure)
     .configure(usage::configure)
     .configure(events::configure)

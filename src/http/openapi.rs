@@ -22,7 +22,9 @@ use utoipa::openapi::{Components, LicenseBuilder, Paths, Ref, RefOr, Required};
 use utoipa::{Modify, OpenApi};
 
 use super::error::{ApiError, ErrorCode};
-use super::{accounts, byok, error, events, health, keys, policy, resolve, schema, usage};
+use super::{
+    accounts, byok, error, events, health, keys, policy, resolve, rotation, schema, usage,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -235,12 +237,13 @@ fn add_idempotency_field(components: &mut Components, name: &str) {
 fn openapi_document() {}
 
 /// Every resource's part, in the order their tags are listed.
-fn resources() -> [utoipa::openapi::OpenApi; 9] {
+fn resources() -> [utoipa::openapi::OpenApi; 10] {
     [
         error::ErrorsApi::openapi(),
         accounts::AccountsApi::openapi(),
         keys::KeysApi::openapi(),
         byok::ByokApi::openapi(),
+        rotation::RotationApi::openapi(),
         resolve::ResolveApi::openapi(),
         policy::PolicyApi::openapi(),
         usage::UsageApi::openapi(),

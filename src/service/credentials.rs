@@ -40,14 +40,16 @@ pub struct ListFilter {
 }
 
 pub struct Credentials {
-    store: Store,
+    pub(super) store: Store,
     cursors: Cursors,
-    master: MasterKey,
-    clock: SharedClock,
-    ids: Arc<Ids>,
+    pub(super) master: MasterKey,
+    pub(super) clock: SharedClock,
+    pub(super) ids: Arc<Ids>,
     /// The client probes go through; without one (a service built for a test or a bench that
     /// never probes) every probe is `unreachable`.
     outbound: Option<Outbound>,
+    /// How long stages and rollbacks last (`rotation.rs`).
+    pub(super) rotation: super::rotation::RotationSettings,
 }
 
 /// A credential and the probe `test` just made of it.
@@ -66,9 +68,19 @@ fn data_key_ad(account_id: &AccountId, byok_id: &CredentialId) -> Vec<u8> {
     crate::crypto::data_key_binding(account_id.as_str(), byok_id.as_str())
 }
 
+/// Binds a wrapped data key to its credential's record of one secret version
+/// (`credential::key_record`; version 1's is the credential's id, as above).
+pub(super) fn record_ad(account_id: &AccountId, record: &str) -> Vec<u8> {
+    crate::crypto::data_key_binding(account_id.as_str(), record)
+}
+
 /// Binds sealed secrets to their account, credential and secret version. The string is fixed:
 /// every sealed secret already stored was bound to it.
-fn secret_ad(account_id: &AccountId, byok_id: &CredentialId, secret_version: u32) -> Vec<u8> {
+pub(super) fn secret_ad(
+    account_id: &AccountId,
+    byok_id: &CredentialId,
+    secret_version: u32,
+) -> Vec<u8> {
     format!("keyledger/byok/{account_id}/{byok_id}/v{secret_version}").into_bytes()
 }
 
@@ -118,7 +130,14 @@ impl Credentials {
             clock,
             ids,
             outbound: None,
+            rotation: super::rotation::RotationSettings::default(),
         }
+    }
+
+    /// Stages expire and rollbacks close after `settings`' times.
+    pub fn with_rotation(mut self, settings: super::rotation::RotationSettings) -> Self {
+        self.rotation = settings;
+        self
     }
 
     /// Probes go through `outbound`.
@@ -128,7 +147,7 @@ impl Credentials {
     }
 
     /// Probes `target`'s provider with its secret fields.
-    async fn probe(&self, target: &probe::Target<'_>) -> Outcome {
+    pub(super) async fn probe(&self, target: &probe::Target<'_>) -> Outcome {
         match &self.outbound {
             Some(outbound) => outbound.probe(target, self.clock.now()).await,
             None => Outcome {
@@ -280,7 +299,7 @@ impl Credentials {
     }
 
     /// Applies a command to one of the account's credentials, under `target`'s conditions.
-    async fn command(
+    pub(super) async fn command(
         &self,
         account_id: &AccountId,
         byok_id: &CredentialId,
@@ -349,14 +368,26 @@ impl Credentials {
         meta: &EventMeta,
         recording: &Recording<Versioned>,
     ) -> Result<Versioned, ServiceError> {
-        let destroy = DataKeyChange::Destroy {
-            record: byok_id.to_string(),
-        };
         let at = self.clock.now();
-        let revoke = || CredentialCommand::Revoke { at };
-        let target = change(byok_id, if_match, meta, Some(destroy));
-        self.command(account_id, byok_id, target, revoke, recording)
-            .await
+        self.get(account_id, byok_id)?;
+        // Every secret version's key goes: the current one, the previous one, a staged one.
+        let decide = |state: Option<&Credential>| {
+            let state = owned(state, account_id)?;
+            let destroy = state.map(|c| {
+                let records = c.live_secret_versions().into_iter();
+                DataKeyChange::All(
+                    records
+                        .map(|v| DataKeyChange::Destroy {
+                            record: credential::key_record(&c.byok_id, v),
+                        })
+                        .collect(),
+                )
+            });
+            let events = credential::decide(state, CredentialCommand::Revoke { at })?;
+            Ok((events, destroy))
+        };
+        let target = change(byok_id, if_match, meta, None);
+        super::execute_keyed(&self.store, target, decide, versioned, recording).await
     }
 
     // Bindings.
@@ -489,17 +520,29 @@ pub(super) fn data_key(
     master: &MasterKey,
     credential: &Credential,
 ) -> Result<DataKey, ServiceError> {
+    version_key(store, master, credential, credential.secret_version)
+}
+
+/// The data key of one of a live credential's secret versions (the current, previous or staged
+/// one), from its record in `keys/`.
+pub(super) fn version_key(
+    store: &Store,
+    master: &MasterKey,
+    credential: &Credential,
+    secret_version: u32,
+) -> Result<DataKey, ServiceError> {
     let byok_id = &credential.byok_id;
+    let record = credential::key_record(byok_id, secret_version);
     // A live credential always has its key: a missing one means the data dir lost `keys/`
     // (a backup restored without it, say), which must not pass for a revocation.
-    let wrapped = store.data_key(byok_id.as_str())?.ok_or_else(|| {
+    let wrapped = store.data_key(&record)?.ok_or_else(|| {
         ServiceError::Store(crate::storage::StoreError::Corrupt {
-            what: format!("data key of {byok_id}"),
+            what: format!("data key of {byok_id} (secret version {secret_version})"),
             reason: "missing from keys/ although the credential is not revoked".into(),
         })
     })?;
     master
-        .unwrap_key(&wrapped, &data_key_ad(&credential.account_id, byok_id))
+        .unwrap_key(&wrapped, &record_ad(&credential.account_id, &record))
         .map_err(|_| unreadable("data key", byok_id))
 }
 

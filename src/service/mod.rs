@@ -12,6 +12,7 @@ pub mod ids;
 pub mod page;
 pub mod policy;
 pub mod resolve;
+pub mod rotation;
 pub mod usage;
 
 use idempotency::Recording;
@@ -33,6 +34,10 @@ pub enum ServiceError {
     Invalid { param: String, message: String },
     #[error("the credential is revoked; revocation is final")]
     Revoked,
+    /// A rotation the credential's state refuses: one of `CredentialError::StageUnknown`,
+    /// `StageExpired`, `StageProbeFailed`, `NothingToRollBack`.
+    #[error("{0}")]
+    Rotation(CredentialError),
     #[error("{0} is already registered")]
     Taken(Taken),
     #[error("the resource is at version {actual}, not the expected {expected}")]
@@ -98,6 +103,10 @@ impl From<CredentialError> for ServiceError {
             CredentialError::AlreadyExists => ServiceError::Taken(Taken::Credential),
             CredentialError::NotFound => ServiceError::NotFound("no such credential"),
             CredentialError::Revoked => ServiceError::Revoked,
+            e @ (CredentialError::StageUnknown
+            | CredentialError::StageExpired
+            | CredentialError::StageProbeFailed
+            | CredentialError::NothingToRollBack) => ServiceError::Rotation(e),
             CredentialError::Invalid { param, message } => ServiceError::Invalid { param, message },
         }
     }
@@ -161,11 +170,26 @@ pub async fn execute<A: Aggregate, T>(
     answer: impl Fn(Executed<A>) -> Result<T, ServiceError>,
     recording: &Recording<T>,
 ) -> Result<T, ServiceError> {
+    let keys = target.data_key.clone();
+    let decide = |state: Option<&A>| Ok((decide(state)?, keys.clone()));
+    execute_keyed(store, target, decide, answer, recording).await
+}
+
+/// [`execute`] where the data-key change depends on the state decided on (a rotation seals
+/// for the version the state names; retiring a version destroys that version's key): `decide`
+/// answers it with the events, and `target.data_key` is not used.
+pub async fn execute_keyed<A: Aggregate, T>(
+    store: &Store,
+    target: Target<'_>,
+    decide: impl Fn(Option<&A>) -> Result<(Vec<A::Event>, Option<DataKeyChange>), ServiceError>,
+    answer: impl Fn(Executed<A>) -> Result<T, ServiceError>,
+    recording: &Recording<T>,
+) -> Result<T, ServiceError> {
     let Target {
         stream,
         if_match,
         meta,
-        data_key,
+        data_key: _,
         also,
     } = target;
     let mut attempt = 0;
@@ -182,7 +206,7 @@ pub async fn execute<A: Aggregate, T>(
             });
         }
         let state = loaded.map(|s| s.state);
-        let events = decide(state.as_ref())?;
+        let (events, data_key) = decide(state.as_ref())?;
         if events.is_empty() {
             return answer(Executed {
                 state,
@@ -211,7 +235,7 @@ pub async fn execute<A: Aggregate, T>(
             },
             events: new_events,
             meta: meta.clone(),
-            data_key: data_key.clone(),
+            data_key,
             also: also.clone(),
             idempotency: record,
         };

@@ -91,8 +91,10 @@ pub struct Answer {
 #[derive(Default)]
 struct State {
     routes: Routes,
-    /// The unwrapped data key of every credential that is not revoked.
-    keys: HashMap<CredentialId, DataKey>,
+    /// The unwrapped data key of every credential that is not revoked, with the secret version
+    /// it opens: a rotation loads the new version's key in the same step that applies it, so a
+    /// resolution opens the secret it reads with that secret's own key.
+    keys: HashMap<CredentialId, (u32, DataKey)>,
     /// The routing policy of every account that set one.
     policies: HashMap<AccountId, Policy>,
     /// The live API keys holding the `resolve` scope, and their ids by token hash.
@@ -208,6 +210,18 @@ impl Resolver {
         })
     }
 
+    /// The credentials with a stage or a previous secret due to be retired at `now` (the
+    /// rotation sweep's candidates), from memory.
+    pub fn due_for_retirement(&self, now: chrono::DateTime<chrono::Utc>) -> Vec<CredentialId> {
+        self.shared
+            .read()
+            .routes
+            .all()
+            .filter(|c| credential::retirement_due(c).is_some_and(|due| due <= now))
+            .map(|c| c.byok_id.clone())
+            .collect()
+    }
+
     /// A copy of the routing state, for tests that compare it with a replay.
     pub fn routes(&self) -> Routes {
         self.shared.read().routes.clone()
@@ -295,7 +309,12 @@ fn resolution(
     binding: Option<&Binding>,
     request: &Request,
 ) -> Result<Resolution, ServiceError> {
-    let key = state.keys.get(&credential.byok_id).ok_or_else(|| {
+    let key = state
+        .keys
+        .get(&credential.byok_id)
+        .filter(|(version, _)| *version == credential.secret_version)
+        .map(|(_, key)| key);
+    let key = key.ok_or_else(|| {
         ServiceError::Store(crate::storage::StoreError::Corrupt {
             what: format!("data key of {}", credential.byok_id),
             reason: "not loaded for a credential that is not revoked".into(),
@@ -393,11 +412,13 @@ impl Shared {
         for credential in changed.values() {
             let key = if credential.is_revoked() {
                 None
-            } else if let Some(key) = self.read().keys.get(&credential.byok_id) {
-                Some(key.clone())
+            } else if let Some((version, key)) = self.read().keys.get(&credential.byok_id)
+                && *version == credential.secret_version
+            {
+                Some((*version, key.clone()))
             } else {
                 match data_key(&self.store, &self.master, credential) {
-                    Ok(key) => Some(key),
+                    Ok(key) => Some((credential.secret_version, key)),
                     Err(error) => {
                         tracing::error!(byok_id = %credential.byok_id, %error,
                             "resolve cannot load a credential's data key; it will not be served");

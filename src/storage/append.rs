@@ -46,6 +46,24 @@ pub enum DataKeyChange {
     Store { record: String, wrapped: Vec<u8> },
     /// Destroy this record's data key: its ciphertext in the log can never be opened again.
     Destroy { record: String },
+    /// Each of these, in order (a rotation stores its new version's key and destroys the one
+    /// it retires; a revocation destroys every version's).
+    All(Vec<DataKeyChange>),
+}
+
+impl DataKeyChange {
+    /// The keys to store and the records to destroy, in order, however nested.
+    pub fn split(self, store: &mut Vec<(String, Vec<u8>)>, destroy: &mut Vec<String>) {
+        match self {
+            Self::Store { record, wrapped } => store.push((record, wrapped)),
+            Self::Destroy { record } => destroy.push(record),
+            Self::All(changes) => {
+                for change in changes {
+                    change.split(store, destroy);
+                }
+            }
+        }
+    }
 }
 
 /// An append as the writer takes it: the request, and per event what the caller's thread

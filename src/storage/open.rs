@@ -16,7 +16,7 @@ use super::read::ReadOnly;
 use super::writer::Writer;
 use super::{Inner, Store, StoreError, files, idempotency, keys, projection, verify};
 use crate::crypto::{DataKey, KeyedHasher, MASTER_KEY_ID_LEN, MasterKey, MasterKeyId};
-use crate::domain::credential::Credential;
+use crate::domain::credential::{self, Credential};
 use crate::es::{Aggregate, StreamId};
 
 /// The on-disk store schema (the layout of `keys.rs`) this build reads and writes. Not to be
@@ -294,20 +294,30 @@ fn settle_projection_format(tree: &sled::Tree, chain: &KeyedHasher) -> Result<()
 
 /// Destroys keys left without a live credential by a crash between a key's file and its event
 /// (a key file never renamed into place, a registration that never became durable, or a
-/// revocation whose key outlived it).
+/// revocation or retirement whose key outlived it).
 fn destroy_orphan_keys(tree: &sled::Tree, keyring: &Keyring) -> Result<(), StoreError> {
     keyring.destroy_unfinished()?;
     for record in keyring.records()? {
-        let stream = StreamId::new(Credential::KIND, &record);
-        let live = match projection::load::<Credential>(&ReadOnly(tree), stream.as_str()) {
-            Ok(stored) => stored.is_some_and(|stored| !stored.state.is_revoked()),
-            // A row that does not decode is damage for the check on start (and `verify`) to
-            // report by name; it is no reason to destroy a key, nor to refuse to open.
-            Err(error) if error.is_damage() => {
-                tracing::warn!(%error, record, "kept a data key whose record does not read");
-                true
+        // A record is `<byok_id>` (secret version 1) or `<byok_id>_v<N>`: live while that
+        // version is the credential's current, previous or staged one.
+        let live = match credential::key_record_owner(&record) {
+            Some((byok_id, version)) => {
+                let stream = StreamId::new(Credential::KIND, byok_id.as_str());
+                match projection::load::<Credential>(&ReadOnly(tree), stream.as_str()) {
+                    Ok(stored) => stored.is_some_and(|stored| {
+                        stored.state.live_secret_versions().contains(&version)
+                    }),
+                    // A row that does not decode is damage for the check on start (and
+                    // `verify`) to report by name; it is no reason to destroy a key, nor to
+                    // refuse to open.
+                    Err(error) if error.is_damage() => {
+                        tracing::warn!(%error, record, "kept a data key whose record does not read");
+                        true
+                    }
+                    Err(error) => return Err(error),
+                }
             }
-            Err(error) => return Err(error),
+            None => false,
         };
         if !live {
             keyring.destroy(&record)?;

@@ -35,7 +35,9 @@ use crate::es::{Aggregate, DecodeError, DomainEvent, Envelope, NewEvent};
 /// carry their routing state (bindings, model map, quota); accounts that set a routing policy
 /// have an `a/policy:<account_id>` row (docs/adr/0021); the usage rows (`q/`) exist
 /// (docs/adr/0022). 5: credentials carry their last probe (`last_test`, docs/adr/0025).
-pub const FORMAT_VERSION: u32 = 5;
+/// 6: credentials carry their pending stage, previous secret and highest secret version
+/// (docs/adr/0027).
+pub const FORMAT_VERSION: u32 = 6;
 
 /// Why an event could not be projected. `Unique` rejects the append that carried it (a unique
 /// index is enforced where the index is written, atomically with the write).

@@ -16,7 +16,7 @@ use super::replay::{PROGRESS_EVERY, Replay};
 use super::rows::{self, Differences, ReplayRows};
 use super::{Store, StoreError, keys};
 use crate::crypto::{KeyedHasher, MasterKey, data_key_binding};
-use crate::domain::credential::Credential;
+use crate::domain::credential::{Credential, key_record};
 use crate::es::{Aggregate, Envelope};
 
 impl Store {
@@ -191,30 +191,30 @@ fn check_data_keys(
         }
         checked += 1;
         let id = credential.byok_id.as_str();
-        let record = if credential.secret_version <= 1 {
-            id.to_owned()
-        } else {
-            format!("{id}_v{}", credential.secret_version)
-        };
-        let binding = data_key_binding(credential.account_id.as_str(), &record);
-        match keyring.get_file(&record) {
-            Ok(None) => problems.push(format!(
-                "live credential {id} has no data key: keys/{record} is missing"
-            )),
-            Ok(Some(file)) => {
-                if let Some(problem) = other_master(&record, &file, master) {
-                    problems.push(problem);
-                } else if master.unwrap_key(&file.wrapped, &binding).is_err() {
-                    problems.push(format!(
-                        "the data key of live credential {id} (keys/{record}) does not open with the master key"
-                    ));
+        // Every live secret version has its key: the current one, a previous one kept for
+        // rollback, a staged one.
+        for version in credential.live_secret_versions() {
+            let record = key_record(&credential.byok_id, version);
+            let binding = data_key_binding(credential.account_id.as_str(), &record);
+            match keyring.get_file(&record) {
+                Ok(None) => problems.push(format!(
+                    "live credential {id} has no data key for secret version {version}: keys/{record} is missing"
+                )),
+                Ok(Some(file)) => {
+                    if let Some(problem) = other_master(&record, &file, master) {
+                        problems.push(problem);
+                    } else if master.unwrap_key(&file.wrapped, &binding).is_err() {
+                        problems.push(format!(
+                            "the data key of live credential {id} (keys/{record}) does not open with the master key"
+                        ));
+                    }
                 }
+                Err(error) => problems.push(format!(
+                    "the data key of live credential {id} (keys/{record}) cannot be read: {error}"
+                )),
             }
-            Err(error) => problems.push(format!(
-                "the data key of live credential {id} (keys/{record}) cannot be read: {error}"
-            )),
+            current.insert(record);
         }
-        current.insert(record);
     })?;
     let owners = Owners::read(tree)?;
     for record in keyring.records()? {

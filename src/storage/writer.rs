@@ -23,7 +23,7 @@ use super::head::HeadFile;
 use super::keyring::Keyring;
 use super::kv::{AggregateCache, Kv, Overlay};
 use super::projection::{ProjectionError, project, project_decoded};
-use super::{AppendError, DataKeyChange, StoreError, keys, verify};
+use super::{AppendError, StoreError, keys, verify};
 use crate::crypto::KeyedHasher;
 use crate::es::{Envelope, EventMeta, ExpectedVersion, NewEvent, StreamId};
 use crate::metrics;
@@ -128,12 +128,8 @@ impl Writer {
             match outcome {
                 Ok(_) => {
                     overlay.commit_stage();
-                    match append.request.data_key {
-                        Some(DataKeyChange::Store { record, wrapped }) => {
-                            new_keys.push((record, wrapped));
-                        }
-                        Some(DataKeyChange::Destroy { record }) => ended_keys.push(record),
-                        None => {}
+                    if let Some(change) = append.request.data_key {
+                        change.split(&mut new_keys, &mut ended_keys);
                     }
                 }
                 Err(_) => overlay.discard_stage(),

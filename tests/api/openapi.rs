@@ -127,7 +127,8 @@ fn the_contract_states_what_the_server_checks() {
     // Operation ids are verb_noun; the public ones say so with `security: []`.
     let verbs = [
         "get", "list", "create", "register", "update", "enable", "disable", "revoke", "stream",
-        "bind", "unbind", "set", "report", "resolve", "test",
+        "bind", "unbind", "set", "report", "resolve", "test", "rotate", "stage", "commit",
+        "rollback",
     ];
     let public = [
         "get_openapi",

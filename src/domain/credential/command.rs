@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
+use super::rotation::NewSecret;
 use super::{Binding, CredentialProfile, TestResult};
 use crate::domain::usage::{Exceedance, Quota};
-use crate::domain::{AccountId, CredentialId};
+use crate::domain::{AccountId, CredentialId, StageId};
 
 /// A credential to register, with everything decided outside the pure core.
 #[derive(Clone, Debug)]
@@ -94,5 +95,38 @@ pub enum CredentialCommand {
     /// that is no longer current records nothing.
     RecordTest {
         result: TestResult,
+    },
+    // Rotation (docs/rotation.md). The new secret is sealed for the version
+    // `Credential::next_secret_version` names; `rollback_until` is when the replaced one can no
+    // longer be restored.
+    /// Replaces the current secret at once.
+    Rotate {
+        secret: NewSecret,
+        at: DateTime<Utc>,
+        rollback_until: DateTime<Utc>,
+    },
+    /// Stores a probed candidate (replacing a pending one) without serving it.
+    StageRotation {
+        stage_id: StageId,
+        secret: NewSecret,
+        probe_result: TestResult,
+        expires_at: DateTime<Utc>,
+        at: DateTime<Utc>,
+    },
+    /// Promotes the pending stage `stage_id`.
+    CommitRotation {
+        stage_id: StageId,
+        force: bool,
+        at: DateTime<Utc>,
+        rollback_until: DateTime<Utc>,
+    },
+    /// Restores the previous secret, within its rollback window.
+    Rollback {
+        at: DateTime<Utc>,
+    },
+    /// Retires the previous secret and the pending stage when their time is past; nothing on a
+    /// revoked credential.
+    RetireExpired {
+        at: DateTime<Utc>,
     },
 }

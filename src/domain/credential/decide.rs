@@ -14,7 +14,7 @@ use super::event::{
 use super::validate::{
     validate_alias, validate_label, validate_model_map, validate_models, validate_weight,
 };
-use super::{Binding, Credential, CredentialState, MAX_HINT_LEN};
+use super::{Binding, Credential, CredentialState, MAX_HINT_LEN, rotation};
 use crate::domain::providers;
 use crate::domain::usage::{Exceedance, Quota};
 
@@ -30,6 +30,8 @@ pub fn decide(
         (None, _) => Err(CredentialError::NotFound),
         // Quotas: an exceedance is a fact about usage, recorded only while it can matter.
         (Some(c), C::MarkExceeded { exceeded, at }) => Ok(decide_exceeded(c, exceeded, at)),
+        // Retiring what expired is housekeeping, a no-op on a revoked credential.
+        (Some(c), C::RetireExpired { at }) => Ok(rotation::decide_sweep(c, at)),
         // Revoking twice is a no-op: the first revocation stands.
         (Some(c), C::Revoke { .. }) if c.is_revoked() => Ok(vec![]),
         (Some(c), _) if c.is_revoked() => Err(CredentialError::Revoked),
@@ -69,6 +71,35 @@ pub fn decide(
                 result,
             }))])
         }
+        // Rotation.
+        (
+            Some(c),
+            C::Rotate {
+                secret,
+                at,
+                rollback_until,
+            },
+        ) => rotation::decide_rotate(c, secret, at, rollback_until),
+        (
+            Some(c),
+            C::StageRotation {
+                stage_id,
+                secret,
+                probe_result,
+                expires_at,
+                at,
+            },
+        ) => rotation::decide_stage(c, stage_id, secret, probe_result, expires_at, at),
+        (
+            Some(c),
+            C::CommitRotation {
+                stage_id,
+                force,
+                at,
+                rollback_until,
+            },
+        ) => rotation::decide_commit(c, &stage_id, force, at, rollback_until),
+        (Some(c), C::Rollback { at }) => rotation::decide_rollback(c, at),
     }
 }
 

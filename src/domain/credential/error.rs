@@ -13,6 +13,20 @@ pub enum CredentialError {
     /// Revocation is final: nothing but another (no-op) revoke is accepted afterwards.
     #[error("the credential is revoked; a revoked credential cannot be changed")]
     Revoked,
+    /// `rotate/commit` named a stage that is not the pending one (unknown, replaced, committed
+    /// or retired).
+    #[error(
+        "no pending stage of this credential has this stage_id; it may have been replaced, committed or retired"
+    )]
+    StageUnknown,
+    #[error("the stage expired; stage the secret again")]
+    StageExpired,
+    #[error("the staged secret failed its probe; commit with force: true to promote it anyway")]
+    StageProbeFailed,
+    #[error(
+        "there is no previous secret to roll back to (none was kept, or its rollback window closed)"
+    )]
+    NothingToRollBack,
     /// A request field is wrong; `param` is its dotted path (`credentials.api_key`,
     /// `models[2]`, `base_url`). The message never contains a secret.
     #[error("{message}")]

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 
+use super::rotation::{Rotated, RotationStaged, SecretRetired};
 use super::{Binding, CredentialProfile, TestResult};
 use crate::domain::usage::{Quota, QuotaWindow};
 use crate::domain::{AccountId, CredentialId};
@@ -200,6 +201,13 @@ pub enum CredentialEvent {
     // Probes (docs/design.md §3).
     #[serde(rename = "byok.tested")]
     Tested(Box<Tested>),
+    // Rotation (docs/rotation.md).
+    #[serde(rename = "byok.rotated")]
+    Rotated(Box<Rotated>),
+    #[serde(rename = "byok.rotation_staged")]
+    RotationStaged(Box<RotationStaged>),
+    #[serde(rename = "byok.secret_retired")]
+    SecretRetired(Box<SecretRetired>),
 }
 
 /// `byok.tested`: a probe of the credential's secret version `secret_version`, and what it

@@ -31,6 +31,9 @@ mod decide;
 mod error;
 mod event;
 mod probe;
+mod rotation;
+#[cfg(test)]
+mod rotation_tests;
 #[cfg(test)]
 mod testing;
 mod validate;
@@ -40,6 +43,10 @@ pub use decide::decide;
 pub use error::CredentialError;
 pub use event::{Bound, CredentialEvent, QuotaExceededEvent, Registered, Tested, Unbound, Updated};
 pub use probe::{ProbeError, TestResult};
+pub use rotation::{
+    NewSecret, PreviousSecret, Rotated, RotationMethod, RotationStaged, SecretRetired, Stage,
+    key_record, key_record_owner, prepare_secret, retirement_due,
+};
 pub use validate::{
     RegisterRequest, Registration, prepare_register, validate_alias, validate_label,
     validate_model_map, validate_models, validate_name, validate_weight,
@@ -159,6 +166,21 @@ pub struct Credential {
     /// The last probe (`byok.tested`), of whichever secret version was current then.
     #[serde(default)]
     pub last_test: Option<TestResult>,
+    // Rotation (`rotation.rs`).
+    /// The candidate secret `rotate/stage` stored, until committed, replaced or expired.
+    #[serde(default)]
+    pub pending_rotation: Option<Stage>,
+    /// The secret the last rotation replaced, restorable until its `rollback_until`.
+    #[serde(default)]
+    pub previous_secret: Option<PreviousSecret>,
+    /// The highest secret version this credential ever had (staged ones included), so that
+    /// no version number is sealed twice.
+    #[serde(default = "first_secret_version")]
+    pub latest_secret_version: u32,
+}
+
+fn first_secret_version() -> u32 {
+    FIRST_SECRET_VERSION
 }
 
 impl Credential {
@@ -195,6 +217,9 @@ impl Aggregate for Credential {
                 quota: None,
                 quota_exceeded: None,
                 last_test: None,
+                pending_rotation: None,
+                previous_secret: None,
+                latest_secret_version: FIRST_SECRET_VERSION,
             },
             // An event before its stream's registration cannot be appended (decide refuses
             // it), so a log holding one was written by something else: keep a revoked shell,
@@ -211,7 +236,11 @@ impl Aggregate for Credential {
             (Some(c), CredentialEvent::Disabled { disabled_at, .. }) => {
                 c.moved_to(CredentialState::Disabled, *disabled_at)
             }
-            (Some(c), CredentialEvent::Revoked { revoked_at, .. }) => {
+            // Revocation destroys every secret version's key: nothing is left to stage or
+            // roll back to.
+            (Some(mut c), CredentialEvent::Revoked { revoked_at, .. }) => {
+                c.pending_rotation = None;
+                c.previous_secret = None;
                 c.moved_to(CredentialState::Revoked, *revoked_at)
             }
             // Bindings.
@@ -246,6 +275,10 @@ impl Aggregate for Credential {
                 c.last_test = Some(t.result.clone());
                 c
             }
+            // Rotation.
+            (Some(c), CredentialEvent::Rotated(r)) => rotation::apply_rotated(c, r),
+            (Some(c), CredentialEvent::RotationStaged(s)) => rotation::apply_staged(c, s),
+            (Some(c), CredentialEvent::SecretRetired(r)) => rotation::apply_retired(c, r),
         }
     }
 }
@@ -277,6 +310,9 @@ fn shell() -> Credential {
         quota: None,
         quota_exceeded: None,
         last_test: None,
+        pending_rotation: None,
+        previous_secret: None,
+        latest_secret_version: FIRST_SECRET_VERSION,
     }
 }
 

@@ -19,6 +19,7 @@ mod probes;
 mod quota;
 mod register;
 mod resolve;
+mod rotation;
 mod shredding;
 mod usage;
 mod validation;
@@ -190,7 +191,7 @@ fn random_hex<const N: usize>() -> String {
 const KEY: &str = "sk-proj-0123456789abcdefWXYZ";
 
 /// Every field `ByokConfig` shows; anything else (such as the sealed secret) must not be there.
-const CONFIG_FIELDS: [&str; 23] = [
+const CONFIG_FIELDS: [&str; 25] = [
     "byok_id",
     "provider",
     "alias",
@@ -214,6 +215,8 @@ const CONFIG_FIELDS: [&str; 23] = [
     "quota",
     "quota_exceeded",
     "last_test",
+    "pending_rotation",
+    "previous_secret",
 ];
 
 /// Answers the error object of a 404 with the request id removed.

@@ -197,6 +197,8 @@ async fn get_shows_the_whole_configuration_and_never_the_secret() {
             "quota": null,
             "quota_exceeded": null,
             "last_test": null,
+            "pending_rotation": null,
+            "previous_secret": null,
         })
     );
 
