@@ -17,6 +17,7 @@ use crate::service::accounts::{ADMIN_TOKEN_MARKER, Accounts};
 use crate::service::clock::{SharedClock, SystemClock};
 use crate::service::credentials::Credentials;
 use crate::service::events::Events;
+use crate::service::health::Prober;
 use crate::service::idempotency::Idempotency;
 use crate::service::ids::Ids;
 use crate::service::policy::Policies;
@@ -65,6 +66,8 @@ pub struct Application {
     handle_signals: bool,
     store: Store,
     resolver: Resolver,
+    /// The periodic prober and the signal that stops it, when `--probe-interval` is set.
+    prober: Option<(Prober, tokio::sync::watch::Receiver<bool>)>,
     /// The admin token generated on this start, to be printed once.
     pub generated_admin_token: Option<Redacted<String>>,
 }
@@ -106,19 +109,34 @@ impl Application {
         let ids = Arc::new(Ids::new(clock.clone()));
         // Replays the log before the server listens, then follows it (docs/routing.md).
         let resolver = Resolver::start(store.clone(), settings.master_key.clone(), clock.clone())?;
-        let state = web::Data::new(AppState {
-            accounts: Accounts::new(store.clone(), admin_hash, clock.clone(), ids.clone()),
-            credentials: Credentials::new(
+        let outbound = crate::outbound::Outbound::new(settings.outbound.clone())?;
+        let credentials = || {
+            Credentials::new(
                 store.clone(),
                 settings.master_key.clone(),
                 clock.clone(),
                 ids.clone(),
             )
-            .with_outbound(crate::outbound::Outbound::new(settings.outbound.clone())?),
+            .with_outbound(outbound.clone())
+            .with_rate_limit_cooldown(settings.health.rate_limit_cooldown)
+        };
+        // Periodic probes (docs/health.md): off unless `--probe-interval` is given; spawned
+        // once the runtime runs, stopped by the shutdown signal.
+        let prober = Prober::new(
+            &settings.health,
+            Arc::new(credentials()),
+            resolver.clone(),
+            clock.clone(),
+            ids.clone(),
+        );
+        let state = web::Data::new(AppState {
+            accounts: Accounts::new(store.clone(), admin_hash, clock.clone(), ids.clone()),
+            credentials: credentials(),
             events: Events::new(store.clone(), closing.subscribe()),
             policies: Policies::new(store.clone(), clock.clone()),
             idempotency: Idempotency::new(store.clone(), clock.clone()),
-            usage: Usage::new(store.clone(), clock),
+            usage: Usage::new(store.clone(), clock)
+                .with_rate_limit_cooldown(settings.health.rate_limit_cooldown),
             resolver: resolver.clone(),
             ids,
             open_signup: settings.open_signup,
@@ -155,8 +173,10 @@ impl Application {
         let handle_signals = settings.handle_signals;
         #[cfg(not(feature = "test-hooks"))]
         let handle_signals = true;
+        let prober = prober.map(|p| (p, closing.subscribe()));
         Ok(Self {
             port,
+            prober,
             shutdown: Shutdown {
                 closing,
                 server: server.handle(),
@@ -196,7 +216,20 @@ impl Application {
                 shutdown.stop().await;
             });
         }
-        let served = self.server.await;
+        // The prober runs beside the server and hears the same shutdown (or the server's end),
+        // so it is gone before the store closes.
+        let closing = self.shutdown.closing.clone();
+        let server = async move {
+            let served = self.server.await;
+            closing.send_replace(true);
+            served
+        };
+        let prober = async move {
+            if let Some((prober, closing)) = self.prober {
+                prober.run(closing).await;
+            }
+        };
+        let (served, ()) = tokio::join!(server, prober);
         self.store.shutdown();
         self.resolver.join();
         served

@@ -34,8 +34,9 @@ use crate::es::{Aggregate, DecodeError, DomainEvent, Envelope, NewEvent};
 /// (`i/keys/`); the account's row no longer holds its keys (docs/adr/0020). 4: credentials
 /// carry their routing state (bindings, model map, quota); accounts that set a routing policy
 /// have an `a/policy:<account_id>` row (docs/adr/0021); the usage rows (`q/`) exist
-/// (docs/adr/0022). 5: credentials carry their last probe (`last_test`, docs/adr/0025).
-pub const FORMAT_VERSION: u32 = 5;
+/// (docs/adr/0022). 5: credentials carry their last probe (`last_test`, docs/adr/0025). 6:
+/// credentials carry their health (`health`, `health_until`…, docs/adr/0028).
+pub const FORMAT_VERSION: u32 = 6;
 
 /// Why an event could not be projected. `Unique` rejects the append that carried it (a unique
 /// index is enforced where the index is written, atomically with the write).

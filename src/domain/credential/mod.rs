@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::domain::health::{self, Health, HealthCause};
 use crate::domain::usage::{Quota, QuotaExceeded};
 use crate::domain::{AccountId, CredentialId, providers};
 use crate::es::Aggregate;
@@ -159,11 +160,35 @@ pub struct Credential {
     /// The last probe (`byok.tested`), of whichever secret version was current then.
     #[serde(default)]
     pub last_test: Option<TestResult>,
+    // Health (docs/health.md): the last `byok.health_changed`.
+    /// `unknown` until the first probe or usage outcome that says something of the secret.
+    #[serde(default)]
+    pub health: Health,
+    /// The cooldown end of `rate_limited`; resolve leaves the credential out until then.
+    #[serde(default)]
+    pub health_until: Option<DateTime<Utc>>,
+    /// The time of the evidence behind the last change of health.
+    #[serde(default)]
+    pub health_changed_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub health_cause: Option<HealthCause>,
+    /// The probe error or usage outcome behind `failing` or `rate_limited`.
+    #[serde(default)]
+    pub health_error: Option<ProbeError>,
 }
 
 impl Credential {
     pub fn is_revoked(&self) -> bool {
         self.state == CredentialState::Revoked
+    }
+
+    /// The health as [`health::assess`] compares evidence with it.
+    pub fn current_health(&self) -> health::Current {
+        health::Current {
+            health: self.health,
+            until: self.health_until,
+            changed_at: self.health_changed_at,
+        }
     }
 
     /// Moves to `state` at `at`. Revocation is final, even against a log that says otherwise.
@@ -195,6 +220,11 @@ impl Aggregate for Credential {
                 quota: None,
                 quota_exceeded: None,
                 last_test: None,
+                health: Health::Unknown,
+                health_until: None,
+                health_changed_at: None,
+                health_cause: None,
+                health_error: None,
             },
             // An event before its stream's registration cannot be appended (decide refuses
             // it), so a log holding one was written by something else: keep a revoked shell,
@@ -246,6 +276,15 @@ impl Aggregate for Credential {
                 c.last_test = Some(t.result.clone());
                 c
             }
+            // Health: the change as recorded; like a probe, it changes nothing else.
+            (Some(mut c), CredentialEvent::HealthChanged(h)) => {
+                c.health = h.health;
+                c.health_until = h.until;
+                c.health_changed_at = Some(h.changed_at);
+                c.health_cause = Some(h.cause);
+                c.health_error = h.error;
+                c
+            }
         }
     }
 }
@@ -277,6 +316,11 @@ fn shell() -> Credential {
         quota: None,
         quota_exceeded: None,
         last_test: None,
+        health: Health::Unknown,
+        health_until: None,
+        health_changed_at: None,
+        health_cause: None,
+        health_error: None,
     }
 }
 
