@@ -10,6 +10,7 @@
 mod access;
 mod bindings;
 mod canaries;
+mod health;
 mod if_match;
 mod lifecycle;
 mod list;
