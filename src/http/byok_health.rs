@@ -14,7 +14,7 @@ use crate::domain::health::{Health, HealthCause, HealthChanged};
 /// the credential again, and the next probe or usage outcome sets its health.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-#[schema(as = Health)]
+#[schema(as = CredentialHealth)]
 pub enum HealthView {
     /// Nothing is known yet: served.
     Unknown,
