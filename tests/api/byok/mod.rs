@@ -191,7 +191,7 @@ fn random_hex<const N: usize>() -> String {
 const KEY: &str = "sk-proj-0123456789abcdefWXYZ";
 
 /// Every field `ByokConfig` shows; anything else (such as the sealed secret) must not be there.
-const CONFIG_FIELDS: [&str; 23] = [
+const CONFIG_FIELDS: [&str; 28] = [
     "byok_id",
     "provider",
     "alias",
@@ -215,6 +215,12 @@ const CONFIG_FIELDS: [&str; 23] = [
     "quota",
     "quota_exceeded",
     "last_test",
+    // Health (docs/health.md).
+    "health",
+    "health_until",
+    "health_changed_at",
+    "health_cause",
+    "health_error",
 ];
 
 /// Answers the error object of a 404 with the request id removed.

@@ -197,6 +197,11 @@ async fn get_shows_the_whole_configuration_and_never_the_secret() {
             "quota": null,
             "quota_exceeded": null,
             "last_test": null,
+            "health": "unknown",
+            "health_until": null,
+            "health_changed_at": null,
+            "health_cause": null,
+            "health_error": null,
         })
     );
 
