@@ -15,7 +15,9 @@ use serde_json::{Value, json};
 use super::usage::{report, resolver};
 use super::{KEY, call, get_config};
 use crate::helpers::fake_provider::{FakeProvider, Reply};
-use crate::helpers::{Tenant, TestApp, assert_json, openai, register_id, spawn_app_with};
+use crate::helpers::{
+    Tenant, TestApp, assert_error, assert_json, openai, register_id, spawn_app_with,
+};
 
 /// A fake OpenAI whose `/models` answers the status held in the returned cell.
 async fn switchable(status: u16) -> (FakeProvider, Arc<AtomicU16>) {
@@ -144,6 +146,32 @@ async fn refused_calls_take_a_credential_out_of_resolve_and_a_probe_puts_it_back
     // Listing shows it too.
     let list = app.get_json("/v1/byok/list", &ada.token).await;
     assert_eq!(list["items"][0]["health"], "failing");
+    // The policy decides what a request that finds nothing else gets: under byok_only, a
+    // refusal rather than the pool.
+    let policy = json!({"mode": "byok_only"});
+    assert_json(
+        app.post("/v1/byok/policy/set", Some(&ada.token), &policy)
+            .await,
+        200,
+    )
+    .await;
+    let refused = app
+        .post("/v1/byok/resolve", Some(&gateway), &json!({}))
+        .await;
+    assert_error(
+        refused,
+        422,
+        "invalid_request_error",
+        "no_usable_credential",
+    )
+    .await;
+    let policy = json!({"mode": "byok_then_pool"});
+    assert_json(
+        app.post("/v1/byok/policy/set", Some(&ada.token), &policy)
+            .await,
+        200,
+    )
+    .await;
 
     // A probe that the provider refuses changes nothing more.
     status.store(401, Ordering::SeqCst);
