@@ -341,7 +341,9 @@ async fn periodic_probes_flip_health_without_a_request_and_stop_with_the_server(
     let id = register_id(&app, &ada.token, &openai("prod", KEY)).await;
     let disabled = register_id(&app, &ada.token, &openai("off", KEY)).await;
     crate::helpers::disable(&app, &ada.token, &disabled).await;
-    // The prober may have caught it in the moment it was active; never after.
+    // The prober may have caught it in the moment it was active (a probe in flight then ends
+    // within a moment against the local fake); never after.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let (off_at_disable, _) = get_config(&app, &ada.token, &disabled).await;
 
     let config = wait_for_health(&app, &ada.token, &id, "failing", Duration::from_secs(10)).await;
