@@ -10,6 +10,10 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 
 use crate::crypto::{MasterKey, MasterKeyError, Redacted};
 use crate::outbound::OutboundSettings;
+use crate::service::health::{
+    DEFAULT_PROBE_CONCURRENCY as DEFAULT_HEALTH_CONCURRENCY, DEFAULT_RATE_LIMIT_COOLDOWN,
+    HealthSettings,
+};
 use crate::service::rotation::RotationSettings;
 use crate::storage::Durability;
 
@@ -134,6 +138,34 @@ pub struct ServeArgs {
     /// takes it. Past it the old version's data key is destroyed.
     #[arg(long, env = "KEYLEDGER_ROLLBACK_WINDOW", value_name = "DURATION", default_value = "7d", value_parser = parse_duration)]
     pub rollback_window: Duration,
+    // Health (docs/health.md).
+    /// Seconds a 429 (from a probe or in a usage report) keeps a credential out of resolve.
+    #[arg(
+        long,
+        env = "KEYLEDGER_RATE_LIMIT_COOLDOWN",
+        value_name = "SECONDS",
+        default_value_t = DEFAULT_RATE_LIMIT_COOLDOWN_SECS,
+        value_parser = clap::value_parser!(u64).range(1..=86_400)
+    )]
+    pub rate_limit_cooldown: u64,
+    /// Probe every active credential whose last probe is older than this many seconds, in the
+    /// background, spread over the interval. Off without it.
+    #[arg(
+        long,
+        env = "KEYLEDGER_PROBE_INTERVAL",
+        value_name = "SECONDS",
+        value_parser = clap::value_parser!(u64).range(1..=604_800)
+    )]
+    pub probe_interval: Option<u64>,
+    /// Most periodic probes in flight at once.
+    #[arg(
+        long,
+        env = "KEYLEDGER_PROBE_CONCURRENCY",
+        value_name = "N",
+        default_value_t = DEFAULT_PROBE_CONCURRENCY,
+        value_parser = clap::value_parser!(u64).range(1..=64)
+    )]
+    pub probe_concurrency: u64,
     /// Acknowledge writes before they are durable. Only for showing that the crash test catches
     /// lost writes; never for real data.
     #[arg(long, env = "KEYLEDGER_UNSAFE_NO_SYNC", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new(), hide = true)]
@@ -181,6 +213,8 @@ pub struct Settings {
     pub outbound: OutboundSettings,
     /// Stage TTL, rollback window and the sweep's interval (docs/rotation.md).
     pub rotation: RotationSettings,
+    /// The rate-limit cooldown and the periodic prober (docs/health.md).
+    pub health: HealthSettings,
     /// HTTP worker threads; `None` for one per core.
     pub workers: Option<usize>,
     /// Stop gracefully on SIGTERM / SIGINT. Always on in a build without `test-hooks`; in-process
@@ -201,6 +235,12 @@ pub const DEFAULT_BODY_TIMEOUT_SECS: u64 = 10;
 /// The default of `--probe-timeout`: a models list answers in well under a second; ten leaves
 /// room for a slow region without letting a hung provider hold a request for long.
 pub const DEFAULT_PROBE_TIMEOUT_SECS: u64 = 10;
+
+/// The default of `--rate-limit-cooldown`.
+pub const DEFAULT_RATE_LIMIT_COOLDOWN_SECS: u64 = DEFAULT_RATE_LIMIT_COOLDOWN.as_secs();
+
+/// The default of `--probe-concurrency`: a few probes at once, not a burst.
+pub const DEFAULT_PROBE_CONCURRENCY: u64 = 4;
 
 impl Settings {
     pub fn from_args(args: ServeArgs) -> Result<Self, ConfigError> {
@@ -226,6 +266,12 @@ impl Settings {
                 stage_ttl: args.stage_ttl,
                 rollback_window: args.rollback_window,
                 ..RotationSettings::default()
+            },
+            health: HealthSettings {
+                rate_limit_cooldown: Duration::from_secs(args.rate_limit_cooldown),
+                probe_interval: args.probe_interval.map(Duration::from_secs),
+                probe_concurrency: usize::try_from(args.probe_concurrency)
+                    .unwrap_or(DEFAULT_HEALTH_CONCURRENCY),
             },
             workers: None,
             #[cfg(feature = "test-hooks")]

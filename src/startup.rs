@@ -17,6 +17,7 @@ use crate::service::accounts::{ADMIN_TOKEN_MARKER, Accounts};
 use crate::service::clock::{SharedClock, SystemClock};
 use crate::service::credentials::Credentials;
 use crate::service::events::Events;
+use crate::service::health::Prober;
 use crate::service::idempotency::Idempotency;
 use crate::service::ids::Ids;
 use crate::service::policy::Policies;
@@ -68,6 +69,8 @@ pub struct Application {
     resolver: Resolver,
     /// Retires expired stages and closed rollback windows (docs/rotation.md).
     sweeper: Sweeper,
+    /// The periodic prober and the signal that stops it, when `--probe-interval` is set.
+    prober: Option<(Prober, tokio::sync::watch::Receiver<bool>)>,
     /// The admin token generated on this start, to be printed once.
     pub generated_admin_token: Option<Redacted<String>>,
 }
@@ -118,34 +121,39 @@ impl Application {
             clock.clone(),
             hold,
         )?;
-        // Retires what expired while the server was down, once the follower has caught up, then
-        // keeps doing so on a timer.
-        let sweeper = Sweeper::start(
+        let outbound = crate::outbound::Outbound::new(settings.outbound.clone())?;
+        let credentials = || {
             Credentials::new(
                 store.clone(),
                 settings.master_key.clone(),
                 clock.clone(),
                 ids.clone(),
             )
-            .with_rotation(settings.rotation),
+            .with_outbound(outbound.clone())
+            .with_rotation(settings.rotation)
+            .with_rate_limit_cooldown(settings.health.rate_limit_cooldown)
+        };
+        // Retires what expired while the server was down, once the follower has caught up, then
+        // keeps doing so on a timer.
+        let sweeper = Sweeper::start(credentials(), resolver.clone(), closing.subscribe())?;
+        // Periodic probes (docs/health.md): off unless `--probe-interval` is given; spawned
+        // once the runtime runs, stopped by the shutdown signal.
+        let prober = Prober::new(
+            &settings.health,
+            Arc::new(credentials()),
             resolver.clone(),
-            closing.subscribe(),
-        )?;
+            clock.clone(),
+            ids.clone(),
+        );
         let state = web::Data::new(AppState {
             accounts: Accounts::new(store.clone(), admin_hash, clock.clone(), ids.clone())
                 .with_gateways(resolver.clone()),
-            credentials: Credentials::new(
-                store.clone(),
-                settings.master_key.clone(),
-                clock.clone(),
-                ids.clone(),
-            )
-            .with_outbound(crate::outbound::Outbound::new(settings.outbound.clone())?)
-            .with_rotation(settings.rotation),
+            credentials: credentials(),
             events: Events::new(store.clone(), closing.subscribe()),
             policies: Policies::new(store.clone(), clock.clone()),
             idempotency: Idempotency::new(store.clone(), clock.clone()),
-            usage: Usage::new(store.clone(), clock),
+            usage: Usage::new(store.clone(), clock)
+                .with_rate_limit_cooldown(settings.health.rate_limit_cooldown),
             resolver: resolver.clone(),
             ids,
             open_signup: settings.open_signup,
@@ -182,8 +190,10 @@ impl Application {
         let handle_signals = settings.handle_signals;
         #[cfg(not(feature = "test-hooks"))]
         let handle_signals = true;
+        let prober = prober.map(|p| (p, closing.subscribe()));
         Ok(Self {
             port,
+            prober,
             shutdown: Shutdown {
                 closing,
                 server: server.handle(),
@@ -231,8 +241,20 @@ impl Application {
                 shutdown.stop().await;
             });
         }
-        let served = self.server.await;
-        self.shutdown.closing.send_replace(true);
+        // The prober runs beside the server and hears the same shutdown (or the server's end),
+        // so it is gone before the store closes.
+        let closing = self.shutdown.closing.clone();
+        let server = async move {
+            let served = self.server.await;
+            closing.send_replace(true);
+            served
+        };
+        let prober = async move {
+            if let Some((prober, closing)) = self.prober {
+                prober.run(closing).await;
+            }
+        };
+        let (served, ()) = tokio::join!(server, prober);
         self.sweeper.join();
         self.store.shutdown();
         self.resolver.join();

@@ -5,6 +5,7 @@
 pub mod account;
 pub mod account_key;
 pub mod credential;
+pub mod health;
 pub mod ids;
 pub mod policy;
 pub mod providers;

@@ -2,7 +2,7 @@
 //! credentials, the request, the time and the random draw all arrive as arguments, so the rules
 //! can be tested against a reference model and replayed with a fixed draw.
 //!
-//! - [`refusal`]: the filters (state, quota, provider, self_hosted, residency, model lists,
+//! - [`refusal`]: the filters (state, quota, health, provider, self_hosted, residency, model lists,
 //!   bindings), each with a stable [`Reason`] code;
 //! - [`best_match`] and [`Specificity`]: the most specific matching binding (model, then
 //!   capability, then module; an unbound credential matches everything at the lowest rank);
@@ -18,6 +18,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::domain::credential::{Binding, Credential, CredentialState};
+use crate::domain::health::{self, Health};
 use crate::domain::{AccountId, CredentialId};
 
 /// The provider that is only ever resolved when a request names it.
@@ -78,6 +79,11 @@ pub enum Reason {
     Disabled,
     /// Over its quota until the window frees it.
     OverQuota,
+    // Health (docs/health.md).
+    /// Its health is `failing`: the provider refused its secret.
+    Unhealthy,
+    /// Its health is `rate_limited` and the cooldown has not ended.
+    CoolingDown,
     ProviderMismatch,
     /// A self_hosted credential, and the request named neither `provider: self_hosted` nor it.
     SelfHostedNotNamed,
@@ -100,6 +106,8 @@ impl Reason {
             Reason::Revoked => "revoked",
             Reason::Disabled => "disabled",
             Reason::OverQuota => "over_quota",
+            Reason::Unhealthy => "unhealthy",
+            Reason::CoolingDown => "cooling_down",
             Reason::ProviderMismatch => "provider_mismatch",
             Reason::SelfHostedNotNamed => "self_hosted_not_named",
             Reason::ResidencyMismatch => "residency_mismatch",
@@ -110,11 +118,13 @@ impl Reason {
     }
 
     /// Every reason, in the order [`refusal`] checks the filters (then the ranking outcomes).
-    pub const ALL: [Reason; 13] = [
+    pub const ALL: [Reason; 15] = [
         Reason::NotRequested,
         Reason::Revoked,
         Reason::Disabled,
         Reason::OverQuota,
+        Reason::Unhealthy,
+        Reason::CoolingDown,
         Reason::ProviderMismatch,
         Reason::SelfHostedNotNamed,
         Reason::ResidencyMismatch,
@@ -192,6 +202,15 @@ pub fn refusal(credential: &Credential, request: &Request, now: DateTime<Utc>) -
     }
     if excluded_until(credential).is_some_and(|until| until > now) {
         return Some(Reason::OverQuota);
+    }
+    // Health: a refused secret is out until evidence says it works; a paused one until its
+    // cooldown ends, by time, like a quota's `until`.
+    match credential.health {
+        Health::Failing => return Some(Reason::Unhealthy),
+        h if health::cooling_down(h, credential.health_until, now) => {
+            return Some(Reason::CoolingDown);
+        }
+        _ => {}
     }
     if request
         .provider
@@ -435,6 +454,11 @@ impl Routes {
 
     pub fn len(&self) -> usize {
         self.credentials.len()
+    }
+
+    /// Every credential, in no order.
+    pub fn iter(&self) -> impl Iterator<Item = &Credential> {
+        self.credentials.values()
     }
 
     pub fn is_empty(&self) -> bool {

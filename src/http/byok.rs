@@ -16,6 +16,7 @@ use utoipa::{IntoParams, OpenApi, PartialSchema, ToSchema};
 use super::AppState;
 use super::auth::{Authed, Read, Write};
 use super::bodies;
+use super::byok_health::{HealthCauseView, HealthView};
 use super::error::{ApiError, AuthErrors, BadRequest, BodyErrors, Conflict, ErrorCode, NotFound};
 use super::idempotency::{IdempotencyHeader, KeyOnlyBody, KeyScope, idempotent};
 use super::json::Json;
@@ -468,6 +469,17 @@ pub struct ByokConfig {
     pub pending_rotation: Option<PendingRotationView>,
     /// The secret the last rotation replaced, restorable until `rollback_until`; or null.
     pub previous_secret: Option<PreviousSecretView>,
+    // Health (docs/health.md).
+    pub health: HealthView,
+    /// The cooldown end of `rate_limited`: resolve leaves the credential out until then. Null
+    /// otherwise.
+    pub health_until: Option<DateTime<Utc>>,
+    /// When the health last changed (the time of the evidence), or null.
+    pub health_changed_at: Option<DateTime<Utc>>,
+    /// What the evidence behind the last change was, or null.
+    pub health_cause: Option<HealthCauseView>,
+    /// The probe error or usage outcome behind `failing` or `rate_limited`, else null.
+    pub health_error: Option<ProbeErrorView>,
 }
 
 impl From<Versioned> for ByokConfig {
@@ -502,6 +514,11 @@ impl From<Versioned> for ByokConfig {
             pending_rotation,
             previous_secret,
             latest_secret_version: _,
+            health,
+            health_until,
+            health_changed_at,
+            health_cause,
+            health_error,
         } = v.credential;
         Self {
             byok_id: byok_id.into(),
@@ -529,6 +546,11 @@ impl From<Versioned> for ByokConfig {
             last_test: last_test.map(TestResultView::from),
             pending_rotation: pending_rotation.map(PendingRotationView::from),
             previous_secret: previous_secret.map(PreviousSecretView::from),
+            health: health.into(),
+            health_until,
+            health_changed_at,
+            health_cause: health_cause.map(HealthCauseView::from),
+            health_error: health_error.map(ProbeErrorView::from),
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod auth;
 mod bodies;
 mod body;
 pub mod byok;
+pub mod byok_health;
 mod cursor;
 pub mod error;
 pub mod events;

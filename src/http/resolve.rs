@@ -177,6 +177,10 @@ pub enum ReasonView {
     Revoked,
     Disabled,
     OverQuota,
+    /// Its health is `failing` (docs/health.md).
+    Unhealthy,
+    /// Its health is `rate_limited` until `health_until`.
+    CoolingDown,
     ProviderMismatch,
     SelfHostedNotNamed,
     ResidencyMismatch,
@@ -195,6 +199,8 @@ impl From<Reason> for ReasonView {
             Reason::Revoked => Self::Revoked,
             Reason::Disabled => Self::Disabled,
             Reason::OverQuota => Self::OverQuota,
+            Reason::Unhealthy => Self::Unhealthy,
+            Reason::CoolingDown => Self::CoolingDown,
             Reason::ProviderMismatch => Self::ProviderMismatch,
             Reason::SelfHostedNotNamed => Self::SelfHostedNotNamed,
             Reason::ResidencyMismatch => Self::ResidencyMismatch,

@@ -2,7 +2,8 @@
 //! (a probe of the provider through `crate::outbound`, recorded as `byok.tested`). Secrets are
 //! sealed here, under the credential's own data key, before anything reaches an event;
 //! revocation destroys that key in the same batch as the `byok.revoked` event
-//! (crypto-shredding). A probe opens the secret here and hands it to the outbound client only.
+//! (crypto-shredding). A probe opens the secret here and hands it to the outbound client only;
+//! its result sets the credential's health in the same append (`service::health`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use crate::domain::credential::{
     self, Binding, Credential, CredentialCommand, CredentialPatch, CredentialState, NewCredential,
     ProbeError, RegisterRequest, TestResult,
 };
+use crate::domain::health::HealthCause;
 use crate::domain::{AccountId, CredentialId};
 use crate::es::{Aggregate, EventMeta, StreamId};
 use crate::outbound::Outbound;
@@ -50,6 +52,8 @@ pub struct Credentials {
     outbound: Option<Outbound>,
     /// How long stages and rollbacks last (`rotation.rs`).
     pub(super) rotation: super::rotation::RotationSettings,
+    /// How long a probe's 429 keeps the credential out of resolve (docs/health.md).
+    rate_limit_cooldown: std::time::Duration,
 }
 
 /// A credential and the probe `test` just made of it.
@@ -131,12 +135,19 @@ impl Credentials {
             ids,
             outbound: None,
             rotation: super::rotation::RotationSettings::default(),
+            rate_limit_cooldown: super::health::DEFAULT_RATE_LIMIT_COOLDOWN,
         }
     }
 
     /// Stages expire and rollbacks close after `settings`' times.
     pub fn with_rotation(mut self, settings: super::rotation::RotationSettings) -> Self {
         self.rotation = settings;
+        self
+    }
+
+    /// A probe's 429 keeps the credential out of resolve for `cooldown`.
+    pub fn with_rate_limit_cooldown(mut self, cooldown: std::time::Duration) -> Self {
+        self.rate_limit_cooldown = cooldown;
         self
     }
 
@@ -247,9 +258,23 @@ impl Credentials {
             }),
             also: Vec::new(),
         };
+        let cooldown = super::health::cooldown(self.rate_limit_cooldown);
         let decide = |state: Option<&Credential>| {
+            let tested = command.tested.clone();
             let command = CredentialCommand::Register(Box::new(command.clone()));
-            Ok(credential::decide(state, command)?)
+            let events = credential::decide(state, command)?;
+            // The probe made on the way sets the health it finds, in the same append.
+            match &tested {
+                Some(result) => super::health::with_probe_health(
+                    state,
+                    events,
+                    result,
+                    HealthCause::Probe,
+                    cooldown,
+                    self.clock.now(),
+                ),
+                None => Ok(events),
+            }
         };
         execute(&self.store, target, decide, versioned, recording).await
     }
@@ -434,12 +459,57 @@ impl Credentials {
     }
 
     /// Probes the credential's provider with its current secret and records the outcome
-    /// (`byok.tested`). A revoked credential is refused before anything is opened or sent.
+    /// (`byok.tested`), and the change of health it makes (`byok.health_changed`) in the same
+    /// append. A revoked credential is refused before anything is opened or sent.
     pub async fn test(
         &self,
         account_id: &AccountId,
         byok_id: &CredentialId,
         if_match: Option<u64>,
+        meta: &EventMeta,
+        recording: &Recording<Tested>,
+    ) -> Result<Tested, ServiceError> {
+        self.probe_and_record(
+            account_id,
+            byok_id,
+            if_match,
+            HealthCause::Probe,
+            meta,
+            recording,
+        )
+        .await
+    }
+
+    /// A probe of the periodic prober: as [`Credentials::test`], of an active credential only,
+    /// with the cause `periodic_probe`.
+    pub async fn probe_periodically(
+        &self,
+        account_id: &AccountId,
+        byok_id: &CredentialId,
+        meta: &EventMeta,
+    ) -> Result<(), ServiceError> {
+        if self.get(account_id, byok_id)?.credential.state != CredentialState::Active {
+            return Ok(());
+        }
+        let recording = Recording::none();
+        self.probe_and_record(
+            account_id,
+            byok_id,
+            None,
+            HealthCause::PeriodicProbe,
+            meta,
+            &recording,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn probe_and_record(
+        &self,
+        account_id: &AccountId,
+        byok_id: &CredentialId,
+        if_match: Option<u64>,
+        cause: HealthCause,
         meta: &EventMeta,
         recording: &Recording<Tested>,
     ) -> Result<Tested, ServiceError> {
@@ -478,9 +548,18 @@ impl Credentials {
         // record is appended against whatever the credential is now (a rotation meanwhile
         // makes it record nothing, in decide).
         let target = change(byok_id, None, meta, None);
+        let cooldown = super::health::cooldown(self.rate_limit_cooldown);
         let decide = |state: Option<&Credential>| {
             let state = owned(state, account_id)?;
-            Ok(credential::decide(state, record())?)
+            let events = credential::decide(state, record())?;
+            super::health::with_probe_health(
+                state,
+                events,
+                &result,
+                cause,
+                cooldown,
+                self.clock.now(),
+            )
         };
         let answer = |executed: Executed<Credential>| {
             Ok(Tested {

@@ -7,6 +7,7 @@ pub mod clock;
 pub mod credentials;
 pub mod cursor;
 pub mod events;
+pub mod health;
 pub mod idempotency;
 pub mod ids;
 pub mod page;

@@ -222,6 +222,26 @@ impl Resolver {
             .collect()
     }
 
+    /// Every active credential with the time its current secret was last probed, for the
+    /// periodic prober (`service::health`). Reads memory only.
+    pub fn probe_candidates(&self) -> Vec<super::health::Candidate> {
+        self.shared
+            .read()
+            .routes
+            .iter()
+            .filter(|c| c.state == credential::CredentialState::Active)
+            .map(|c| super::health::Candidate {
+                account_id: c.account_id.clone(),
+                byok_id: c.byok_id.clone(),
+                last_tested: c
+                    .last_test
+                    .as_ref()
+                    .filter(|t| t.secret_version == c.secret_version)
+                    .map(|t| t.tested_at),
+            })
+            .collect()
+    }
+
     /// A copy of the routing state, for tests that compare it with a replay.
     pub fn routes(&self) -> Routes {
         self.shared.read().routes.clone()

@@ -1,6 +1,7 @@
 //! Quotas and usage: setting a credential's quota, taking usage reports, reading a credential's
 //! usage in a window, and recording `byok.quota_exceeded` once per window when a report makes a
-//! credential reach its quota (docs/usage.md, docs/adr/0022).
+//! credential reach its quota (docs/usage.md, docs/adr/0022), and the change of health the
+//! records' outcomes make (`byok.health_changed`, docs/health.md).
 //!
 //! A report's accepted records go into one `usage.recorded` event on the account's usage stream,
 //! appended with `ExpectedVersion::Any`: concurrent reports never conflict. The dedupe rows the
@@ -8,7 +9,7 @@
 //! first, and when a concurrent report got there in between (the append answers the unique
 //! index), marks that record a duplicate and appends the rest again.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,7 @@ use super::credentials::Versioned;
 use super::idempotency::Recording;
 use super::{Executed, ServiceError, Target, execute, settle};
 use crate::domain::credential::{self, Credential, CredentialCommand};
+use crate::domain::health::Evidence;
 use crate::domain::usage::{
     self, Exceedance, Outcome, Quota, QuotaWindow, Refusal, Totals, UsageEvent, UsageRecord,
 };
@@ -31,6 +33,31 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60 * 60);
 /// How many times a `byok.quota_exceeded` is decided again after another writer appended to the
 /// credential's stream first.
 const EXCEEDED_RETRIES: usize = 64;
+
+/// Per credential, what the latest of its records whose outcome says something of the secret
+/// says (docs/health.md): one decision per credential and report, on the newest evidence
+/// (by `occurred_at`; of equal times, the last in the report).
+fn latest_evidence<'r>(
+    records: impl Iterator<Item = &'r UsageRecord>,
+    cooldown: chrono::TimeDelta,
+) -> BTreeMap<CredentialId, Evidence> {
+    let mut latest: BTreeMap<CredentialId, Evidence> = BTreeMap::new();
+    for r in records {
+        let Some(evidence) = r
+            .outcome
+            .and_then(|o| Evidence::from_usage(o, r.occurred_at, cooldown))
+        else {
+            continue;
+        };
+        match latest.get(&r.byok_id) {
+            Some(seen) if seen.at > evidence.at => {}
+            _ => {
+                latest.insert(r.byok_id.clone(), evidence);
+            }
+        }
+    }
+    latest
+}
 
 /// One record of a report as the API read it: what could not be read is already a refusal.
 pub struct Reported {
@@ -65,6 +92,8 @@ pub struct Usage {
     store: Store,
     clock: SharedClock,
     last_sweep: Mutex<Option<Instant>>,
+    /// How long a reported 429 keeps the credential out of resolve (docs/health.md).
+    rate_limit_cooldown: Duration,
 }
 
 fn credential_stream(byok_id: &CredentialId) -> StreamId {
@@ -81,7 +110,14 @@ impl Usage {
             store,
             clock,
             last_sweep: Mutex::new(None),
+            rate_limit_cooldown: super::health::DEFAULT_RATE_LIMIT_COOLDOWN,
         }
+    }
+
+    /// A reported 429 keeps the credential out of resolve for `cooldown`.
+    pub fn with_rate_limit_cooldown(mut self, cooldown: Duration) -> Self {
+        self.rate_limit_cooldown = cooldown;
+        self
     }
 
     /// The account's credential, or 404 (another account's answers the same).
@@ -245,13 +281,20 @@ impl Usage {
         }
         outcome.accepted = records.len();
         outcome.duplicates = duplicates.len();
-        // Duplicates too: a retry of a report whose `byok.quota_exceeded` was never appended
-        // (the server stopped in between) catches it up.
+        // Duplicates too: a retry of a report whose `byok.quota_exceeded` or
+        // `byok.health_changed` was never appended (the server stopped in between) catches it
+        // up.
         let credentials: BTreeSet<CredentialId> = records
             .iter()
             .chain(&duplicates)
             .map(|(_, r)| r.byok_id.clone())
             .collect();
+        let mut in_order: Vec<&(usize, UsageRecord)> = records.iter().chain(&duplicates).collect();
+        in_order.sort_by_key(|(index, _)| *index);
+        let evidence = latest_evidence(
+            in_order.into_iter().map(|(_, r)| r),
+            super::health::cooldown(self.rate_limit_cooldown),
+        );
         outcome.rejected.extend(
             duplicates
                 .into_iter()
@@ -262,6 +305,14 @@ impl Usage {
             if let Err(error) = self.enforce(byok_id, meta).await {
                 // The usage is recorded; the next report for the credential catches up.
                 tracing::warn!(%error, %byok_id, "checking a quota after a usage report failed");
+            }
+        }
+        for (byok_id, evidence) in evidence {
+            if let Err(error) =
+                super::health::observe(&self.store, &self.clock, &byok_id, evidence, meta).await
+            {
+                // As above: the usage is recorded; a retry of the report catches up.
+                tracing::warn!(%error, %byok_id, "recording a credential's health after a usage report failed");
             }
         }
         self.sweep_if_due();

@@ -36,7 +36,7 @@ use crate::es::{Aggregate, DecodeError, DomainEvent, Envelope, NewEvent};
 /// have an `a/policy:<account_id>` row (docs/adr/0021); the usage rows (`q/`) exist
 /// (docs/adr/0022). 5: credentials carry their last probe (`last_test`, docs/adr/0025).
 /// 6: credentials carry their pending stage, previous secret and highest secret version
-/// (docs/adr/0027).
+/// (docs/adr/0027), and their health (`health`, `health_until`…, docs/adr/0028).
 pub const FORMAT_VERSION: u32 = 6;
 
 /// Why an event could not be projected. `Unique` rejects the append that carried it (a unique

@@ -129,4 +129,11 @@ pub enum CredentialCommand {
     RetireExpired {
         at: DateTime<Utc>,
     },
+    // Health (docs/health.md).
+    /// Records what the evidence does to the credential's health (`byok.health_changed`), if it
+    /// changes it at `now`. Nothing on a revoked credential.
+    ObserveHealth {
+        evidence: crate::domain::health::Evidence,
+        now: DateTime<Utc>,
+    },
 }

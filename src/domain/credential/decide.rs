@@ -32,6 +32,8 @@ pub fn decide(
         (Some(c), C::MarkExceeded { exceeded, at }) => Ok(decide_exceeded(c, exceeded, at)),
         // Retiring what expired is housekeeping, a no-op on a revoked credential.
         (Some(c), C::RetireExpired { at }) => Ok(rotation::decide_sweep(c, at)),
+        // Health: evidence about a revoked credential changes nothing.
+        (Some(c), C::ObserveHealth { evidence, now }) => Ok(decide_health(c, &evidence, now)),
         // Revoking twice is a no-op: the first revocation stands.
         (Some(c), C::Revoke { .. }) if c.is_revoked() => Ok(vec![]),
         (Some(c), _) if c.is_revoked() => Err(CredentialError::Revoked),
@@ -101,6 +103,24 @@ pub fn decide(
         ) => rotation::decide_commit(c, &stage_id, force, at, rollback_until),
         (Some(c), C::Rollback { at }) => rotation::decide_rollback(c, at),
     }
+}
+
+/// `byok.health_changed` when the evidence changes the credential's health.
+fn decide_health(
+    c: &Credential,
+    evidence: &crate::domain::health::Evidence,
+    now: DateTime<Utc>,
+) -> Vec<CredentialEvent> {
+    use crate::domain::health::{HealthChanged, assess};
+    if c.is_revoked() {
+        return vec![];
+    }
+    assess(c.current_health(), evidence, now)
+        .map(|change| {
+            CredentialEvent::HealthChanged(Box::new(HealthChanged::new(c.byok_id.clone(), change)))
+        })
+        .into_iter()
+        .collect()
 }
 
 /// `byok.quota_set` when the quota changes or an exceedance is to be cleared; then
@@ -1144,5 +1164,82 @@ mod probe_tests {
         assert!(matches!(events[0], CredentialEvent::Registered(_)));
         assert!(matches!(&events[1], CredentialEvent::Tested(t) if t.result == result(1)));
         assert_eq!(given(&events).unwrap().last_test, Some(result(1)));
+    }
+}
+
+#[cfg(test)]
+mod health_tests {
+    use chrono::TimeDelta;
+
+    use super::*;
+    use crate::domain::credential::ProbeError;
+    use crate::domain::credential::testing::*;
+    use crate::domain::health::{Evidence, Health, HealthCause};
+    use crate::domain::usage::Outcome;
+
+    fn observe(outcome: Outcome, at: i64) -> CredentialCommand {
+        CredentialCommand::ObserveHealth {
+            evidence: Evidence::from_usage(outcome, t(at), TimeDelta::seconds(60)).unwrap(),
+            now: t(at),
+        }
+    }
+
+    #[test]
+    fn a_refused_call_records_the_change_once() {
+        let history = registered();
+        let c = given(&history).unwrap();
+        assert_eq!(c.health, Health::Unknown);
+        let events = decide(Some(&c), observe(Outcome::InvalidCredentials, 5)).unwrap();
+        let [CredentialEvent::HealthChanged(h)] = events.as_slice() else {
+            panic!("one byok.health_changed: {events:?}");
+        };
+        assert_eq!((h.previous, h.health), (Health::Unknown, Health::Failing));
+        assert_eq!(h.cause, HealthCause::Usage);
+        let c = then(history, events.clone());
+        assert_eq!(c.health, Health::Failing);
+        assert_eq!(c.health_changed_at, Some(t(5)));
+        assert_eq!(c.health_cause, Some(HealthCause::Usage));
+        assert_eq!(c.health_error, Some(ProbeError::InvalidCredentials));
+        // The same evidence again: nothing new.
+        assert_eq!(
+            decide(Some(&c), observe(Outcome::InvalidCredentials, 6)).unwrap(),
+            []
+        );
+        // Health is no change of configuration.
+        assert_eq!(c.updated_at, t(0));
+    }
+
+    #[test]
+    fn a_rate_limit_records_its_cooldown_end() {
+        let mut history = registered();
+        let c = given(&history).unwrap();
+        history.extend(decide(Some(&c), observe(Outcome::RateLimited, 5)).unwrap());
+        let c = given(&history).unwrap();
+        assert_eq!(c.health, Health::RateLimited);
+        assert_eq!(c.health_until, Some(t(65)));
+        // A success clears the cooldown.
+        let events = decide(Some(&c), observe(Outcome::Ok, 6)).unwrap();
+        let c = then(history, events);
+        assert_eq!(c.health, Health::Healthy);
+        assert_eq!(c.health_until, None);
+        assert_eq!(c.health_error, None);
+    }
+
+    #[test]
+    fn a_revoked_credential_changes_no_health() {
+        let mut history = registered();
+        history.push(CredentialEvent::Revoked {
+            byok_id: byok(),
+            revoked_at: t(1),
+        });
+        let c = given(&history).unwrap();
+        assert_eq!(
+            decide(Some(&c), observe(Outcome::InvalidCredentials, 5)).unwrap(),
+            []
+        );
+        assert!(matches!(
+            decide(None, observe(Outcome::Ok, 5)),
+            Err(CredentialError::NotFound)
+        ));
     }
 }

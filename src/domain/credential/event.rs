@@ -208,6 +208,9 @@ pub enum CredentialEvent {
     RotationStaged(Box<RotationStaged>),
     #[serde(rename = "byok.secret_retired")]
     SecretRetired(Box<SecretRetired>),
+    // Health (docs/health.md).
+    #[serde(rename = "byok.health_changed")]
+    HealthChanged(Box<crate::domain::health::HealthChanged>),
 }
 
 /// `byok.tested`: a probe of the credential's secret version `secret_version`, and what it
@@ -306,6 +309,15 @@ mod tests {
                         t(1),
                     ),
                 })),
+                CredentialEvent::HealthChanged(Box::new(crate::domain::health::HealthChanged {
+                    byok_id: byok(),
+                    health: crate::domain::health::Health::RateLimited,
+                    previous: crate::domain::health::Health::Healthy,
+                    cause: crate::domain::health::HealthCause::Usage,
+                    until: Some(t(2)),
+                    error: Some(crate::domain::credential::ProbeError::RateLimited),
+                    changed_at: t(1),
+                })),
             ])
             .map(|e| {
                 let new = e.to_new_event().unwrap();
@@ -332,6 +344,7 @@ mod tests {
                 "byok.quota_set",
                 "byok.quota_exceeded",
                 "byok.tested",
+                "byok.health_changed",
             ]
         );
         assert_eq!(<Credential as Aggregate>::KIND, "byok");

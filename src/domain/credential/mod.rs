@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::domain::health::{self, Health, HealthCause};
 use crate::domain::usage::{Quota, QuotaExceeded};
 use crate::domain::{AccountId, CredentialId, providers};
 use crate::es::Aggregate;
@@ -177,6 +178,21 @@ pub struct Credential {
     /// no version number is sealed twice.
     #[serde(default = "first_secret_version")]
     pub latest_secret_version: u32,
+    // Health (docs/health.md): the last `byok.health_changed`.
+    /// `unknown` until the first probe or usage outcome that says something of the secret.
+    #[serde(default)]
+    pub health: Health,
+    /// The cooldown end of `rate_limited`; resolve leaves the credential out until then.
+    #[serde(default)]
+    pub health_until: Option<DateTime<Utc>>,
+    /// The time of the evidence behind the last change of health.
+    #[serde(default)]
+    pub health_changed_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub health_cause: Option<HealthCause>,
+    /// The probe error or usage outcome behind `failing` or `rate_limited`.
+    #[serde(default)]
+    pub health_error: Option<ProbeError>,
 }
 
 fn first_secret_version() -> u32 {
@@ -186,6 +202,15 @@ fn first_secret_version() -> u32 {
 impl Credential {
     pub fn is_revoked(&self) -> bool {
         self.state == CredentialState::Revoked
+    }
+
+    /// The health as [`health::assess`] compares evidence with it.
+    pub fn current_health(&self) -> health::Current {
+        health::Current {
+            health: self.health,
+            until: self.health_until,
+            changed_at: self.health_changed_at,
+        }
     }
 
     /// Moves to `state` at `at`. Revocation is final, even against a log that says otherwise.
@@ -220,6 +245,11 @@ impl Aggregate for Credential {
                 pending_rotation: None,
                 previous_secret: None,
                 latest_secret_version: FIRST_SECRET_VERSION,
+                health: Health::Unknown,
+                health_until: None,
+                health_changed_at: None,
+                health_cause: None,
+                health_error: None,
             },
             // An event before its stream's registration cannot be appended (decide refuses
             // it), so a log holding one was written by something else: keep a revoked shell,
@@ -279,6 +309,15 @@ impl Aggregate for Credential {
             (Some(c), CredentialEvent::Rotated(r)) => rotation::apply_rotated(c, r),
             (Some(c), CredentialEvent::RotationStaged(s)) => rotation::apply_staged(c, s),
             (Some(c), CredentialEvent::SecretRetired(r)) => rotation::apply_retired(c, r),
+            // Health: the change as recorded; like a probe, it changes nothing else.
+            (Some(mut c), CredentialEvent::HealthChanged(h)) => {
+                c.health = h.health;
+                c.health_until = h.until;
+                c.health_changed_at = Some(h.changed_at);
+                c.health_cause = Some(h.cause);
+                c.health_error = h.error;
+                c
+            }
         }
     }
 }
@@ -313,6 +352,11 @@ fn shell() -> Credential {
         pending_rotation: None,
         previous_secret: None,
         latest_secret_version: FIRST_SECRET_VERSION,
+        health: Health::Unknown,
+        health_until: None,
+        health_changed_at: None,
+        health_cause: None,
+        health_error: None,
     }
 }
 

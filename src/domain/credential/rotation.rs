@@ -421,6 +421,13 @@ pub(super) fn apply_rotated(mut c: Credential, r: &Rotated) -> Credential {
     c.secret_version = r.secret_version;
     c.secret_hint = r.secret_hint.clone();
     c.updated_at = r.rotated_at;
+    // Health is the secret's: what was seen of the old one says nothing of this one, and
+    // evidence older than the rotation no longer counts (docs/health.md).
+    c.health = crate::domain::health::Health::Unknown;
+    c.health_until = None;
+    c.health_changed_at = Some(r.rotated_at);
+    c.health_cause = None;
+    c.health_error = None;
     c
 }
 

@@ -428,3 +428,27 @@ proptest! {
         let _ = Credential::apply(None, &history[0]);
     }
 }
+
+#[test]
+fn a_rotation_forgets_the_health_of_the_old_secret() {
+    use crate::domain::health::{Health, HealthCause, HealthChanged};
+    let mut history = registered();
+    let c = given(&history).unwrap();
+    history.push(CredentialEvent::HealthChanged(Box::new(HealthChanged {
+        byok_id: c.byok_id.clone(),
+        health: Health::Failing,
+        previous: Health::Unknown,
+        cause: HealthCause::Usage,
+        until: None,
+        error: Some(ProbeError::InvalidCredentials),
+        changed_at: t(1),
+    })));
+    let c = given(&history).unwrap();
+    assert_eq!(c.health, Health::Failing);
+    step(&mut history, rotate(&c, 2));
+    let c = given(&history).unwrap();
+    assert_eq!(c.health, Health::Unknown);
+    assert_eq!(c.health_error, None);
+    // Evidence from before the rotation is stale now.
+    assert_eq!(c.health_changed_at, Some(t(2)));
+}

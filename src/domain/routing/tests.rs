@@ -5,6 +5,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::domain::credential::CredentialProfile;
+use crate::domain::health::Health;
 
 fn now() -> DateTime<Utc> {
     Utc.timestamp_opt(1_700_000_000, 0).unwrap()
@@ -53,6 +54,11 @@ fn credential(n: u128, provider: &str, bindings: Vec<Binding>) -> Credential {
         pending_rotation: None,
         previous_secret: None,
         latest_secret_version: 1,
+        health: Health::Unknown,
+        health_until: None,
+        health_changed_at: None,
+        health_cause: None,
+        health_error: None,
         state: CredentialState::Active,
         secret_version: 1,
         secret_hint: String::new(),
@@ -117,6 +123,18 @@ fn each_filter_has_its_reason() {
         refusal(&bound, &ask(Some("embed"), None, None), now()),
         Some(Reason::BindingMismatch)
     );
+    // Health: failing is out; rate_limited only until its cooldown ends.
+    let mut c = base.clone();
+    c.health = Health::Failing;
+    assert_eq!(refusal(&c, &r, now()), Some(Reason::Unhealthy));
+    c.health = Health::RateLimited;
+    c.health_until = Some(now() + chrono::TimeDelta::seconds(1));
+    assert_eq!(refusal(&c, &r, now()), Some(Reason::CoolingDown));
+    c.health_until = Some(now());
+    assert_eq!(refusal(&c, &r, now()), None, "the cooldown ends by time");
+    c.health = Health::Healthy;
+    c.health_until = None;
+    assert_eq!(refusal(&c, &r, now()), None);
 }
 
 #[test]
@@ -196,6 +214,8 @@ fn reason_strings_are_stable() {
             "revoked",
             "disabled",
             "over_quota",
+            "unhealthy",
+            "cooling_down",
             "provider_mismatch",
             "self_hosted_not_named",
             "residency_mismatch",
@@ -274,7 +294,10 @@ fn weighted_pick_within_tolerance() {
 fn ref_usable(c: &Credential, r: &Request) -> bool {
     let p = &c.profile;
     let named_self_hosted = r.provider.as_deref() == Some(SELF_HOSTED) || r.byok_id.is_some();
+    let cooling = c.health == Health::RateLimited && c.health_until.is_some_and(|u| u > now());
     c.state == CredentialState::Active
+        && c.health != Health::Failing
+        && !cooling
         && r.byok_id.as_ref().is_none_or(|id| *id == c.byok_id)
         && r.provider.as_ref().is_none_or(|x| *x == p.provider)
         && (p.provider != SELF_HOSTED || named_self_hosted)
@@ -345,10 +368,31 @@ fn arb_credential(n: u128) -> impl Strategy<Value = Credential> {
         ]),
         1u32..=1000,
         0u128..2,
+        (
+            proptest::sample::select(vec![
+                Health::Unknown,
+                Health::Healthy,
+                Health::Failing,
+                Health::RateLimited,
+            ]),
+            proptest::option::of(-2i64..2),
+        ),
     )
         .prop_map(
-            move |(provider, residency, bindings, models, blacklisted, state, weight, acct)| {
+            move |(
+                provider,
+                residency,
+                bindings,
+                models,
+                blacklisted,
+                state,
+                weight,
+                acct,
+                (health, until),
+            )| {
                 let mut c = credential(n, provider, bindings);
+                c.health = health;
+                c.health_until = until.map(|s| now() + chrono::TimeDelta::seconds(s));
                 c.account_id = account(1 + acct);
                 c.profile.residency = residency.into();
                 c.profile.models = models;

@@ -10,6 +10,7 @@
 mod access;
 mod bindings;
 mod canaries;
+mod health;
 mod if_match;
 mod lifecycle;
 mod list;
@@ -191,7 +192,7 @@ fn random_hex<const N: usize>() -> String {
 const KEY: &str = "sk-proj-0123456789abcdefWXYZ";
 
 /// Every field `ByokConfig` shows; anything else (such as the sealed secret) must not be there.
-const CONFIG_FIELDS: [&str; 25] = [
+const CONFIG_FIELDS: [&str; 30] = [
     "byok_id",
     "provider",
     "alias",
@@ -217,6 +218,12 @@ const CONFIG_FIELDS: [&str; 25] = [
     "last_test",
     "pending_rotation",
     "previous_secret",
+    // Health (docs/health.md).
+    "health",
+    "health_until",
+    "health_changed_at",
+    "health_cause",
+    "health_error",
 ];
 
 /// Answers the error object of a 404 with the request id removed.

@@ -480,7 +480,8 @@ async fn a_probe_is_recorded_as_byok_tested_and_shown_as_last_test() {
     assert_eq!(before["last_test"], Value::Null);
     let response = probe_response(&app, &ada.token, &id).await;
     assert_eq!(response.status(), 200);
-    assert_eq!(etag(&response), "\"2\"");
+    // byok.tested, and the byok.health_changed of the 429 in the same append (docs/health.md).
+    assert_eq!(etag(&response), "\"3\"");
     let result = json_of(response).await;
     assert_failed(&result, "rate_limited");
     assert_eq!(
@@ -488,7 +489,7 @@ async fn a_probe_is_recorded_as_byok_tested_and_shown_as_last_test() {
         Some(format!("Bearer {KEY}").as_str())
     );
     let (after, tag) = get_config(&app, &ada.token, &id).await;
-    assert_eq!(tag, "\"2\"");
+    assert_eq!(tag, "\"3\"");
     assert_eq!(after["last_test"], result);
     // A probe changes no setting.
     assert_eq!(after["updated_at"], before["updated_at"]);
@@ -497,7 +498,7 @@ async fn a_probe_is_recorded_as_byok_tested_and_shown_as_last_test() {
         .get_json(&format!("/v1/byok/events/{id}"), &ada.token)
         .await;
     let items = events["items"].as_array().unwrap();
-    let tested = items.last().unwrap();
+    let tested = &items[items.len() - 2];
     assert_eq!(tested["type"], "byok.tested");
     let data = &tested["data"];
     assert_eq!(data["byok_id"], id);
@@ -517,7 +518,8 @@ async fn a_probe_is_recorded_as_byok_tested_and_shown_as_last_test() {
     assert_ok(&probe(&app, &ada.token, &other).await);
     let (config, tag) = get_config(&app, &ada.token, &other).await;
     assert_eq!(config["last_test"]["ok"], true);
-    assert_eq!(tag, "\"3\"");
+    // The first success also made it healthy: one byok.health_changed.
+    assert_eq!(tag, "\"4\"");
 }
 
 #[tokio::test]
@@ -529,7 +531,8 @@ async fn register_with_test_probes_at_once() {
     assert_eq!(key["test_result"]["ok"], false, "{key}");
     assert_eq!(key["test_result"]["error"], "invalid_credentials");
     assert_eq!(key["test_result"]["secret_version"], 1);
-    assert_eq!(tag, "\"2\"");
+    // With the byok.health_changed the refusal makes (docs/health.md).
+    assert_eq!(tag, "\"3\"");
     assert_eq!(fake.only().header("x-api-key"), Some(KEY));
     let id = key["byok_id"].as_str().unwrap();
     let events = app
@@ -541,7 +544,10 @@ async fn register_with_test_probes_at_once() {
         .iter()
         .map(|e| e["type"].as_str().unwrap())
         .collect();
-    assert_eq!(types, ["byok.registered", "byok.tested"]);
+    assert_eq!(
+        types,
+        ["byok.registered", "byok.tested", "byok.health_changed"]
+    );
     let (config, _) = get_config(&app, &ada.token, id).await;
     assert_eq!(config["last_test"], key["test_result"]);
 

@@ -199,6 +199,11 @@ async fn get_shows_the_whole_configuration_and_never_the_secret() {
             "last_test": null,
             "pending_rotation": null,
             "previous_secret": null,
+            "health": "unknown",
+            "health_until": null,
+            "health_changed_at": null,
+            "health_cause": null,
+            "health_error": null,
         })
     );
 

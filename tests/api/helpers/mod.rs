@@ -56,6 +56,7 @@ pub fn test_settings(dir: PathBuf) -> Settings {
         body_timeout: Duration::from_secs(10),
         outbound: keyledger::outbound::OutboundSettings::default(),
         rotation: Default::default(),
+        health: keyledger::service::health::HealthSettings::default(),
         workers: Some(1),
         handle_signals: false,
         hold_follower: None,
