@@ -16,12 +16,14 @@ use crate::http::{self, AppState, receive};
 use crate::service::accounts::{ADMIN_TOKEN_MARKER, Accounts};
 use crate::service::clock::{SharedClock, SystemClock};
 use crate::service::credentials::Credentials;
+use crate::service::deliveries::{self, DeliverySettings};
 use crate::service::events::Events;
 use crate::service::idempotency::Idempotency;
 use crate::service::ids::Ids;
 use crate::service::policy::Policies;
 use crate::service::resolve::Resolver;
 use crate::service::usage::Usage;
+use crate::service::webhooks::Webhooks;
 use crate::storage::{Store, StoreError};
 
 /// How long a client has to send a request's headers.
@@ -65,6 +67,10 @@ pub struct Application {
     handle_signals: bool,
     store: Store,
     resolver: Resolver,
+    /// The endpoints the dispatcher delivers to, and how.
+    webhooks: (Webhooks, DeliverySettings),
+    /// Turns true when the server begins to shut down.
+    closing: tokio::sync::watch::Receiver<bool>,
     /// The admin token generated on this start, to be printed once.
     pub generated_admin_token: Option<Redacted<String>>,
 }
@@ -106,6 +112,14 @@ impl Application {
         let ids = Arc::new(Ids::new(clock.clone()));
         // Replays the log before the server listens, then follows it (docs/routing.md).
         let resolver = Resolver::start(store.clone(), settings.master_key.clone(), clock.clone())?;
+        let outbound = crate::outbound::Outbound::new(settings.outbound.clone())?;
+        let webhooks = Webhooks::new(
+            store.clone(),
+            settings.master_key.clone(),
+            clock.clone(),
+            ids.clone(),
+            outbound.clone(),
+        );
         let state = web::Data::new(AppState {
             accounts: Accounts::new(store.clone(), admin_hash, clock.clone(), ids.clone()),
             credentials: Credentials::new(
@@ -114,12 +128,13 @@ impl Application {
                 clock.clone(),
                 ids.clone(),
             )
-            .with_outbound(crate::outbound::Outbound::new(settings.outbound.clone())?),
+            .with_outbound(outbound),
             events: Events::new(store.clone(), closing.subscribe()),
             policies: Policies::new(store.clone(), clock.clone()),
             idempotency: Idempotency::new(store.clone(), clock.clone()),
             usage: Usage::new(store.clone(), clock),
             resolver: resolver.clone(),
+            webhooks: webhooks.clone(),
             ids,
             open_signup: settings.open_signup,
             receiving: receive::Limits {
@@ -155,6 +170,7 @@ impl Application {
         let handle_signals = settings.handle_signals;
         #[cfg(not(feature = "test-hooks"))]
         let handle_signals = true;
+        let dispatcher_closing = closing.subscribe();
         Ok(Self {
             port,
             shutdown: Shutdown {
@@ -164,6 +180,8 @@ impl Application {
             server,
             store,
             resolver,
+            webhooks: (webhooks, settings.webhooks.clone()),
+            closing: dispatcher_closing,
             handle_signals,
             generated_admin_token,
         })
@@ -196,7 +214,11 @@ impl Application {
                 shutdown.stop().await;
             });
         }
+        // The one task that delivers webhooks: off the request path and off the writer.
+        let (webhooks, delivery) = self.webhooks;
+        let dispatcher = deliveries::spawn(webhooks, delivery, self.closing);
         let served = self.server.await;
+        dispatcher.abort();
         self.store.shutdown();
         self.resolver.join();
         served

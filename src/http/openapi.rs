@@ -22,7 +22,9 @@ use utoipa::openapi::{Components, LicenseBuilder, Paths, Ref, RefOr, Required};
 use utoipa::{Modify, OpenApi};
 
 use super::error::{ApiError, ErrorCode};
-use super::{accounts, byok, error, events, health, keys, policy, resolve, schema, usage};
+use super::{
+    accounts, byok, error, events, health, keys, policy, resolve, schema, usage, webhooks,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -107,7 +109,7 @@ impl Modify for Contract {
         for name in body_schemas {
             add_idempotency_field(components, &name);
         }
-        doc.webhooks = Some(Paths::new());
+        doc.webhooks = Some(webhooks::webhooks_section());
     }
 }
 
@@ -235,7 +237,7 @@ fn add_idempotency_field(components: &mut Components, name: &str) {
 fn openapi_document() {}
 
 /// Every resource's part, in the order their tags are listed.
-fn resources() -> [utoipa::openapi::OpenApi; 9] {
+fn resources() -> [utoipa::openapi::OpenApi; 10] {
     [
         error::ErrorsApi::openapi(),
         accounts::AccountsApi::openapi(),
@@ -245,6 +247,7 @@ fn resources() -> [utoipa::openapi::OpenApi; 9] {
         policy::PolicyApi::openapi(),
         usage::UsageApi::openapi(),
         events::EventsApi::openapi(),
+        webhooks::WebhooksApi::openapi(),
         health::HealthApi::openapi(),
     ]
 }

@@ -159,6 +159,30 @@ impl Outbound {
         Ok(parsed)
     }
 
+    /// Checks `url` against the policy as a call would, the name resolved as the client would
+    /// resolve it: what a URL stored now for later calls (a webhook's) is vetted with. A name
+    /// that does not resolve is refused as unreachable.
+    pub async fn vet(&self, url: &str) -> Result<(), OutboundError> {
+        let parsed = self.check_url(url)?;
+        let Some(Host::Domain(name)) = parsed.host() else {
+            return Ok(());
+        };
+        if self.settings.allow_private_urls {
+            return Ok(());
+        }
+        let found: Vec<SocketAddr> = tokio::net::lookup_host((name, 0))
+            .await
+            .map_err(|e| OutboundError::Unreachable(format!("{name} does not resolve: {e}")))?
+            .collect();
+        match found.iter().find_map(|a| policy::refusal(a.ip())) {
+            Some(reason) => Err(OutboundError::Refused {
+                host: name.to_owned(),
+                reason,
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Sends `request` under the policy and answers the status and the start of the body.
     pub async fn send(&self, request: Request) -> Result<Answer, OutboundError> {
         let url = self.check_url(&request.url)?;

@@ -17,6 +17,7 @@ use super::writer::Writer;
 use super::{Inner, Store, StoreError, files, idempotency, keys, projection, verify};
 use crate::crypto::{DataKey, KeyedHasher, MasterKey};
 use crate::domain::credential::Credential;
+use crate::domain::webhook::{Webhook, WebhookState};
 use crate::es::{Aggregate, StreamId};
 
 /// The on-disk store schema (the layout of `keys.rs`) this build reads and writes. Not to be
@@ -280,9 +281,16 @@ fn settle_projection_format(tree: &sled::Tree, chain: &KeyedHasher) -> Result<()
 fn destroy_orphan_keys(tree: &sled::Tree, keyring: &Keyring) -> Result<(), StoreError> {
     keyring.destroy_unfinished()?;
     for record in keyring.records()? {
-        let stream = StreamId::new(Credential::KIND, &record);
-        let live = projection::load::<Credential>(&ReadOnly(tree), stream.as_str())?
-            .is_some_and(|stored| !stored.state.is_revoked());
+        // A webhook's signing key lives while the endpoint does (docs/adr/0029).
+        let live = if record.starts_with("wh_") {
+            let stream = StreamId::new(Webhook::KIND, &record);
+            projection::load::<Webhook>(&ReadOnly(tree), stream.as_str())?
+                .is_some_and(|stored| stored.state.state != WebhookState::Deleted)
+        } else {
+            let stream = StreamId::new(Credential::KIND, &record);
+            projection::load::<Credential>(&ReadOnly(tree), stream.as_str())?
+                .is_some_and(|stored| !stored.state.is_revoked())
+        };
         if !live {
             keyring.destroy(&record)?;
         }

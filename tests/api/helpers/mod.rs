@@ -55,6 +55,7 @@ pub fn test_settings(dir: PathBuf) -> Settings {
         durability: Durability::Sync,
         body_timeout: Duration::from_secs(10),
         outbound: keyledger::outbound::OutboundSettings::default(),
+        webhooks: keyledger::service::deliveries::DeliverySettings::default(),
         workers: Some(1),
         handle_signals: false,
     }
