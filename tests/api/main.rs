@@ -28,3 +28,4 @@ mod readiness;
 mod revoked_streams;
 mod slow_clients;
 mod store;
+mod webhooks;
