@@ -213,6 +213,7 @@ fn refine_parameter(path: &str, parameter: &mut utoipa::openapi::path::Parameter
         (ParameterIn::Header, "Last-Event-ID") => schema::event_id(),
         (ParameterIn::Path, "id") if path.starts_with("/v1/account/keys/") => schema::key_id(),
         (ParameterIn::Path, "id") if path.starts_with("/v1/byok/") => schema::credential_id(),
+        (ParameterIn::Path, "id") if path.starts_with("/v1/webhooks/") => schema::webhook_id(),
         _ => return,
     };
     parameter.schema = Some(RefOr::T(schema));

@@ -465,6 +465,11 @@ pub fn credential_id() -> Schema {
     typed_id("byok")
 }
 
+/// The path id of a webhook endpoint.
+pub fn webhook_id() -> Schema {
+    typed_id("wh")
+}
+
 /// `Idempotent-Replayed`: present, and `true`, on a replayed response only.
 pub fn replayed() -> Schema {
     string().enum_values(Some(["true"])).into()

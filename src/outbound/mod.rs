@@ -170,8 +170,10 @@ impl Outbound {
         if self.settings.allow_private_urls {
             return Ok(());
         }
-        let found: Vec<SocketAddr> = tokio::net::lookup_host((name, 0))
+        let lookup = tokio::net::lookup_host((name, 0));
+        let found: Vec<SocketAddr> = tokio::time::timeout(self.settings.connect_timeout, lookup)
             .await
+            .map_err(|_| OutboundError::Timeout)?
             .map_err(|e| OutboundError::Unreachable(format!("{name} does not resolve: {e}")))?
             .collect();
         match found.iter().find_map(|a| policy::refusal(a.ip())) {

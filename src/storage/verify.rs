@@ -14,6 +14,7 @@ use super::rows::{self, Differences, ReplayRows};
 use super::{Store, StoreError, keys};
 use crate::crypto::{KeyedHasher, MasterKey, data_key_binding};
 use crate::domain::credential::Credential;
+use crate::domain::webhook::{Webhook, WebhookState};
 use crate::es::{Aggregate, Envelope};
 
 impl Store {
@@ -197,6 +198,24 @@ fn check_data_keys(
             Err(error) => problems.push(format!(
                 "the data key of live credential {id} (keys/{id}) cannot be read: {error}"
             )),
+        }
+    })?;
+    // A webhook endpoint that is not deleted needs its signing key too (docs/adr/0029).
+    rows.for_each_aggregate::<Webhook>(Webhook::KIND, |stored| {
+        let hook = &stored.state;
+        if hook.state == WebhookState::Deleted {
+            return;
+        }
+        checked += 1;
+        let id = hook.webhook_id.as_str();
+        let binding = data_key_binding(hook.account_id.as_str(), id);
+        let opens = keyring
+            .get(id)
+            .map(|w| w.is_some_and(|w| master.unwrap_key(&w, &binding).is_ok()));
+        if !matches!(opens, Ok(true)) {
+            problems.push(format!(
+                "the signing key of webhook {id} (keys/{id}) is missing or does not open"
+            ));
         }
     })?;
     Ok((checked, problems))

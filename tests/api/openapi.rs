@@ -126,8 +126,24 @@ fn the_contract_states_what_the_server_checks() {
 
     // Operation ids are verb_noun; the public ones say so with `security: []`.
     let verbs = [
-        "get", "list", "create", "register", "update", "enable", "disable", "revoke", "stream",
-        "bind", "unbind", "set", "report", "resolve", "test",
+        "get",
+        "list",
+        "create",
+        "register",
+        "update",
+        "enable",
+        "disable",
+        "revoke",
+        "stream",
+        "bind",
+        "unbind",
+        "set",
+        "report",
+        "resolve",
+        "test",
+        "delete",
+        "rotate",
+        "redeliver",
     ];
     let public = [
         "get_openapi",

@@ -5,6 +5,7 @@
 
 mod crash;
 mod endpoints;
+mod rebuild;
 mod retries;
 mod signatures;
 mod ssrf;
