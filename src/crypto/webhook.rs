@@ -58,6 +58,54 @@ mod tests {
         );
     }
 
+    /// The verifier docs/webhooks.md shows for Rust, as written there.
+    fn documented_verify(
+        secret: &str,
+        id: &str,
+        ts: &str,
+        signatures: &str,
+        body: &[u8],
+        now: i64,
+    ) -> bool {
+        let fresh = ts.parse::<i64>().is_ok_and(|t| (now - t).abs() <= 300);
+        let Some(key) = secret
+            .strip_prefix("whsec_")
+            .and_then(|k| STANDARD.decode(k).ok())
+        else {
+            return false;
+        };
+        fresh
+            && signatures
+                .split(' ')
+                .filter_map(|s| s.strip_prefix("v1,"))
+                .any(|sig| {
+                    let Ok(sig) = STANDARD.decode(sig) else {
+                        return false;
+                    };
+                    let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(&key) else {
+                        return false;
+                    };
+                    mac.update(format!("{id}.{ts}.").as_bytes());
+                    mac.update(body);
+                    mac.verify_slice(&sig).is_ok()
+                })
+    }
+
+    #[test]
+    fn the_documented_rust_verifier_accepts_a_signature_and_refuses_bad_ones() {
+        let secret = generate_webhook_secret();
+        let key = webhook_secret_key(secret.expose()).unwrap();
+        let body = br#"{"type":"webhook.ping"}"#;
+        let sig = webhook_signature(key.expose(), "msg_1", 1_000, body);
+        let verify =
+            |sigs: &str, now| documented_verify(secret.expose(), "msg_1", "1000", sigs, body, now);
+        assert!(verify(&sig, 1_000));
+        assert!(verify(&format!("v1,AAAA {sig}"), 1_200));
+        assert!(!verify("v1,", 1_000));
+        assert!(!verify(&sig[..sig.len() - 4], 1_000));
+        assert!(!verify(&sig, 1_301));
+    }
+
     #[test]
     fn secrets_round_trip_to_their_key() {
         let secret = generate_webhook_secret();

@@ -359,8 +359,30 @@ pub enum WebhookCommand {
 /// The URL's shape: http or https, a host, no credentials, at most [`MAX_URL_LEN`]. Whether its
 /// address may be reached is the outbound policy's question, asked by the service.
 pub fn validate_url(raw: &str) -> Result<String, WebhookError> {
-    let url = raw.trim();
-    if url.is_empty() || url.len() > MAX_URL_LEN {
+    let url = raw;
+    // The characters of RFC 3986 a URL may hold as written (an escape is `%` and two hex
+    // digits); anything else must be percent-encoded, as the contract's pattern says.
+    let bytes = url.as_bytes();
+    let plain = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?[]".contains(&b);
+    let written = bytes.iter().enumerate().all(|(i, b)| {
+        plain(*b)
+            || (*b == b'%'
+                && bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+    });
+    if !written {
+        return Err(WebhookError::invalid(
+            "url",
+            "url must be written in URL characters (percent-encode the others)",
+        ));
+    }
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        return Err(WebhookError::invalid(
+            "url",
+            "url must start with https:// or http://",
+        ));
+    }
+    if url.is_empty() || url.chars().count() > MAX_URL_LEN {
         return Err(WebhookError::invalid(
             "url",
             format!("url must be 1 to {MAX_URL_LEN} characters"),
@@ -379,6 +401,9 @@ pub fn validate_url(raw: &str) -> Result<String, WebhookError> {
             "url",
             "url must not carry a user name or password",
         ));
+    }
+    if parsed.fragment().is_some() {
+        return Err(WebhookError::invalid("url", "url must not have a fragment"));
     }
     Ok(url.to_owned())
 }

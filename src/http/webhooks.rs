@@ -214,15 +214,12 @@ pub struct QueuedDelivery {
 #[schema(example = json!({"url": "https://hooks.example.com/keyledger",
     "events": ["byok.rotated", "byok.revoked"], "description": "ops alerts"}))]
 pub struct CreateWebhookBody {
-    /// http or https; loopback, private, link-local and metadata addresses are refused unless
-    /// the server allows private URLs.
-    #[schema(max_length = 2048)]
+    #[schema(schema_with = super::schema::webhook_url)]
     pub url: String,
-    /// Event types to receive (see the `webhooks` section), or `["*"]` for all.
-    #[schema(min_items = 1)]
+    #[schema(schema_with = super::schema::webhook_events)]
     pub events: Vec<String>,
     #[serde(default)]
-    #[schema(max_length = 200)]
+    #[schema(schema_with = super::schema::webhook_description)]
     pub description: Option<String>,
 }
 
@@ -231,13 +228,13 @@ pub struct CreateWebhookBody {
 #[schema(example = json!({"events": ["*"], "enabled": true}))]
 pub struct UpdateWebhookBody {
     #[serde(default)]
-    #[schema(max_length = 2048)]
+    #[schema(schema_with = super::schema::webhook_url)]
     pub url: Option<String>,
     #[serde(default)]
+    #[schema(schema_with = super::schema::webhook_events)]
     pub events: Option<Vec<String>>,
-    /// `""` removes it.
     #[serde(default)]
-    #[schema(max_length = 200)]
+    #[schema(schema_with = super::schema::webhook_description)]
     pub description: Option<String>,
     /// `false` stops deliveries; `true` brings a disabled endpoint back.
     #[serde(default)]

@@ -1,5 +1,5 @@
-//! Outbound HTTP: the one client keyledger calls other servers with (provider probes now,
-//! webhooks later), and the requests it sends. The only user of `reqwest`, `aws_sigv4` and
+//! Outbound HTTP: the one client keyledger calls other servers with (provider probes and
+//! webhook deliveries), and the requests it sends. The only user of `reqwest`, `aws_sigv4` and
 //! `jsonwebtoken` (docs/architecture.md, ADR 0025).
 //!
 //! The client keeps the SSRF policy of docs/design.md §7: only `http` and `https`; the name is
