@@ -68,7 +68,8 @@ impl DeliverySettings {
 struct Flight {
     keys: HashSet<Vec<u8>>,
     per_endpoint: HashMap<WebhookId, usize>,
-    failing_since: HashMap<WebhookId, i64>,
+    /// Per endpoint: since when every attempt has failed, and when the last one did (unix ms).
+    failing_since: HashMap<WebhookId, (i64, i64)>,
 }
 
 struct Dispatcher {
@@ -359,13 +360,24 @@ impl Dispatcher {
                     None => store.remove_outbox(key)?,
                 }
                 store.record_attempt(webhook_id, &attempt)?;
-                let since = *self
-                    .flight()
-                    .failing_since
-                    .entry(webhook_id.clone())
-                    .or_insert(now.timestamp_millis());
+                let at = now.timestamp_millis();
+                // A run of failures is unbroken while attempts keep coming (a pending delivery
+                // is tried at least once a scaled day); after a longer quiet, it starts again.
+                let gap = self.settings.scaled_ms(SCHEDULE[SCHEDULE.len() - 1]) * 11 / 10;
+                let since = {
+                    let mut flight = self.flight();
+                    let run = flight
+                        .failing_since
+                        .entry(webhook_id.clone())
+                        .or_insert((at, at));
+                    if at - run.1 > gap {
+                        run.0 = at;
+                    }
+                    run.1 = at;
+                    run.0
+                };
                 let limit = self.settings.scaled_ms(DISABLE_AFTER_SECS);
-                if now.timestamp_millis() - since >= limit {
+                if at - since >= limit {
                     self.flight().failing_since.remove(webhook_id);
                     self.webhooks
                         .disable(webhook_id, DisabledReason::Failing)
