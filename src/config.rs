@@ -10,6 +10,7 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 
 use crate::crypto::{MasterKey, MasterKeyError, Redacted};
 use crate::outbound::OutboundSettings;
+use crate::service::deliveries::DeliverySettings;
 use crate::service::health::{
     DEFAULT_PROBE_CONCURRENCY as DEFAULT_HEALTH_CONCURRENCY, DEFAULT_RATE_LIMIT_COOLDOWN,
     HealthSettings,
@@ -166,6 +167,26 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(u64).range(1..=64)
     )]
     pub probe_concurrency: u64,
+    /// Multiplies the webhook retry schedule (immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h,
+    /// 14 h, 20 h, 24 h) and the five days of failures that disable an endpoint; tests use a
+    /// tiny scale. A positive number.
+    #[arg(
+        long,
+        env = "KEYLEDGER_WEBHOOK_RETRY_SCALE",
+        value_name = "FACTOR",
+        default_value_t = 1.0,
+        value_parser = retry_scale
+    )]
+    pub webhook_retry_scale: f64,
+    /// Seconds one webhook delivery attempt may take in all.
+    #[arg(
+        long,
+        env = "KEYLEDGER_WEBHOOK_TIMEOUT",
+        value_name = "SECONDS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..=120)
+    )]
+    pub webhook_timeout: u64,
     /// Acknowledge writes before they are durable. Only for showing that the crash test catches
     /// lost writes; never for real data.
     #[arg(long, env = "KEYLEDGER_UNSAFE_NO_SYNC", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new(), hide = true)]
@@ -215,6 +236,8 @@ pub struct Settings {
     pub rotation: RotationSettings,
     /// The rate-limit cooldown and the periodic prober (docs/health.md).
     pub health: HealthSettings,
+    /// Webhook deliveries: the retry schedule's scale and the time an attempt may take.
+    pub webhooks: DeliverySettings,
     /// HTTP worker threads; `None` for one per core.
     pub workers: Option<usize>,
     /// Stop gracefully on SIGTERM / SIGINT. Always on in a build without `test-hooks`; in-process
@@ -273,6 +296,10 @@ impl Settings {
                 probe_concurrency: usize::try_from(args.probe_concurrency)
                     .unwrap_or(DEFAULT_HEALTH_CONCURRENCY),
             },
+            webhooks: DeliverySettings {
+                retry_scale: args.webhook_retry_scale,
+                timeout: Duration::from_secs(args.webhook_timeout),
+            },
             workers: None,
             #[cfg(feature = "test-hooks")]
             handle_signals: true,
@@ -309,6 +336,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err(format!("{text:?}: between one second and ten years"));
     }
     Ok(Duration::from_secs(secs))
+}
+
+/// `--webhook-retry-scale`: a finite positive factor.
+fn retry_scale(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(scale) if scale.is_finite() && scale > 0.0 => Ok(scale),
+        _ => Err(format!("{text:?} is not a positive number")),
+    }
 }
 
 /// The outbound settings: the flags, and the base URLs of `KEYLEDGER_<PROVIDER>_BASE_URL` and

@@ -16,6 +16,7 @@ use crate::http::{self, AppState, receive};
 use crate::service::accounts::{ADMIN_TOKEN_MARKER, Accounts};
 use crate::service::clock::{SharedClock, SystemClock};
 use crate::service::credentials::Credentials;
+use crate::service::deliveries::{self, DeliverySettings};
 use crate::service::events::Events;
 use crate::service::health::Prober;
 use crate::service::idempotency::Idempotency;
@@ -24,6 +25,7 @@ use crate::service::policy::Policies;
 use crate::service::resolve::Resolver;
 use crate::service::rotation::Sweeper;
 use crate::service::usage::Usage;
+use crate::service::webhooks::Webhooks;
 use crate::storage::{Store, StoreError};
 
 /// How long a client has to send a request's headers.
@@ -71,6 +73,10 @@ pub struct Application {
     sweeper: Sweeper,
     /// The periodic prober and the signal that stops it, when `--probe-interval` is set.
     prober: Option<(Prober, tokio::sync::watch::Receiver<bool>)>,
+    /// The endpoints the dispatcher delivers to, and how.
+    webhooks: (Webhooks, DeliverySettings),
+    /// Turns true when the server begins to shut down.
+    closing: tokio::sync::watch::Receiver<bool>,
     /// The admin token generated on this start, to be printed once.
     pub generated_admin_token: Option<Redacted<String>>,
 }
@@ -122,6 +128,13 @@ impl Application {
             hold,
         )?;
         let outbound = crate::outbound::Outbound::new(settings.outbound.clone())?;
+        let webhooks = Webhooks::new(
+            store.clone(),
+            settings.master_key.clone(),
+            clock.clone(),
+            ids.clone(),
+            outbound.clone(),
+        );
         let credentials = || {
             Credentials::new(
                 store.clone(),
@@ -155,6 +168,7 @@ impl Application {
             usage: Usage::new(store.clone(), clock)
                 .with_rate_limit_cooldown(settings.health.rate_limit_cooldown),
             resolver: resolver.clone(),
+            webhooks: webhooks.clone(),
             ids,
             open_signup: settings.open_signup,
             receiving: receive::Limits {
@@ -191,6 +205,7 @@ impl Application {
         #[cfg(not(feature = "test-hooks"))]
         let handle_signals = true;
         let prober = prober.map(|p| (p, closing.subscribe()));
+        let dispatcher_closing = closing.subscribe();
         Ok(Self {
             port,
             prober,
@@ -202,6 +217,8 @@ impl Application {
             store,
             resolver,
             sweeper,
+            webhooks: (webhooks, settings.webhooks.clone()),
+            closing: dispatcher_closing,
             handle_signals,
             generated_admin_token,
         })
@@ -241,6 +258,9 @@ impl Application {
                 shutdown.stop().await;
             });
         }
+        // The one task that delivers webhooks: off the request path and off the writer.
+        let (webhooks, delivery) = self.webhooks;
+        let dispatcher = deliveries::spawn(webhooks, delivery, self.closing);
         // The prober runs beside the server and hears the same shutdown (or the server's end),
         // so it is gone before the store closes.
         let closing = self.shutdown.closing.clone();
@@ -256,6 +276,7 @@ impl Application {
         };
         let (served, ()) = tokio::join!(server, prober);
         self.sweeper.join();
+        dispatcher.abort();
         self.store.shutdown();
         self.resolver.join();
         served

@@ -9,6 +9,7 @@ mod keys;
 mod redacted;
 mod seal;
 mod token;
+mod webhook;
 
 pub use cursor::CursorMac;
 pub use keys::{
@@ -17,6 +18,10 @@ pub use keys::{
 pub use redacted::Redacted;
 pub use seal::{SealError, open, seal};
 pub use token::{KeyedHasher, TokenHash, generate_token, token_prefix};
+pub use webhook::{
+    SECRET_PREFIX as WEBHOOK_SECRET_PREFIX, generate_webhook_secret, webhook_secret_key,
+    webhook_signature,
+};
 
 /// Fills a fresh array with bytes from the operating system's CSPRNG.
 ///

@@ -91,6 +91,11 @@ prefixed_id!(
     "stage",
     "A staged secret rotation of a credential (`stage_…`)."
 );
+prefixed_id!(
+    WebhookId,
+    "wh",
+    "A webhook endpoint of an account (`wh_…`)."
+);
 
 #[cfg(test)]
 mod tests {

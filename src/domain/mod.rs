@@ -13,8 +13,9 @@ pub mod routing;
 mod scope;
 pub mod text;
 pub mod usage;
+pub mod webhook;
 
-pub use ids::{AccountId, CredentialId, KeyId, StageId};
+pub use ids::{AccountId, CredentialId, KeyId, StageId, WebhookId};
 pub use scope::Scope;
 
 /// Payload fields that stay in the log but are never shown by the API, event feeds or webhooks:

@@ -31,6 +31,7 @@ mod routing;
 mod schema;
 pub mod usage;
 pub mod views;
+pub mod webhooks;
 
 use actix_web::web;
 
@@ -58,6 +59,8 @@ pub struct AppState {
     pub usage: Usage,
     /// Resolve's in-memory routing state, following the log.
     pub resolver: Resolver,
+    /// Webhook endpoints and their delivery log.
+    pub webhooks: crate::service::webhooks::Webhooks,
     /// Mints the ids of requests that bring none.
     pub ids: std::sync::Arc<Ids>,
     pub open_signup: bool,
@@ -80,6 +83,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(policy::configure)
     .configure(usage::configure)
     .configure(events::configure)
+    .configure(webhooks::configure)
     .configure(health::configure)
     .configure(admin::configure)
     .configure(openapi::configure);

@@ -23,7 +23,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::error::{ApiError, ErrorCode};
 use super::{
-    accounts, byok, error, events, health, keys, policy, resolve, rotation, schema, usage,
+    accounts, byok, error, events, health, keys, policy, resolve, rotation, schema, usage, webhooks,
 };
 
 #[derive(OpenApi)]
@@ -109,7 +109,7 @@ impl Modify for Contract {
         for name in body_schemas {
             add_idempotency_field(components, &name);
         }
-        doc.webhooks = Some(Paths::new());
+        doc.webhooks = Some(webhooks::webhooks_section());
     }
 }
 
@@ -213,6 +213,7 @@ fn refine_parameter(path: &str, parameter: &mut utoipa::openapi::path::Parameter
         (ParameterIn::Header, "Last-Event-ID") => schema::event_id(),
         (ParameterIn::Path, "id") if path.starts_with("/v1/account/keys/") => schema::key_id(),
         (ParameterIn::Path, "id") if path.starts_with("/v1/byok/") => schema::credential_id(),
+        (ParameterIn::Path, "id") if path.starts_with("/v1/webhooks/") => schema::webhook_id(),
         _ => return,
     };
     parameter.schema = Some(RefOr::T(schema));
@@ -237,7 +238,7 @@ fn add_idempotency_field(components: &mut Components, name: &str) {
 fn openapi_document() {}
 
 /// Every resource's part, in the order their tags are listed.
-fn resources() -> [utoipa::openapi::OpenApi; 10] {
+fn resources() -> [utoipa::openapi::OpenApi; 11] {
     [
         error::ErrorsApi::openapi(),
         accounts::AccountsApi::openapi(),
@@ -248,6 +249,7 @@ fn resources() -> [utoipa::openapi::OpenApi; 10] {
         policy::PolicyApi::openapi(),
         usage::UsageApi::openapi(),
         events::EventsApi::openapi(),
+        webhooks::WebhooksApi::openapi(),
         health::HealthApi::openapi(),
     ]
 }

@@ -15,6 +15,11 @@ pub fn credential_id(segment: &str) -> Result<CredentialId, ApiError> {
     CredentialId::parse(segment).ok_or_else(|| ServiceError::from(CredentialError::NotFound).into())
 }
 
+pub fn webhook_id(segment: &str) -> Result<crate::domain::WebhookId, ApiError> {
+    crate::domain::WebhookId::parse(segment)
+        .ok_or_else(|| ServiceError::NotFound("no such webhook").into())
+}
+
 pub fn key_id(segment: &str) -> Result<KeyId, ApiError> {
     KeyId::parse(segment).ok_or_else(|| ServiceError::from(AccountError::KeyNotFound).into())
 }

@@ -465,6 +465,11 @@ pub fn credential_id() -> Schema {
     typed_id("byok")
 }
 
+/// The path id of a webhook endpoint.
+pub fn webhook_id() -> Schema {
+    typed_id("wh")
+}
+
 /// `Idempotent-Replayed`: present, and `true`, on a replayed response only.
 pub fn replayed() -> Schema {
     string().enum_values(Some(["true"])).into()
@@ -481,4 +486,65 @@ pub fn nullable_ref(name: &str) -> Schema {
 /// A string that may be `null`, to be constrained further.
 pub fn nullable_string() -> ObjectBuilder {
     ObjectBuilder::new().schema_type(nullable(Type::String))
+}
+
+/// A port from 0 to 65535, after its colon.
+const PORT: &str =
+    "(:([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?";
+
+/// A path and a query, without a fragment; a `%` starts an escape (RFC 3986).
+const PATH_AND_QUERY: &str = "(/([A-Za-z0-9._~!$&'()*+,;=:@/-]|%[0-9A-Fa-f]{2})*)?(\\?([A-Za-z0-9._~!$&'()*+,;=:@/?-]|%[0-9A-Fa-f]{2})*)?";
+
+/// A webhook endpoint's URL, as `domain::webhook::validate_url` takes it. Which addresses may
+/// be reached is the outbound policy's to say, when it is created and at every delivery.
+pub fn webhook_url() -> Schema {
+    let host = format!("({HOST_NAME}|{OCTET}\\.{OCTET}\\.{OCTET}\\.{OCTET})");
+    string()
+        .description(Some(format!(
+            "An absolute `https://` or `http://` URL to a host name or IPv4 address (an IPv6 \
+             literal in brackets is taken too), without user info or fragment, at most \
+             {} characters. Loopback, private, link-local and metadata addresses (in any \
+             spelling, or a name resolving to one) are refused unless the server allows \
+             private URLs; the name is resolved when the endpoint is created and again at every \
+             delivery.",
+            crate::domain::webhook::MAX_URL_LEN
+        )))
+        .format(Some(SchemaFormat::Custom("uri".to_owned())))
+        .max_length(Some(crate::domain::webhook::MAX_URL_LEN))
+        .pattern(Some(format!("^https?://{host}{PORT}{PATH_AND_QUERY}$")))
+        .examples(["https://hooks.example.com/keyledger"])
+        .into()
+}
+
+/// The event types an endpoint subscribes to: at least one of the subscribable types, or `*`.
+pub fn webhook_events() -> Schema {
+    let names = crate::domain::webhook::EVENT_TYPES
+        .iter()
+        .map(|t| t.name)
+        .chain([crate::domain::webhook::ALL]);
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(string().enum_values(Some(names)))
+        .min_items(Some(1))
+        .description(Some(
+            "Event types to receive (each described in the `webhooks` section), or `[\"*\"]` \
+             for every type, those added later included",
+        ))
+        .into()
+}
+
+/// A webhook endpoint's description: the text rule, trimmed, at most 200 characters; blank
+/// removes it.
+pub fn webhook_description() -> Schema {
+    let max = crate::domain::webhook::MAX_DESCRIPTION_LEN;
+    let edge = format!("[^{WHITESPACE}{CONTROL}]");
+    let inner = format!("[^{CONTROL}]{{0,{}}}", max - 2);
+    string()
+        .description(Some(format!(
+            "Free text, trimmed; then at most {max} characters and no control characters. \
+             Blank removes it."
+        )))
+        .pattern(Some(readable(&trimmed(&format!(
+            "({edge}({inner}{edge})?)?"
+        )))))
+        .into()
 }

@@ -1,5 +1,5 @@
-//! Outbound HTTP: the one client keyledger calls other servers with (provider probes now,
-//! webhooks later), and the requests it sends. The only user of `reqwest`, `aws_sigv4` and
+//! Outbound HTTP: the one client keyledger calls other servers with (provider probes and
+//! webhook deliveries), and the requests it sends. The only user of `reqwest`, `aws_sigv4` and
 //! `jsonwebtoken` (docs/architecture.md, ADR 0025).
 //!
 //! The client keeps the SSRF policy of docs/design.md §7: only `http` and `https`; the name is
@@ -157,6 +157,32 @@ impl Outbound {
             });
         }
         Ok(parsed)
+    }
+
+    /// Checks `url` against the policy as a call would, the name resolved as the client would
+    /// resolve it: what a URL stored now for later calls (a webhook's) is vetted with. A name
+    /// that does not resolve is refused as unreachable.
+    pub async fn vet(&self, url: &str) -> Result<(), OutboundError> {
+        let parsed = self.check_url(url)?;
+        let Some(Host::Domain(name)) = parsed.host() else {
+            return Ok(());
+        };
+        if self.settings.allow_private_urls {
+            return Ok(());
+        }
+        let lookup = tokio::net::lookup_host((name, 0));
+        let found: Vec<SocketAddr> = tokio::time::timeout(self.settings.connect_timeout, lookup)
+            .await
+            .map_err(|_| OutboundError::Timeout)?
+            .map_err(|e| OutboundError::Unreachable(format!("{name} does not resolve: {e}")))?
+            .collect();
+        match found.iter().find_map(|a| policy::refusal(a.ip())) {
+            Some(reason) => Err(OutboundError::Refused {
+                host: name.to_owned(),
+                reason,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Sends `request` under the policy and answers the status and the start of the body.

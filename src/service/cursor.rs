@@ -25,6 +25,10 @@ pub enum Listing<'a> {
     Credentials(&'a AccountId),
     /// An event feed.
     Feed(&'a Feed<'a>),
+    /// `GET /v1/webhooks` of one account.
+    Webhooks(&'a AccountId),
+    /// The delivery log of one endpoint.
+    Deliveries(&'a crate::domain::WebhookId),
 }
 
 impl Listing<'_> {
@@ -34,6 +38,8 @@ impl Listing<'_> {
             Self::Credentials(account_id) => format!("byok/list/{account_id}"),
             Self::Feed(Feed::Account(account_id)) => format!("events/account/{account_id}"),
             Self::Feed(Feed::Stream(stream)) => format!("events/stream/{}", stream.as_str()),
+            Self::Webhooks(account_id) => format!("webhooks/list/{account_id}"),
+            Self::Deliveries(webhook_id) => format!("webhooks/deliveries/{webhook_id}"),
         }
     }
 }

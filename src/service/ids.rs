@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use ulid::{Generator, Ulid};
 
 use super::clock::SharedClock;
-use crate::domain::{AccountId, CredentialId, KeyId, StageId};
+use crate::domain::{AccountId, CredentialId, KeyId, StageId, WebhookId};
 
 /// Prefix of request ids (`req_01J…`), as the `X-Request-ID` header and events carry them.
 pub const REQUEST_ID_PREFIX: &str = "req";
@@ -59,6 +59,15 @@ impl Ids {
 
     pub fn stage(&self) -> StageId {
         StageId::from_ulid(self.next().into())
+    }
+
+    pub fn webhook(&self) -> WebhookId {
+        WebhookId::from_ulid(self.next().into())
+    }
+
+    /// A webhook message id (`msg_<ULID>`) for a delivery that is no event of the log (a ping).
+    pub fn message(&self) -> String {
+        format!("msg_{}", self.next())
     }
 
     /// A new request id, for a request that did not bring its own.

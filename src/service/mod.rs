@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod clock;
 pub mod credentials;
 pub mod cursor;
+pub mod deliveries;
 pub mod events;
 pub mod health;
 pub mod idempotency;
@@ -15,6 +16,7 @@ pub mod policy;
 pub mod resolve;
 pub mod rotation;
 pub mod usage;
+pub mod webhooks;
 
 use idempotency::Recording;
 
@@ -60,6 +62,8 @@ pub enum Taken {
     Key,
     /// A usage request id is recorded already (the usage service answers it per record).
     UsageRequest,
+    /// The webhook's stream already exists.
+    Webhook,
 }
 
 impl std::fmt::Display for Taken {
@@ -70,6 +74,7 @@ impl std::fmt::Display for Taken {
             Self::Credential => "credential",
             Self::Key => "API key",
             Self::UsageRequest => "usage request id",
+            Self::Webhook => "webhook",
         })
     }
 }
@@ -109,6 +114,17 @@ impl From<CredentialError> for ServiceError {
             | CredentialError::StageProbeFailed
             | CredentialError::NothingToRollBack) => ServiceError::Rotation(e),
             CredentialError::Invalid { param, message } => ServiceError::Invalid { param, message },
+        }
+    }
+}
+
+impl From<crate::domain::webhook::WebhookError> for ServiceError {
+    fn from(error: crate::domain::webhook::WebhookError) -> Self {
+        use crate::domain::webhook::WebhookError;
+        match error {
+            WebhookError::AlreadyExists => ServiceError::Taken(Taken::Webhook),
+            WebhookError::NotFound => ServiceError::NotFound("no such webhook"),
+            WebhookError::Invalid { param, message } => ServiceError::Invalid { param, message },
         }
     }
 }

@@ -16,6 +16,10 @@
 //! | `e/` | `e/<account_id> 0x00 <position u64>` | empty: the account's feed, in log order | projection |
 //! | `q/` | `q/r/<account_id> 0x00 <request_id>` | expiry, unix seconds `u64`: a recorded usage request id (`usage.rs`) | projection, swept |
 //! | `q/` | `q/b/<byok_id> 0x00 <h\|d> <bucket start u64>` | `spend_micros u64 ‖ calls u64` of an hour or UTC day | projection, swept |
+//! | `i/` | `i/webhooks/<account_id> 0x00 <webhook_id>` | empty: the account's webhook endpoints, oldest first | projection |
+//! | `i/` | `i/hooks/<account_id>` | JSON: the active endpoints of the account and the types each subscribes to (`webhooks.rs`) | projection |
+//! | `o/` | `o/<webhook_id> 0x00 e <position u64>`, `o/<webhook_id> 0x00 p <message id>` | JSON: a delivery still to make, written with its event (`webhooks.rs`) | outbox: operational, live appends only |
+//! | `w/` | `w/<webhook_id> 0x00 <attempt u64>` | JSON: one delivery attempt (`webhooks.rs`) | operational, not derived |
 //! | `u/` | `u/key/<key_id>` | last-used unix millis `i64` | operational, not derived |
 //! | `d/` | `d/<scope> 0x00 <hmac 32>` | idempotency record: `0x01 ‖ created i64 ‖ fingerprint 32 ‖ sealed response` (see `idempotency.rs`) | operational, not derived |
 //!
@@ -23,7 +27,7 @@
 //! (see `keyring.rs`), so that destroying one really removes it from the data dir.
 
 use crate::domain::usage::Granularity;
-use crate::domain::{AccountId, CredentialId, KeyId};
+use crate::domain::{AccountId, CredentialId, KeyId, WebhookId};
 
 /// The store schema version (`open::STORE_SCHEMA_VERSION`), not an event payload schema.
 pub const STORE_SCHEMA: &[u8] = b"m/schema";
@@ -196,4 +200,53 @@ pub fn split_numbered<'k>(key: &'k [u8], prefix: &[u8]) -> Option<(&'k [u8], u64
         return None;
     }
     Some((name, u64::from_be_bytes(number.try_into().ok()?)))
+}
+
+/// Every endpoint row of one account.
+pub fn webhook_index_prefix(account_id: &AccountId) -> Vec<u8> {
+    concat(&[b"i/webhooks/", account_id.as_str().as_bytes(), &[0]])
+}
+
+pub fn webhook_index(account_id: &AccountId, webhook_id: &WebhookId) -> Vec<u8> {
+    concat(&[
+        &webhook_index_prefix(account_id),
+        webhook_id.as_str().as_bytes(),
+    ])
+}
+
+/// The active endpoints of an account with their subscriptions: what an event's projection
+/// reads to write its outbox rows.
+pub fn webhook_subscriptions(account_id: &AccountId) -> Vec<u8> {
+    concat(&[b"i/hooks/", account_id.as_str().as_bytes()])
+}
+
+/// Every outbox row.
+pub const OUTBOX: &[u8] = b"o/";
+
+/// Every outbox row of one endpoint.
+pub fn outbox_prefix(webhook_id: &WebhookId) -> Vec<u8> {
+    concat(&[OUTBOX, webhook_id.as_str().as_bytes(), &[0]])
+}
+
+/// The delivery of the event at `position` to an endpoint.
+pub fn outbox_event(webhook_id: &WebhookId, position: u64) -> Vec<u8> {
+    concat(&[
+        &outbox_prefix(webhook_id),
+        b"e",
+        &position.to_be_bytes()[..],
+    ])
+}
+
+/// The delivery of a message that is not an event of the log (a ping).
+pub fn outbox_message(webhook_id: &WebhookId, message_id: &str) -> Vec<u8> {
+    concat(&[&outbox_prefix(webhook_id), b"p", message_id.as_bytes()])
+}
+
+/// Every attempt row of one endpoint.
+pub fn attempts_prefix(webhook_id: &WebhookId) -> Vec<u8> {
+    concat(&[b"w/", webhook_id.as_str().as_bytes(), &[0]])
+}
+
+pub fn attempt(webhook_id: &WebhookId, sequence: u64) -> Vec<u8> {
+    concat(&[&attempts_prefix(webhook_id), &sequence.to_be_bytes()[..]])
 }

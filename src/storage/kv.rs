@@ -27,6 +27,13 @@ pub trait Kv: KvRead {
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>);
     fn delete(&mut self, key: Vec<u8>);
 
+    /// Whether the rows are those of a live append, which writes outbox rows (`webhooks.rs`):
+    /// a replay (rebuild, verify, the check on start) never does, so history is never
+    /// delivered again (docs/adr/0029).
+    fn delivers(&self) -> bool {
+        false
+    }
+
     /// A stream's aggregate, to be updated and written back with [`Kv::put_aggregate`].
     fn take_aggregate<A: Aggregate + Send + 'static>(
         &mut self,
@@ -275,6 +282,10 @@ impl KvRead for Overlay<'_> {
 }
 
 impl Kv for Overlay<'_> {
+    fn delivers(&self) -> bool {
+        true
+    }
+
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
         if is_aggregate_row(&key) {
             self.stage_aggregates.remove(&key);

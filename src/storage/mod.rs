@@ -20,6 +20,7 @@
 //! | `idempotency.rs` | idempotency records |
 //! | `keyring.rs` | the data key files under `keys/` |
 //! | `keys.rs`, `kv.rs`, `projection.rs` | the key layout, the row views, the inline projections |
+//! | `webhooks.rs` | webhook rows: the endpoints' projection and subscriptions, the outbox, delivery attempts |
 //! | `usage.rs` | the usage rows: dedupe rows of request ids, hour and day buckets, their sweep |
 //! | `account_keys.rs` | the projection of API keys: their rows, the account's key index, the token index, in both layouts |
 //! | `replay.rs` | walking the log with the chain check, projecting every event, progress |
@@ -53,6 +54,7 @@ mod rows;
 mod tail;
 mod usage;
 mod verify;
+mod webhooks;
 mod writer;
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -79,6 +81,7 @@ pub use read::Index;
 pub use rekey::RekeyReport;
 pub use tail::LogPage;
 pub use verify::VerifyReport;
+pub use webhooks::{Attempt, OutboxRow, Ping};
 use writer::Job;
 
 use crate::crypto::{KeyedHasher, MasterKey};

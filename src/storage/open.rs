@@ -17,6 +17,7 @@ use super::writer::Writer;
 use super::{Inner, Store, StoreError, files, idempotency, keys, projection, verify};
 use crate::crypto::{DataKey, KeyedHasher, MASTER_KEY_ID_LEN, MasterKey, MasterKeyId};
 use crate::domain::credential::{self, Credential};
+use crate::domain::webhook::{Webhook, WebhookState};
 use crate::es::{Aggregate, StreamId};
 
 /// The on-disk store schema (the layout of `keys.rs`) this build reads and writes. Not to be
@@ -298,26 +299,40 @@ fn settle_projection_format(tree: &sled::Tree, chain: &KeyedHasher) -> Result<()
 fn destroy_orphan_keys(tree: &sled::Tree, keyring: &Keyring) -> Result<(), StoreError> {
     keyring.destroy_unfinished()?;
     for record in keyring.records()? {
-        // A record is `<byok_id>` (secret version 1) or `<byok_id>_v<N>`: live while that
-        // version is the credential's current, previous or staged one.
-        let live = match credential::key_record_owner(&record) {
-            Some((byok_id, version)) => {
-                let stream = StreamId::new(Credential::KIND, byok_id.as_str());
-                match projection::load::<Credential>(&ReadOnly(tree), stream.as_str()) {
-                    Ok(stored) => stored.is_some_and(|stored| {
-                        stored.state.live_secret_versions().contains(&version)
-                    }),
-                    // A row that does not decode is damage for the check on start (and
-                    // `verify`) to report by name; it is no reason to destroy a key, nor to
-                    // refuse to open.
-                    Err(error) if error.is_damage() => {
-                        tracing::warn!(%error, record, "kept a data key whose record does not read");
-                        true
-                    }
-                    Err(error) => return Err(error),
-                }
+        // A webhook's signing key lives while the endpoint does (docs/adr/0029); a credential's
+        // record is `<byok_id>` (secret version 1) or `<byok_id>_v<N>`: live while that version
+        // is the credential's current, previous or staged one. A row that does not decode is
+        // damage for the check on start (and `verify`) to report by name; it is no reason to
+        // destroy a key, nor to refuse to open.
+        let kept = |error: StoreError| {
+            if error.is_damage() {
+                tracing::warn!(%error, record, "kept a data key whose record does not read");
+                Ok(true)
+            } else {
+                Err(error)
             }
-            None => false,
+        };
+        let live = if record.starts_with("wh_") {
+            let stream = StreamId::new(Webhook::KIND, &record);
+            match projection::load::<Webhook>(&ReadOnly(tree), stream.as_str()) {
+                Ok(stored) => {
+                    stored.is_some_and(|stored| stored.state.state != WebhookState::Deleted)
+                }
+                Err(error) => kept(error)?,
+            }
+        } else {
+            match credential::key_record_owner(&record) {
+                Some((byok_id, version)) => {
+                    let stream = StreamId::new(Credential::KIND, byok_id.as_str());
+                    match projection::load::<Credential>(&ReadOnly(tree), stream.as_str()) {
+                        Ok(stored) => stored.is_some_and(|stored| {
+                            stored.state.live_secret_versions().contains(&version)
+                        }),
+                        Err(error) => kept(error)?,
+                    }
+                }
+                None => false,
+            }
         };
         if !live {
             keyring.destroy(&record)?;

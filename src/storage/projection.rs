@@ -17,12 +17,13 @@ use serde::de::{DeserializeSeed, Error as _, MapAccess};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::kv::{Kv, KvRead};
-use super::{StoreError, UniqueIndex, account_keys, keys, usage};
+use super::{StoreError, UniqueIndex, account_keys, keys, usage, webhooks};
 use crate::domain::AccountId;
 use crate::domain::account::{Account, AccountEvent};
 use crate::domain::account_key::{ApiKey, ApiKeyEvent};
 use crate::domain::credential::{Credential, CredentialEvent};
 use crate::domain::policy::{Policy, PolicyEvent};
+use crate::domain::webhook::Webhook;
 use crate::es::{Aggregate, DecodeError, DomainEvent, Envelope, NewEvent};
 
 /// The encoding of the projection rows this build writes. Bump it whenever a row's encoding
@@ -106,6 +107,7 @@ pub fn route<K: Kv, R: Route<K>>(
         Policy::KIND => route.to(project_policy::<K>),
         // Usage batches are not in the account's feed (docs/adr/0022).
         crate::domain::usage::KIND => route.to(usage::project_usage::<K>),
+        Webhook::KIND => route.to(webhooks::project_webhook::<K>),
         other => return Err(ProjectionError::UnknownStream(other.to_owned())),
     })
 }
@@ -376,7 +378,7 @@ pub fn encode_aggregate<A: Aggregate>(stored: &StoredAggregate<A>) -> Result<Vec
 /// Applies `event` to the stream's aggregate and writes it back at the event's version. Answers
 /// what `after` takes from the new state (the ids the index rows need): the state itself goes to
 /// the row, through the `Kv`'s aggregate hooks (the replay keeps it decoded).
-fn apply_aggregate<A: Aggregate + Send + 'static, T>(
+pub(super) fn apply_aggregate<A: Aggregate + Send + 'static, T>(
     kv: &mut impl Kv,
     at: EventAt<'_>,
     event: &A::Event,
@@ -422,6 +424,7 @@ fn project_credential<K: Kv>(
         (after.account_id.clone(), after.byok_id.clone())
     })?;
     add_to_account_feed(kv, &account_id, at);
+    webhooks::enqueue(kv, &account_id, at, &event)?;
     if let CredentialEvent::Registered(_) = event {
         kv.put(keys::byok_index(&account_id, &byok_id), Vec::new());
     }
@@ -437,6 +440,7 @@ fn project_policy<K: Kv>(
     let account_id =
         apply_aggregate::<Policy, _>(kv, at, &event, |after| after.account_id.clone())?;
     add_to_account_feed(kv, &account_id, at);
+    webhooks::enqueue(kv, &account_id, at, &event)?;
     Ok(())
 }
 

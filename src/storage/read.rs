@@ -15,6 +15,8 @@ pub enum Index<'a> {
     AccountCredentials(&'a AccountId),
     /// An account's API keys, oldest first.
     AccountKeys(&'a AccountId),
+    /// An account's webhook endpoints, oldest first (deleted ones are out of it).
+    AccountWebhooks(&'a AccountId),
 }
 
 /// The tree seen through the projections' row interface, for query paths that share their
@@ -96,6 +98,10 @@ impl Store {
             Index::AccountKeys(account_id) => (
                 keys::key_index_prefix(account_id),
                 "key index of an account",
+            ),
+            Index::AccountWebhooks(account_id) => (
+                keys::webhook_index_prefix(account_id),
+                "webhook index of an account",
             ),
         };
         let start = match after {

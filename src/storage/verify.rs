@@ -17,6 +17,7 @@ use super::rows::{self, Differences, ReplayRows};
 use super::{Store, StoreError, keys};
 use crate::crypto::{KeyedHasher, MasterKey, data_key_binding};
 use crate::domain::credential::{Credential, key_record};
+use crate::domain::webhook::{Webhook, WebhookState};
 use crate::es::{Aggregate, Envelope};
 
 impl Store {
@@ -215,6 +216,25 @@ fn check_data_keys(
             }
             current.insert(record);
         }
+    })?;
+    // A webhook endpoint that is not deleted needs its signing key too (docs/adr/0029).
+    rows.for_each_aggregate::<Webhook>(Webhook::KIND, |stored| {
+        let hook = &stored.state;
+        if hook.state == WebhookState::Deleted {
+            return;
+        }
+        checked += 1;
+        let id = hook.webhook_id.as_str();
+        let binding = data_key_binding(hook.account_id.as_str(), id);
+        let opens = keyring
+            .get(id)
+            .map(|w| w.is_some_and(|w| master.unwrap_key(&w, &binding).is_ok()));
+        if !matches!(opens, Ok(true)) {
+            problems.push(format!(
+                "the signing key of webhook {id} (keys/{id}) is missing or does not open"
+            ));
+        }
+        current.insert(id.to_owned());
     })?;
     let owners = Owners::read(tree)?;
     for record in keyring.records()? {

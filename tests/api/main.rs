@@ -29,3 +29,4 @@ mod readiness;
 mod revoked_streams;
 mod slow_clients;
 mod store;
+mod webhooks;

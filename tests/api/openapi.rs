@@ -130,6 +130,10 @@ fn the_contract_states_what_the_server_checks() {
         "bind", "unbind", "set", "report", "resolve", "test", "rotate", "stage", "commit",
         "rollback",
     ];
+    let verbs: Vec<&str> = verbs
+        .into_iter()
+        .chain(["delete", "rotate", "redeliver"])
+        .collect();
     let public = [
         "get_openapi",
         "list_providers",

@@ -77,6 +77,16 @@ def _state_dependent(case, code, param, message):
     # contentSchema); schemathesis fills such strings with arbitrary JSON, ignoring contentSchema.
     if code == "invalid_parameter" and param == "credentials.service_account_json":
         return "service-account key file generated without its contentSchema"
+    # Whether a webhook URL may be reached depends on where its name resolves, on the network the
+    # server runs in (docs/adr/0029): a schema-valid URL whose name does not resolve, or resolves
+    # to a private address, is refused.
+    if (
+        case.operation.path.startswith("/v1/webhooks")
+        and code == "invalid_parameter"
+        and param == "url"
+        and "is refused" in message
+    ):
+        return "webhook URL refused by the outbound policy on this network"
     return None
 
 

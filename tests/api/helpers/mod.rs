@@ -57,6 +57,7 @@ pub fn test_settings(dir: PathBuf) -> Settings {
         outbound: keyledger::outbound::OutboundSettings::default(),
         rotation: Default::default(),
         health: keyledger::service::health::HealthSettings::default(),
+        webhooks: keyledger::service::deliveries::DeliverySettings::default(),
         workers: Some(1),
         handle_signals: false,
         hold_follower: None,
