@@ -105,8 +105,11 @@ pub async fn start(settings: Settings, dir: Arc<TempDir>) -> TestApp {
     TestApp {
         address,
         // Bounds every request, so a hung server fails the test instead of stalling the run.
+        // Idle connections are dropped before the server's keep-alive (5 s) closes them, so a
+        // request after a pause never goes out on a connection the server is closing.
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
+            .pool_idle_timeout(Duration::from_secs(2))
             .build()
             .expect("http client"),
         store,
