@@ -63,7 +63,7 @@ pub struct Tested {
     pub result: TestResult,
 }
 
-fn stream(byok_id: &CredentialId) -> StreamId {
+pub(super) fn stream(byok_id: &CredentialId) -> StreamId {
     StreamId::new(Credential::KIND, byok_id.as_str())
 }
 
@@ -100,7 +100,7 @@ fn owned<'a>(
 }
 
 /// Where a change to an existing credential goes, under which conditions.
-fn change<'a>(
+pub(super) fn change<'a>(
     byok_id: &CredentialId,
     if_match: Option<u64>,
     meta: &'a EventMeta,
@@ -115,7 +115,7 @@ fn change<'a>(
     }
 }
 
-fn versioned(executed: Executed<Credential>) -> Result<Versioned, ServiceError> {
+pub(super) fn versioned(executed: Executed<Credential>) -> Result<Versioned, ServiceError> {
     let credential = executed
         .state
         .ok_or(ServiceError::NotFound("no such credential"))?;

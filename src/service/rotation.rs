@@ -17,16 +17,16 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, Utc};
 
-use super::credentials::{Credentials, Versioned, record_ad, secret_ad};
+use super::credentials::{Credentials, Versioned, change, record_ad, secret_ad, stream, versioned};
 use super::idempotency::Recording;
-use super::{Executed, ServiceError, Target, execute_keyed};
+use super::{Executed, ServiceError, execute_keyed};
 use crate::crypto::{DataKey, Redacted};
 use crate::domain::credential::{
     self, Credential, CredentialCommand, CredentialEvent, NewSecret, Stage, TestResult,
 };
 use crate::domain::providers::ProviderCredentials;
 use crate::domain::{AccountId, CredentialId, StageId};
-use crate::es::{Aggregate, EventMeta, StreamId};
+use crate::es::EventMeta;
 use crate::outbound::probe;
 use crate::storage::{DataKeyChange, StoreError};
 
@@ -75,30 +75,6 @@ fn later(at: DateTime<Utc>, by: Duration) -> DateTime<Utc> {
         .ok()
         .and_then(|d| at.checked_add_signed(d))
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
-}
-
-fn stream(byok_id: &CredentialId) -> StreamId {
-    StreamId::new(Credential::KIND, byok_id.as_str())
-}
-
-fn target<'a>(byok_id: &CredentialId, if_match: Option<u64>, meta: &'a EventMeta) -> Target<'a> {
-    Target {
-        stream: stream(byok_id),
-        if_match,
-        meta,
-        data_key: None,
-        also: Vec::new(),
-    }
-}
-
-fn versioned(executed: Executed<Credential>) -> Result<Versioned, ServiceError> {
-    let credential = executed
-        .state
-        .ok_or(ServiceError::NotFound("no such credential"))?;
-    Ok(Versioned {
-        credential,
-        revision: executed.stream_version,
-    })
 }
 
 /// Another account's credential is answered exactly like a missing one.
@@ -212,7 +188,7 @@ impl Credentials {
         };
         execute_keyed(
             &self.store,
-            target(byok_id, if_match, meta),
+            change(byok_id, if_match, meta, None),
             decide,
             versioned,
             recording,
@@ -290,7 +266,7 @@ impl Credentials {
         };
         execute_keyed(
             &self.store,
-            target(byok_id, None, meta),
+            change(byok_id, None, meta, None),
             decide,
             answer,
             recording,
@@ -327,7 +303,7 @@ impl Credentials {
         };
         execute_keyed(
             &self.store,
-            target(byok_id, if_match, meta),
+            change(byok_id, if_match, meta, None),
             decide,
             versioned,
             recording,
@@ -354,7 +330,7 @@ impl Credentials {
         };
         execute_keyed(
             &self.store,
-            target(byok_id, if_match, meta),
+            change(byok_id, if_match, meta, None),
             decide,
             versioned,
             recording,
@@ -385,7 +361,7 @@ impl Credentials {
             let before = before.ok().flatten().map_or(0, |s| s.stream_version);
             match execute_keyed(
                 &self.store,
-                target(byok_id, None, &meta),
+                change(byok_id, None, &meta, None),
                 decide,
                 count,
                 &Recording::none(),
