@@ -77,7 +77,7 @@ impl Store {
 /// Writes a store schema version into an existing, closed store, so that a store of an unknown
 /// version can be shown to be refused.
 pub fn force_schema_version(dir: &Path, version: u32) -> Result<(), StoreError> {
-    let db = sled::Config::new().path(dir).open()?;
+    let db = open_plain(dir)?;
     db.insert(keys::STORE_SCHEMA, &version.to_be_bytes()[..])?;
     db.flush()?;
     Ok(())
@@ -86,17 +86,32 @@ pub fn force_schema_version(dir: &Path, version: u32) -> Result<(), StoreError> 
 /// Writes raw bytes as the admin token hash of an existing, closed store, so that a corrupt row
 /// can be shown to stop the server from starting.
 pub fn force_admin_token_row(dir: &Path, raw: &[u8]) -> Result<(), StoreError> {
-    let db = sled::Config::new().path(dir).open()?;
+    let db = open_plain(dir)?;
     db.insert(keys::ADMIN_TOKEN, raw)?;
     db.flush()?;
     Ok(())
+}
+
+/// Opens a closed store's directory with plain sled. The flusher of a store just shut down may
+/// still hold the directory's lock for a moment on a busy machine: wait for it, up to 5 s.
+fn open_plain(dir: &Path) -> Result<sled::Db, StoreError> {
+    let mut tries = 0;
+    loop {
+        match sled::Config::new().path(dir).open() {
+            Err(sled::Error::Io(error)) if tries < 250 && error.to_string().contains("lock") => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            opened => return Ok(opened?),
+        }
+    }
 }
 
 /// Rewrites rows of an existing, closed store: deletes every row under each prefix of `remove`,
 /// then writes `put`, so that the rows an older build wrote can be put back for a test of how
 /// this build takes them over.
 pub fn force_rows(dir: &Path, remove: &[&[u8]], put: &[(&[u8], &[u8])]) -> Result<(), StoreError> {
-    let db = sled::Config::new().path(dir).open()?;
+    let db = open_plain(dir)?;
     for prefix in remove {
         for item in db.scan_prefix(prefix) {
             let (key, _) = item?;
