@@ -12,6 +12,7 @@ mod byok;
 mod client;
 mod contract;
 mod crash;
+mod crash_mixed;
 mod cursors;
 mod damage;
 mod errors;
