@@ -44,10 +44,15 @@ const WRITE_MS: std::ops::Range<u64> = 200..1500;
 const RECORDS_PER_REPORT: usize = 4;
 const SPEND_USD: f64 = 0.01;
 const SPEND_MICROS: u64 = 10_000;
+/// The receiver refuses every delivery for this long before each kill, so that deliveries are
+/// pending at every kill however fast the outbox drains.
+const HOLD: Duration = Duration::from_millis(200);
+/// The retry schedule's scale: 5 s becomes 5 ms, 5 min 300 ms, 30 min 1.8 s; a delivery refused
+/// through a `HOLD` is tried again within 300 ms.
+const RETRY_SCALE: &str = "0.001";
 /// How long the deliveries pending at a kill may take after the restart, however loaded the
-/// machine is (with the retry schedule scaled by `RETRY_SCALE`, a retry comes within 50 ms).
+/// machine is.
 const DELIVERY_DEADLINE: Duration = Duration::from_secs(60);
-const RETRY_SCALE: &str = "0.01";
 
 /// An acknowledged write: what the server answered, as far as the check needs it.
 #[derive(Clone, Debug, Serialize)]
@@ -152,12 +157,11 @@ struct Inbox {
     ids: BTreeMap<String, BTreeSet<String>>,
     /// The messages answered 200.
     delivered: BTreeSet<String>,
-    /// The `webhook-id`s refused once.
-    refused: HashSet<String>,
+    /// Set during each `HOLD`: every delivery is answered 503.
+    refusing: bool,
 }
 
-/// The receiver: answers 200, except the first attempt of one message in four, which it
-/// answers 503 so that retries are pending at the kills too.
+/// The receiver: answers 200, or 503 while `refusing`.
 async fn receiver(inbox: Arc<Mutex<Inbox>>) -> FakeProvider {
     FakeProvider::start(move |request| {
         let body: Value = serde_json::from_slice(&request.body).unwrap_or_default();
@@ -166,13 +170,8 @@ async fn receiver(inbox: Arc<Mutex<Inbox>>) -> FakeProvider {
         };
         let id = request.header("webhook-id").unwrap_or_default().to_owned();
         let mut inbox = inbox.lock().unwrap();
-        inbox
-            .ids
-            .entry(message.clone())
-            .or_default()
-            .insert(id.clone());
-        let refuse = id.bytes().map(u32::from).sum::<u32>() % 4 == 0;
-        if refuse && inbox.refused.insert(id) {
+        inbox.ids.entry(message.clone()).or_default().insert(id);
+        if inbox.refusing {
             return Reply::status(503);
         }
         inbox.delivered.insert(message);
@@ -493,10 +492,11 @@ async fn created(
 }
 
 /// Runs the writers against `server` until it has written for `write_for` after the first
-/// acknowledgement, then SIGKILLs it; answers the writers, what they acknowledged and what
-/// surprised them.
+/// acknowledgement, the last `HOLD` of it with the receiver refusing, then SIGKILLs it; answers
+/// the writers, what they acknowledged and what surprised them.
 async fn write_until_killed(
     server: &mut Binary,
+    inbox: &Mutex<Inbox>,
     target: Target,
     writers: Vec<Writer>,
     cycle: usize,
@@ -522,9 +522,12 @@ async fn write_until_killed(
     })
     .await;
     assert!(flowing.is_ok(), "no write was acknowledged within 60 s");
-    tokio::time::sleep(write_for).await;
+    tokio::time::sleep(write_for.saturating_sub(HOLD)).await;
+    inbox.lock().unwrap().refusing = true;
+    tokio::time::sleep(HOLD.min(write_for)).await;
     // SIGKILL: no shutdown hook, no final flush.
     server.kill().expect("SIGKILL");
+    inbox.lock().unwrap().refusing = false;
     let mut writers = Vec::new();
     let mut surprises = Vec::new();
     for task in tasks {
@@ -836,7 +839,7 @@ async fn crash_proof(unsafe_no_sync: bool) -> Figures {
             quiet_url: format!("{}/quiet", receiver.url),
         };
         let (back, acks, surprised) =
-            write_until_killed(&mut server, target, writers, cycle, write_for).await;
+            write_until_killed(&mut server, &inbox, target, writers, cycle, write_for).await;
         writers = back;
         surprises.extend(surprised.into_iter().map(|s| format!("cycle {cycle}: {s}")));
         run.record(cycle, &acks);
