@@ -73,8 +73,10 @@ enum Ack {
     Usage {
         records: Vec<UsageRecord>,
     },
+    /// A change of the quiet endpoint's description, which answered `revision`.
     Endpoint {
         webhook_id: String,
+        revision: u64,
     },
 }
 
@@ -125,7 +127,10 @@ impl Ack {
             } => format!("{byok_id} v{secret_version}"),
             Ack::Bind { byok_id, module } => format!("{byok_id} {module}"),
             Ack::Usage { records } => format!("{} records", records.len()),
-            Ack::Endpoint { webhook_id } => webhook_id.clone(),
+            Ack::Endpoint {
+                webhook_id,
+                revision,
+            } => format!("{webhook_id} r{revision}"),
         }
     }
 }
@@ -187,6 +192,8 @@ struct Tenant {
     token: String,
     /// A key with the `resolve` scope: the gateway's, which reports usage.
     gateway: String,
+    /// An endpoint subscribed to no event that happens, whose description the clients change.
+    quiet: String,
 }
 
 /// A credential a client registered and goes on changing.
@@ -207,8 +214,6 @@ struct Target {
     client: reqwest::Client,
     address: String,
     tenant: Tenant,
-    /// Where the endpoints the clients create point (they subscribe to no event that happens).
-    quiet_url: String,
 }
 
 /// Why a client stopped: the server went away (the kill), or answered what it should not have.
@@ -217,7 +222,7 @@ enum Stop {
     Surprise(String),
 }
 
-/// Sends `body` to `path`; answers the JSON of an answer with status `expected`. An answer cut
+/// Sends `body` to `path` (`PATCH` for a webhook endpoint, `POST` otherwise); answers the JSON of an answer with status `expected`. An answer cut
 /// short (no status, or a body that does not arrive whole) is the kill: not acknowledged.
 async fn send(
     target: &Target,
@@ -227,9 +232,14 @@ async fn send(
     expected: u16,
 ) -> Result<Value, Stop> {
     let url = format!("{}{path}", target.address);
+    let method = if path.starts_with("/v1/webhooks/") {
+        reqwest::Method::PATCH
+    } else {
+        reqwest::Method::POST
+    };
     let response = target
         .client
-        .post(url)
+        .request(method, url)
         .bearer_auth(token)
         .json(body)
         .send()
@@ -260,7 +270,7 @@ impl Writer {
         cycle: usize,
         acks: &Mutex<Vec<Ack>>,
     ) -> Option<String> {
-        // One client a cycle, in turn, also creates an endpoint every sixteenth write.
+        // One client a cycle, in turn, also changes the endpoint every sixteenth write.
         let creates_endpoints = self.n == cycle % WRITERS;
         for j in 0usize.. {
             let name = format!("c{cycle}-w{}-{}", self.n, self.sent);
@@ -277,7 +287,7 @@ impl Writer {
         None
     }
 
-    /// The next write: an endpoint if `endpoint`, else of every eight one registers, two each
+    /// The next write: a change of the quiet endpoint if `endpoint`, else of every eight one registers, two each
     /// rotate and bind, three report usage.
     async fn one(&mut self, target: &Target, name: &str, endpoint: bool) -> Result<Ack, Stop> {
         let token = target.tenant.token.as_str();
@@ -320,10 +330,15 @@ impl Writer {
                 Ok(Ack::Bind { byok_id, module })
             }
             8 => {
-                let body = json!({"url": target.quiet_url, "events": ["byok.revoked"]});
-                let answer = send(target, "/v1/webhooks", token, &body, 201).await?;
+                let webhook_id = target.tenant.quiet.clone();
+                let path = format!("/v1/webhooks/{webhook_id}");
+                let answer = send(target, &path, token, &json!({"description": name}), 200).await?;
+                let revision = answer["revision"]
+                    .as_u64()
+                    .ok_or_else(|| Stop::Surprise(format!("no revision in {answer}")))?;
                 Ok(Ack::Endpoint {
-                    webhook_id: text_of(&answer, "webhook_id")?,
+                    webhook_id,
+                    revision,
                 })
             }
             _ => {
@@ -453,7 +468,8 @@ fn stop_gracefully(mut server: Binary) {
     assert!(status.success(), "keyledger exited with {status}");
 }
 
-/// Creates the tenant, its gateway key and its `*` endpoint pointing at the receiver.
+/// Creates the tenant, its gateway key, its `*` endpoint pointing at the receiver and a quiet
+/// endpoint.
 async fn set_up(client: &reqwest::Client, address: &str, receiver: &str) -> Tenant {
     let account = created(
         client,
@@ -469,7 +485,14 @@ async fn set_up(client: &reqwest::Client, address: &str, receiver: &str) -> Tena
     let gateway = key["api_key"].as_str().expect("api key").to_owned();
     let body = json!({"url": format!("{receiver}/hook"), "events": ["*"]});
     created(client, address, "/v1/webhooks", &token, body).await;
-    Tenant { token, gateway }
+    let body = json!({"url": format!("{receiver}/quiet"), "events": ["byok.revoked"]});
+    let quiet = created(client, address, "/v1/webhooks", &token, body).await;
+    let quiet = quiet["webhook_id"].as_str().expect("webhook id").to_owned();
+    Tenant {
+        token,
+        gateway,
+        quiet,
+    }
 }
 
 /// A `POST` that must answer 201; answers its body.
@@ -587,11 +610,17 @@ async fn check(
         let id = item["byok_id"].as_str().unwrap_or_default().to_owned();
         credentials.insert(id, (version, modules));
     }
-    let endpoints: HashSet<String> = list_all(client, address, "/v1/webhooks?limit=500", token)
-        .await
-        .iter()
-        .filter_map(|e| e["webhook_id"].as_str().map(str::to_owned))
-        .collect();
+    let endpoints: HashMap<String, u64> =
+        list_all(client, address, "/v1/webhooks?limit=500", token)
+            .await
+            .iter()
+            .filter_map(|e| {
+                Some((
+                    e["webhook_id"].as_str()?.to_owned(),
+                    e["revision"].as_u64()?,
+                ))
+            })
+            .collect();
 
     let mut lost = Vec::new();
     let mut messages = BTreeSet::new();
@@ -608,7 +637,10 @@ async fn check(
             Ack::Bind { byok_id, module } => credentials
                 .get(byok_id)
                 .is_some_and(|(_, modules)| modules.contains(module)),
-            Ack::Endpoint { webhook_id } => endpoints.contains(webhook_id),
+            Ack::Endpoint {
+                webhook_id,
+                revision,
+            } => endpoints.get(webhook_id).is_some_and(|r| r >= revision),
             Ack::Usage { records: acked } => {
                 records.extend(acked.iter().cloned());
                 continue;
@@ -836,7 +868,6 @@ async fn crash_proof(unsafe_no_sync: bool) -> Figures {
             client: client.clone(),
             address: server.address.clone(),
             tenant: tenant.clone(),
-            quiet_url: format!("{}/quiet", receiver.url),
         };
         let (back, acks, surprised) =
             write_until_killed(&mut server, &inbox, target, writers, cycle, write_for).await;
