@@ -1,16 +1,16 @@
 //! The crash proof (docs/operations.md#crash-proof): the real binary SIGKILLed again and again
-//! while concurrent clients register credentials, rotate their secrets in place, bind them,
-//! report usage through a gateway key and create webhook endpoints, and an endpoint subscribed to
+//! while concurrent clients register credentials, rotate their secrets in place, bind them, report
+//! usage through a gateway key and change a quiet webhook endpoint, and an endpoint subscribed to
 //! `*` delivers every event to a receiver on 127.0.0.1. Every acknowledged write goes into a
 //! ledger, in memory and as JSON lines in the run's directory.
 //!
 //! After each kill, `keyledger verify` must pass on the stopped store: the hash chain, every
 //! projection equal to a rebuild, every live data key opening. After each restart, every
 //! acknowledged write of every cycle so far must be visible (the credential, a secret version at
-//! least the acknowledged rotation's, the binding, the endpoint, usage totals at least the
-//! acknowledged records'), every acknowledged usage record sent again must be a duplicate, and
-//! every acknowledged event whose delivery was pending at the kill must reach the receiver, under
-//! the one `webhook-id` the event has.
+//! least the acknowledged rotation's, the binding, an endpoint revision at least the acknowledged
+//! change's, usage totals at least the acknowledged records'), every acknowledged usage record sent
+//! again must be a duplicate, and every acknowledged event whose delivery was pending at the kill
+//! must reach the receiver, under the one `webhook-id` the event has.
 //!
 //! `KEYLEDGER_CRASH_CYCLES` sets the number of cycles (3 by default, as in the suite;
 //! `scripts/crash-proof` runs 50 on the release build), `KEYLEDGER_CRASH_DIR` keeps the run's
