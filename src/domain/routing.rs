@@ -14,6 +14,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+/// The maps resolve reads on every request: foldhash, randomly seeded per map (see Cargo.toml).
+pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -379,15 +382,15 @@ pub enum Fallback {
 /// it equals a fresh replay of the log at the same position.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Routes {
-    credentials: HashMap<CredentialId, Credential>,
-    accounts: HashMap<AccountId, AccountRoutes>,
+    credentials: FastMap<CredentialId, Credential>,
+    accounts: FastMap<AccountId, AccountRoutes>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct AccountRoutes {
     all: BTreeSet<CredentialId>,
     unbound: BTreeSet<CredentialId>,
-    bound: HashMap<Binding, BTreeSet<CredentialId>>,
+    bound: FastMap<Binding, BTreeSet<CredentialId>>,
 }
 
 impl AccountRoutes {
@@ -510,12 +513,13 @@ impl Routes {
         } else if let Some(id) = &request.byok_id {
             route(self.lookup(account.all.get(id)), request, now, draw)
         } else {
-            let mut ids = BTreeSet::new();
-            for key in binding_keys(request) {
-                if let Some(bucket) = account.bound.get(&key) {
-                    ids.extend(bucket.iter());
-                }
-            }
+            // A credential in several of the buckets is looked at once: `route` keeps one
+            // verdict per credential.
+            let keys = binding_keys(request);
+            let ids = keys
+                .iter()
+                .filter_map(|key| account.bound.get(key))
+                .flatten();
             let bound = route(self.lookup(ids), request, now, draw);
             if bound.chosen.is_some() {
                 bound

@@ -3,7 +3,6 @@
 //! account is opened with its first key in one append, and a key is minted or revoked on its own
 //! stream (docs/adr/0020).
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
@@ -16,6 +15,7 @@ use super::{Executed, ServiceError, Taken, Target, execute};
 use crate::crypto::{Redacted, TokenHash, generate_token, token_prefix};
 use crate::domain::account::{self, Account, AccountCommand};
 use crate::domain::account_key::{self, ApiKey, ApiKeyCommand, NewKey};
+use crate::domain::routing::FastMap;
 use crate::domain::{AccountId, KeyId, Scope};
 use crate::es::{Aggregate, DomainEvent, EventMeta, ExpectedVersion, StreamId};
 use crate::storage::{Index, Store, StoreError, StreamAppend};
@@ -76,7 +76,7 @@ pub struct Accounts {
     admin_token: TokenHash,
     clock: SharedClock,
     ids: Arc<Ids>,
-    touched: Mutex<HashMap<KeyId, i64>>,
+    touched: Mutex<FastMap<KeyId, i64>>,
     /// The follower's table of gateway keys, when the server runs one: tokens with the
     /// `resolve` scope authenticate from memory (service::resolve).
     gateways: Option<Resolver>,
@@ -137,7 +137,7 @@ impl Accounts {
             admin_token,
             clock,
             ids,
-            touched: Mutex::new(HashMap::new()),
+            touched: Mutex::new(FastMap::default()),
             gateways: None,
         }
     }

@@ -21,7 +21,7 @@
 //! log line. Must not import http.
 
 use std::cell::Cell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
@@ -36,7 +36,7 @@ use crate::domain::account_key::{ApiKey, ApiKeyEvent};
 use crate::domain::credential::{self, Binding, Credential, CredentialEvent};
 use crate::domain::policy::{self, Policy, PolicyEvent, PolicyMode};
 use crate::domain::routing::{
-    self, Fallback, NoCredential, Reason, Request, Routed, Routes, Specificity,
+    self, Fallback, FastMap, NoCredential, Reason, Request, Routed, Routes, Specificity,
 };
 use crate::domain::{AccountId, CredentialId, KeyId, Scope, providers};
 use crate::es::{Aggregate, DomainEvent, Envelope};
@@ -94,12 +94,12 @@ struct State {
     /// The unwrapped data key of every credential that is not revoked, with the secret version
     /// it opens: a rotation loads the new version's key in the same step that applies it, so a
     /// resolution opens the secret it reads with that secret's own key.
-    keys: HashMap<CredentialId, (u32, DataKey)>,
+    keys: FastMap<CredentialId, (u32, DataKey)>,
     /// The routing policy of every account that set one.
-    policies: HashMap<AccountId, Policy>,
+    policies: FastMap<AccountId, Policy>,
     /// The live API keys holding the `resolve` scope, and their ids by token hash.
-    gateways: HashMap<KeyId, ApiKey>,
-    gateway_tokens: HashMap<[u8; 32], KeyId>,
+    gateways: FastMap<KeyId, ApiKey>,
+    gateway_tokens: FastMap<[u8; 32], KeyId>,
     /// The last log position applied.
     position: u64,
 }
@@ -485,7 +485,7 @@ impl Shared {
     }
 }
 
-fn remove_token(tokens: &mut HashMap<[u8; 32], KeyId>, key: &ApiKey) {
+fn remove_token(tokens: &mut FastMap<[u8; 32], KeyId>, key: &ApiKey) {
     if let Some(hash) = TokenHash::from_hex(&key.token_hash) {
         tokens.remove(&hash.0);
     }
