@@ -159,13 +159,16 @@ impl Credentials {
 
     /// Probes `target`'s provider with its secret fields.
     pub(super) async fn probe(&self, target: &probe::Target<'_>) -> Outcome {
-        match &self.outbound {
+        let outcome = match &self.outbound {
             Some(outbound) => outbound.probe(target, self.clock.now()).await,
             None => Outcome {
                 result: Err(ProbeError::Unreachable),
                 latency_ms: 0,
             },
-        }
+        };
+        let label = outcome.result.map_or_else(ProbeError::as_str, |()| "ok");
+        crate::metrics::count(|m| m.probes.with_label_values(&[label]).inc());
+        outcome
     }
 
     /// The cursor that resumes the account's credential list after the credential `after`.
