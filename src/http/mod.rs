@@ -2,7 +2,8 @@
 //! `configure` and its part of the OpenAPI document; what every route shares, 404, 405 with
 //! `Allow` and `HEAD` (`routing`); the auth extractors; the request body, how long it may take to
 //! arrive (`receive`) and the JSON extractor; typed ids from paths (`path`); the error envelope;
-//! request ids, their log line and request metrics; the API's views of domain and event types (`views`); the root OpenAPI document.
+//! request ids, their log line and request metrics; the API's views of domain and event types
+//! (`views`); the root OpenAPI document.
 //! Reaches the store only through `service`, and takes ids and times from it: it reads no clock
 //! and mints nothing.
 

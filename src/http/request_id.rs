@@ -1,8 +1,8 @@
 //! Every request gets an id (`req_<ULID>` minted by the service's generator, or a well-formed
 //! `X-Request-ID` the caller sent), a tracing span, the `X-Request-ID` response header, and one
 //! log line and its count in `keyledger_http_requests_total` / `keyledger_http_request_seconds`
-//! when it finishes (by route pattern, never the raw path: docs/adr/0032). The id is also reachable from anywhere the request is handled, so
-//! error bodies can carry it.
+//! when it finishes (by route pattern, never the raw path: docs/adr/0032). The id is also
+//! reachable from anywhere the request is handled, so error bodies can carry it.
 
 use std::time::Instant;
 

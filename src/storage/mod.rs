@@ -12,7 +12,7 @@
 //! | `head.rs` | the log's durable head, recorded outside sled (`chain-head`) |
 //! | `integrity.rs` | readiness: the check on start, damage found by reads, its log lines and metric |
 //! | `append.rs` | `AppendRequest`, `DataKeyChange`, handing an append to the writer |
-//! | `writer.rs` | the writer thread, group commit, the durable-position watch |
+//! | `writer.rs` | the writer thread, group commit, the durable-position watch, the age of its oldest unanswered job |
 //! | `read.rs` | point reads and index listings |
 //! | `feed.rs` | feed pages |
 //! | `tail.rs` | the log in order for followers, the follower's applied position |

@@ -87,8 +87,11 @@ async fn the_store_metrics_move_under_writes() {
     app.stop().await;
 }
 
+/// A sample's labels, as (name, value).
+type Labels = &'static [(&'static str, &'static str)];
+
 /// Every counter this test moves, as (name, labels, at least by how much).
-const MOVES: [(&str, &[(&str, &str)], f64); 14] = [
+const MOVES: [(&str, Labels, f64); 14] = [
     ("keyledger_resolve_total", &[("outcome", "byok")], 1.0),
     ("keyledger_resolve_total", &[("outcome", "pool")], 1.0),
     ("keyledger_resolve_total", &[("outcome", "error")], 1.0),
