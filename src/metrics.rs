@@ -292,20 +292,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_probe_outcomes_are_the_probe_errors() {
-        use crate::domain::credential::ProbeError;
-        let errors = [
-            ProbeError::InvalidCredentials,
-            ProbeError::RateLimited,
-            ProbeError::Timeout,
-            ProbeError::Unreachable,
-            ProbeError::ProviderError,
-        ];
-        let named: Vec<&str> = errors.iter().map(|e| e.as_str()).collect();
-        assert_eq!(PROBE_OUTCOMES[1..], named[..]);
-    }
-
-    #[test]
     fn every_metric_is_registered_and_rendered() {
         assert!(METRICS.is_ok(), "{:?}", METRICS.as_ref().err());
         count(|m| m.corrupt_records.inc_by(0));

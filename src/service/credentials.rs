@@ -654,6 +654,20 @@ pub(super) fn open_sealed(
 mod tests {
     use super::*;
 
+    /// `keyledger_probes_total` is exported at 0 for every outcome a probe can have.
+    #[test]
+    fn the_probe_outcomes_are_the_probe_errors() {
+        let errors = [
+            ProbeError::InvalidCredentials,
+            ProbeError::RateLimited,
+            ProbeError::Timeout,
+            ProbeError::Unreachable,
+            ProbeError::ProviderError,
+        ];
+        let named: Vec<&str> = errors.iter().map(|e| e.as_str()).collect();
+        assert_eq!(crate::metrics::PROBE_OUTCOMES[1..], named[..]);
+    }
+
     #[test]
     fn associated_data_is_fixed() {
         // Every sealed secret and wrapped data key already stored was bound to these strings:
