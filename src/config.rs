@@ -187,6 +187,10 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(u64).range(1..=120)
     )]
     pub webhook_timeout: u64,
+    /// How long the writer may leave an append unanswered before `/readyz` says `writer_stuck`:
+    /// seconds, or a number with `s`, `m`, `h` or `d`, as `--stage-ttl` takes it.
+    #[arg(long, env = "KEYLEDGER_WRITER_STUCK_AFTER", value_name = "DURATION", default_value = DEFAULT_WRITER_STUCK_AFTER, value_parser = parse_duration)]
+    pub writer_stuck_after: Duration,
     /// Acknowledge writes before they are durable. Only for showing that the crash test catches
     /// lost writes; never for real data.
     #[arg(long, env = "KEYLEDGER_UNSAFE_NO_SYNC", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new(), hide = true)]
@@ -238,6 +242,8 @@ pub struct Settings {
     pub health: HealthSettings,
     /// Webhook deliveries: the retry schedule's scale and the time an attempt may take.
     pub webhooks: DeliverySettings,
+    /// How long the writer may leave an append unanswered before the server is not ready.
+    pub writer_stuck_after: Duration,
     /// HTTP worker threads; `None` for one per core.
     pub workers: Option<usize>,
     /// Stop gracefully on SIGTERM / SIGINT. Always on in a build without `test-hooks`; in-process
@@ -258,6 +264,11 @@ pub const DEFAULT_BODY_TIMEOUT_SECS: u64 = 10;
 /// The default of `--probe-timeout`: a models list answers in well under a second; ten leaves
 /// room for a slow region without letting a hung provider hold a request for long.
 pub const DEFAULT_PROBE_TIMEOUT_SECS: u64 = 10;
+
+/// The default of `--writer-stuck-after`: a group's flush and fdatasync takes milliseconds, and
+/// a disk slow enough to take seconds under a burst is not yet stuck; ten seconds of no answer
+/// is a disk or a writer that has stopped, long enough to act on (ADR 0032).
+pub const DEFAULT_WRITER_STUCK_AFTER: &str = "10s";
 
 /// The default of `--rate-limit-cooldown`.
 pub const DEFAULT_RATE_LIMIT_COOLDOWN_SECS: u64 = DEFAULT_RATE_LIMIT_COOLDOWN.as_secs();
@@ -300,6 +311,7 @@ impl Settings {
                 retry_scale: args.webhook_retry_scale,
                 timeout: Duration::from_secs(args.webhook_timeout),
             },
+            writer_stuck_after: args.writer_stuck_after,
             workers: None,
             #[cfg(feature = "test-hooks")]
             handle_signals: true,

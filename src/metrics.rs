@@ -7,8 +7,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntGauge, Opts, Registry, TextEncoder,
-    exponential_buckets,
+    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder, exponential_buckets,
 };
 
 /// Every metric keyledger exports.
@@ -35,6 +35,34 @@ pub struct Metrics {
     /// `keyledger_store_size_bytes`: sled's files on disk, as last measured by the writer (at
     /// most every few seconds).
     pub store_size: IntGauge,
+    /// `keyledger_writer_oldest_pending_seconds`: how long the oldest job handed to the writer
+    /// and not yet answered has waited (0 when the writer is idle); set on every scrape, since a
+    /// stuck writer cannot set it itself.
+    pub writer_oldest_pending: Gauge,
+    /// `keyledger_http_requests_total{route,method,status}`: answered requests, by the route
+    /// pattern that matched (`unmatched` when none did), method and status code.
+    pub http_requests: IntCounterVec,
+    /// `keyledger_http_request_seconds{route,method}`: from a request's arrival to its answer's
+    /// head (a streamed body is not waited for).
+    pub http_request_seconds: HistogramVec,
+    /// `keyledger_resolve_total{outcome}`: resolve's answers, `byok`, `pool`, or `error` (no
+    /// credential and the policy refuses the pool, or the store failed).
+    pub resolves: IntCounterVec,
+    /// `keyledger_usage_records_total{result}`: records of usage reports, `accepted`,
+    /// `duplicate` (a request id already recorded) or `refused` (any other refusal).
+    pub usage_records: IntCounterVec,
+    /// `keyledger_probes_total{outcome}`: provider probes, `ok` or the error they came to
+    /// (`invalid_credentials`, `rate_limited`, `timeout`, `unreachable`, `provider_error`).
+    pub probes: IntCounterVec,
+    /// `keyledger_webhook_deliveries_total{outcome}`: delivery attempts, `delivered` (2xx),
+    /// `gone` (410, the endpoint is disabled) or `failed` (anything else; retried on schedule).
+    pub webhook_deliveries: IntCounterVec,
+    /// `keyledger_webhook_delivery_seconds`: one delivery attempt, from sending to the answer
+    /// (or the timeout).
+    pub webhook_delivery_seconds: Histogram,
+    /// `keyledger_webhook_outbox_depth`: deliveries not yet done (due, waiting for a retry, or
+    /// held by a disabled endpoint), as the dispatcher counted them on its last pass.
+    pub webhook_outbox_depth: IntGauge,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +77,7 @@ static METRICS: LazyLock<Result<Metrics, MetricsError>> = LazyLock::new(Metrics:
 impl Metrics {
     fn build() -> Result<Self, MetricsError> {
         let registry = Registry::new();
-        Ok(Self {
+        let metrics = Self {
             corrupt_records: counter(
                 &registry,
                 "keyledger_corrupt_records_total",
@@ -96,9 +124,118 @@ impl Metrics {
                 "keyledger_store_size_bytes",
                 "Size of the store's files on disk, as last measured",
             )?,
+            writer_oldest_pending: register(
+                &registry,
+                Gauge::with_opts(Opts::new(
+                    "keyledger_writer_oldest_pending_seconds",
+                    "Age of the oldest job the writer has not answered (0 when idle)",
+                )),
+            )?,
+            http_requests: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "keyledger_http_requests_total",
+                        "Answered HTTP requests by route pattern, method and status",
+                    ),
+                    &["route", "method", "status"],
+                ),
+            )?,
+            http_request_seconds: register(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "keyledger_http_request_seconds",
+                        "Time from a request's arrival to its answer, by route pattern and method",
+                    )
+                    .buckets(buckets(exponential_buckets(0.0001, 2.0, 16))?),
+                    &["route", "method"],
+                ),
+            )?,
+            resolves: labelled(
+                &registry,
+                "keyledger_resolve_total",
+                "Resolve answers by outcome (byok, pool, error)",
+                "outcome",
+            )?,
+            usage_records: labelled(
+                &registry,
+                "keyledger_usage_records_total",
+                "Usage records reported, by result (accepted, duplicate, refused)",
+                "result",
+            )?,
+            probes: labelled(
+                &registry,
+                "keyledger_probes_total",
+                "Provider probes by outcome",
+                "outcome",
+            )?,
+            webhook_deliveries: labelled(
+                &registry,
+                "keyledger_webhook_deliveries_total",
+                "Webhook delivery attempts by outcome (delivered, gone, failed)",
+                "outcome",
+            )?,
+            webhook_delivery_seconds: histogram(
+                &registry,
+                "keyledger_webhook_delivery_seconds",
+                "Time of one webhook delivery attempt",
+                // 1 ms to about 16 s, past the longest attempt allowed.
+                exponential_buckets(0.001, 2.0, 15),
+            )?,
+            webhook_outbox_depth: gauge(
+                &registry,
+                "keyledger_webhook_outbox_depth",
+                "Webhook deliveries not yet done, as the dispatcher last counted them",
+            )?,
             registry,
-        })
+        };
+        // Every outcome is exported from the start, at 0, so that a rate over it exists before
+        // the first one happens.
+        for (counter, values) in [
+            (&metrics.resolves, &RESOLVE_OUTCOMES[..]),
+            (&metrics.usage_records, &USAGE_RESULTS[..]),
+            (&metrics.probes, &PROBE_OUTCOMES[..]),
+            (&metrics.webhook_deliveries, &DELIVERY_OUTCOMES[..]),
+        ] {
+            for value in values {
+                counter.with_label_values(&[*value]);
+            }
+        }
+        Ok(metrics)
     }
+}
+
+/// The outcomes of `keyledger_resolve_total`.
+pub const RESOLVE_OUTCOMES: [&str; 3] = ["byok", "pool", "error"];
+/// The results of `keyledger_usage_records_total`.
+pub const USAGE_RESULTS: [&str; 3] = ["accepted", "duplicate", "refused"];
+/// The outcomes of `keyledger_probes_total`: `ok` and the probe errors' codes.
+pub const PROBE_OUTCOMES: [&str; 6] = [
+    "ok",
+    "invalid_credentials",
+    "rate_limited",
+    "timeout",
+    "unreachable",
+    "provider_error",
+];
+/// The outcomes of `keyledger_webhook_deliveries_total`.
+pub const DELIVERY_OUTCOMES: [&str; 3] = ["delivered", "gone", "failed"];
+
+/// Registers a metric just built, answering it for its field.
+fn register<M: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    built: Result<M, prometheus::Error>,
+) -> Result<M, MetricsError> {
+    let metric = built.map_err(|e| MetricsError(e.to_string()))?;
+    registry
+        .register(Box::new(metric.clone()))
+        .map_err(|e| MetricsError(e.to_string()))?;
+    Ok(metric)
+}
+
+fn buckets(buckets: Result<Vec<f64>, prometheus::Error>) -> Result<Vec<f64>, MetricsError> {
+    buckets.map_err(|e| MetricsError(e.to_string()))
 }
 
 fn histogram(
@@ -107,31 +244,29 @@ fn histogram(
     help: &str,
     buckets: Result<Vec<f64>, prometheus::Error>,
 ) -> Result<Histogram, MetricsError> {
-    let buckets = buckets.map_err(|e| MetricsError(e.to_string()))?;
-    let histogram = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
-        .map_err(|e| MetricsError(e.to_string()))?;
-    registry
-        .register(Box::new(histogram.clone()))
-        .map_err(|e| MetricsError(e.to_string()))?;
-    Ok(histogram)
+    let opts = HistogramOpts::new(name, help).buckets(self::buckets(buckets)?);
+    register(registry, Histogram::with_opts(opts))
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> Result<IntCounter, MetricsError> {
-    let counter =
-        IntCounter::with_opts(Opts::new(name, help)).map_err(|e| MetricsError(e.to_string()))?;
-    registry
-        .register(Box::new(counter.clone()))
-        .map_err(|e| MetricsError(e.to_string()))?;
-    Ok(counter)
+    register(registry, IntCounter::with_opts(Opts::new(name, help)))
+}
+
+/// A counter with one label.
+fn labelled(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    label: &str,
+) -> Result<IntCounterVec, MetricsError> {
+    register(
+        registry,
+        IntCounterVec::new(Opts::new(name, help), &[label]),
+    )
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> Result<IntGauge, MetricsError> {
-    let gauge =
-        IntGauge::with_opts(Opts::new(name, help)).map_err(|e| MetricsError(e.to_string()))?;
-    registry
-        .register(Box::new(gauge.clone()))
-        .map_err(|e| MetricsError(e.to_string()))?;
-    Ok(gauge)
+    register(registry, IntGauge::with_opts(Opts::new(name, help)))
 }
 
 /// Updates metrics: `metrics::count(|m| m.corrupt_records.inc())`.
@@ -164,6 +299,16 @@ mod tests {
         count(|m| m.follower_lag.set(0));
         count(|m| m.events_appended.inc_by(0));
         count(|m| m.store_size.set(0));
+        count(|m| m.writer_oldest_pending.set(0.0));
+        count(|m| m.webhook_outbox_depth.set(0));
+        count(|m| {
+            m.http_requests
+                .with_label_values(&["/v1/byok/{id}", "GET", "200"])
+                .inc_by(0);
+            m.http_request_seconds
+                .with_label_values(&["/v1/byok/{id}", "GET"])
+                .observe(0.0);
+        });
         let text = render().unwrap();
         for name in [
             "keyledger_resolve_follower_lag_events",
@@ -173,8 +318,37 @@ mod tests {
             "keyledger_append_seconds_count",
             "keyledger_flush_seconds_count",
             "keyledger_group_appends_count",
+            "keyledger_writer_oldest_pending_seconds",
+            "keyledger_webhook_delivery_seconds_count",
+            "keyledger_webhook_outbox_depth",
         ] {
             assert!(text.contains(&format!("\n{name} ")), "{text}");
+        }
+        assert!(text.contains(
+            "\nkeyledger_http_requests_total{method=\"GET\",route=\"/v1/byok/{id}\",status=\"200\"} "
+        ));
+        assert!(text.contains(
+            "\nkeyledger_http_request_seconds_count{method=\"GET\",route=\"/v1/byok/{id}\"} "
+        ));
+        // Outcomes are there before anything happened.
+        for (name, label, values) in [
+            ("keyledger_resolve_total", "outcome", &RESOLVE_OUTCOMES[..]),
+            (
+                "keyledger_usage_records_total",
+                "result",
+                &USAGE_RESULTS[..],
+            ),
+            ("keyledger_probes_total", "outcome", &PROBE_OUTCOMES[..]),
+            (
+                "keyledger_webhook_deliveries_total",
+                "outcome",
+                &DELIVERY_OUTCOMES[..],
+            ),
+        ] {
+            for value in values {
+                let sample = format!("\n{name}{{{label}=\"{value}\"}} ");
+                assert!(text.contains(&sample), "{sample} in {text}");
+            }
         }
         assert!(
             text.contains("# TYPE keyledger_corrupt_records_total counter"),

@@ -171,6 +171,7 @@ impl Application {
             webhooks: webhooks.clone(),
             ids,
             open_signup: settings.open_signup,
+            writer_stuck_after: settings.writer_stuck_after,
             receiving: receive::Limits {
                 timeout: settings.body_timeout,
                 closing: closing.subscribe(),

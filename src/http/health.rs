@@ -38,8 +38,9 @@ pub struct Health {
 /// Why the server is not ready: `checking` (the check of the store on start is running),
 /// `catching_up` (resolve's in-memory state is still replaying the log after the start),
 /// `damaged` (the store failed that check, or a read found a damaged record; the server log names
-/// it, and only a restart whose check passes makes the server ready again) or `stopped` (the
-/// store takes no more writes).
+/// it, and only a restart whose check passes makes the server ready again), `stopped` (the
+/// store takes no more writes) or `writer_stuck` (an append has waited for the writer longer than
+/// `--writer-stuck-after`; ready again once the writer answers).
 #[derive(Clone, Copy, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum NotReady {
@@ -47,6 +48,7 @@ pub enum NotReady {
     CatchingUp,
     Damaged,
     Stopped,
+    WriterStuck,
 }
 
 /// Liveness: the process is up.
@@ -62,8 +64,9 @@ pub async fn healthz() -> web::Json<Health> {
 }
 
 /// Readiness: the store passed its check on start (the same as `keyledger verify`), no damaged
-/// record has been found since, its writer is running, and resolve's in-memory state has caught
-/// up with the log.
+/// record has been found since, its writer is running and answering (no append has waited for
+/// it longer than `--writer-stuck-after`), and resolve's in-memory state has caught up with the
+/// log.
 #[utoipa::path(get, path = "/readyz", operation_id = "get_readiness", tag = "health",
     responses(
         (status = 200, description = "Ready", body = Health),
@@ -73,7 +76,11 @@ pub async fn healthz() -> web::Json<Health> {
     security(),
 )]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let reason = match state.accounts.store().readiness() {
+    let store = state.accounts.store();
+    let reason = match store.readiness() {
+        Readiness::Ready if store.writer_oldest_pending() > state.writer_stuck_after => {
+            NotReady::WriterStuck
+        }
         Readiness::Ready if !state.resolver.is_caught_up() => NotReady::CatchingUp,
         Readiness::Ready => {
             return HttpResponse::Ok().json(Health {
@@ -91,7 +98,8 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     })
 }
 
-/// Metrics in the Prometheus text exposition format (version 0.0.4), among them
+/// Metrics in the Prometheus text exposition format (version 0.0.4): requests, appends,
+/// resolve, usage, probes, webhooks and the store (docs/operations.md, Monitor), among them
 /// `keyledger_corrupt_records_total`.
 #[utoipa::path(get, path = "/metrics", operation_id = "get_metrics", tag = "health",
     responses(
@@ -101,7 +109,10 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     ),
     security(),
 )]
-pub async fn metrics() -> Result<HttpResponse, ApiError> {
+pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    // Measured here: a stuck writer cannot report its own age.
+    let pending = state.accounts.store().writer_oldest_pending();
+    crate::metrics::count(|m| m.writer_oldest_pending.set(pending.as_secs_f64()));
     let text = crate::metrics::render().map_err(|error| {
         tracing::error!(%error, "metrics cannot be rendered");
         ApiError::internal()

@@ -2,7 +2,8 @@
 //! `configure` and its part of the OpenAPI document; what every route shares, 404, 405 with
 //! `Allow` and `HEAD` (`routing`); the auth extractors; the request body, how long it may take to
 //! arrive (`receive`) and the JSON extractor; typed ids from paths (`path`); the error envelope;
-//! request ids; the API's views of domain and event types (`views`); the root OpenAPI document.
+//! request ids, their log line and request metrics; the API's views of domain and event types
+//! (`views`); the root OpenAPI document.
 //! Reaches the store only through `service`, and takes ids and times from it: it reads no clock
 //! and mints nothing.
 
@@ -64,6 +65,8 @@ pub struct AppState {
     /// Mints the ids of requests that bring none.
     pub ids: std::sync::Arc<Ids>,
     pub open_signup: bool,
+    /// How long the writer may leave an append unanswered before `/readyz` says `writer_stuck`.
+    pub writer_stuck_after: std::time::Duration,
     /// How long request bodies may take to arrive.
     pub receiving: receive::Limits,
 }

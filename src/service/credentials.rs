@@ -159,13 +159,16 @@ impl Credentials {
 
     /// Probes `target`'s provider with its secret fields.
     pub(super) async fn probe(&self, target: &probe::Target<'_>) -> Outcome {
-        match &self.outbound {
+        let outcome = match &self.outbound {
             Some(outbound) => outbound.probe(target, self.clock.now()).await,
             None => Outcome {
                 result: Err(ProbeError::Unreachable),
                 latency_ms: 0,
             },
-        }
+        };
+        let label = outcome.result.map_or_else(ProbeError::as_str, |()| "ok");
+        crate::metrics::count(|m| m.probes.with_label_values(&[label]).inc());
+        outcome
     }
 
     /// The cursor that resumes the account's credential list after the credential `after`.
@@ -650,6 +653,20 @@ pub(super) fn open_sealed(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `keyledger_probes_total` is exported at 0 for every outcome a probe can have.
+    #[test]
+    fn the_probe_outcomes_are_the_probe_errors() {
+        let errors = [
+            ProbeError::InvalidCredentials,
+            ProbeError::RateLimited,
+            ProbeError::Timeout,
+            ProbeError::Unreachable,
+            ProbeError::ProviderError,
+        ];
+        let named: Vec<&str> = errors.iter().map(|e| e.as_str()).collect();
+        assert_eq!(crate::metrics::PROBE_OUTCOMES[1..], named[..]);
+    }
 
     #[test]
     fn associated_data_is_fixed() {

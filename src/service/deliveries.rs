@@ -143,6 +143,8 @@ impl Dispatcher {
     /// one falls due (at most [`IDLE`]).
     fn sweep(self: &Arc<Self>, durable: u64) -> Result<Duration, ServiceError> {
         let rows = self.webhooks.store().outbox()?;
+        // Every row of the outbox is a delivery not yet done: counted from the pass's own read.
+        crate::metrics::count(|m| m.webhook_outbox_depth.set(rows.len() as i64));
         let now = self.webhooks.clock().now().timestamp_millis();
         let mut wait = IDLE;
         let mut endpoints: HashMap<WebhookId, Option<Webhook>> = HashMap::new();
@@ -289,6 +291,10 @@ impl Dispatcher {
         )
         .await;
         let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        crate::metrics::count(|m| {
+            m.webhook_delivery_seconds
+                .observe(started.elapsed().as_secs_f64())
+        });
         let outcome = match sent {
             Ok(Ok(answer)) if (200..300).contains(&answer.status) => {
                 Outcome::Delivered(answer.status)
@@ -321,6 +327,12 @@ impl Dispatcher {
             next_retry_at: None,
         };
         let webhook_id = &hook.webhook_id;
+        let label = match outcome {
+            Outcome::Delivered(_) => "delivered",
+            Outcome::Gone => "gone",
+            Outcome::Failed { .. } => "failed",
+        };
+        crate::metrics::count(|m| m.webhook_deliveries.with_label_values(&[label]).inc());
         match outcome {
             Outcome::Delivered(status) => {
                 attempt.status_code = Some(status);

@@ -254,7 +254,20 @@ impl Resolver {
         request: &Request,
         explain: bool,
     ) -> Result<Answer, ServiceError> {
-        self.resolve_with(account_id, request, explain, &mut draw)
+        let answer = self.resolve_with(account_id, request, explain, &mut draw);
+        let outcome = match &answer {
+            Ok(Answer {
+                resolved: Resolved::Byok(_),
+                ..
+            }) => "byok",
+            Ok(Answer {
+                resolved: Resolved::Pool(_),
+                ..
+            }) => "pool",
+            Ok(_) | Err(_) => "error",
+        };
+        metrics::count(|m| m.resolves.with_label_values(&[outcome]).inc());
+        answer
     }
 
     /// [`Resolver::resolve`] with the random draw given (tests fix it).

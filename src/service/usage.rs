@@ -301,6 +301,18 @@ impl Usage {
                 .map(|(index, r)| (index, r.request_id, Refusal::Duplicate)),
         );
         outcome.rejected.sort_by_key(|(index, _, _)| *index);
+        let refused = outcome.rejected.len() - outcome.duplicates;
+        crate::metrics::count(|m| {
+            for (result, n) in [
+                ("accepted", outcome.accepted),
+                ("duplicate", outcome.duplicates),
+                ("refused", refused),
+            ] {
+                m.usage_records
+                    .with_label_values(&[result])
+                    .inc_by(n as u64);
+            }
+        });
         for byok_id in &credentials {
             if let Err(error) = self.enforce(byok_id, meta).await {
                 // The usage is recorded; the next report for the credential catches up.

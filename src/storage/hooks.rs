@@ -6,6 +6,7 @@
 
 use std::path::Path;
 
+use super::writer::Job;
 use super::{AppendError, AppendRequest, Store, StoreError, keys, verify};
 use crate::es::{Envelope, StreamId};
 
@@ -33,6 +34,17 @@ impl Store {
             out.extend(self.event(position)?);
         }
         Ok(out)
+    }
+
+    /// Holds the writer between groups until the answered hold is dropped, as a writer stuck
+    /// in a flush would be: appends handed over meanwhile wait.
+    pub fn hold_writer(&self) -> Result<WriterHold, StoreError> {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        self.send(Job::Exclusive(Box::new(move |_| {
+            // Ends when the hold is dropped.
+            let _ = held.recv();
+        })))?;
+        Ok(WriterHold { _release: release })
     }
 
     /// The last position written.
@@ -72,6 +84,11 @@ impl Store {
         self.inner.db.remove(keys::aggregate(stream.as_str()))?;
         Ok(())
     }
+}
+
+/// Holds the writer while it lives ([`Store::hold_writer`]).
+pub struct WriterHold {
+    _release: std::sync::mpsc::Sender<()>,
 }
 
 /// Writes a store schema version into an existing, closed store, so that a store of an unknown

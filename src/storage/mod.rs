@@ -12,7 +12,7 @@
 //! | `head.rs` | the log's durable head, recorded outside sled (`chain-head`) |
 //! | `integrity.rs` | readiness: the check on start, damage found by reads, its log lines and metric |
 //! | `append.rs` | `AppendRequest`, `DataKeyChange`, handing an append to the writer |
-//! | `writer.rs` | the writer thread, group commit, the durable-position watch |
+//! | `writer.rs` | the writer thread, group commit, the durable-position watch, the age of its oldest unanswered job |
 //! | `read.rs` | point reads and index listings |
 //! | `feed.rs` | feed pages |
 //! | `tail.rs` | the log in order for followers, the follower's applied position |
@@ -68,7 +68,7 @@ pub use error::{AppendError, StoreError, UniqueIndex};
 pub use feed::{Feed, FeedPage};
 pub use files::private_umask;
 #[cfg(feature = "test-hooks")]
-pub use hooks::{force_admin_token_row, force_rows, force_schema_version};
+pub use hooks::{WriterHold, force_admin_token_row, force_rows, force_schema_version};
 pub use idempotency::{
     Fingerprint, IdempotencyClaim, IdempotencyRecord, IdempotencyTicket, RETENTION_MS,
 };
@@ -82,7 +82,7 @@ pub use rekey::RekeyReport;
 pub use tail::LogPage;
 pub use verify::VerifyReport;
 pub use webhooks::{Attempt, OutboxRow, Ping};
-use writer::Job;
+use writer::{Handed, Job, Pending};
 
 use crate::crypto::{KeyedHasher, MasterKey};
 
@@ -100,7 +100,9 @@ struct Inner {
     /// Opens the data keys when `verify` checks them.
     master: MasterKey,
     integrity: Integrity,
-    jobs: Mutex<Option<Sender<Job>>>,
+    jobs: Mutex<Option<Sender<Handed>>>,
+    /// The writer's oldest job not yet answered.
+    pending: Arc<Pending>,
     /// The last durable position, updated after every group commit.
     positions: tokio::sync::watch::Receiver<u64>,
     /// The position the process's follower has applied (`tail.rs`), once one is registered.
@@ -113,8 +115,15 @@ impl Store {
         let jobs = self.inner.jobs.lock().map_err(|_| StoreError::Closed)?;
         jobs.as_ref()
             .ok_or(StoreError::Closed)?
-            .send(job)
+            .send((std::time::Instant::now(), job))
             .map_err(|_| StoreError::Closed)
+    }
+
+    /// How long the oldest job handed to the writer and not yet answered has waited (an append,
+    /// rows, or work that holds appends back, such as an online export); zero when the writer is
+    /// idle. Past a threshold the writer counts as stuck (`/readyz`).
+    pub fn writer_oldest_pending(&self) -> std::time::Duration {
+        self.inner.pending.age()
     }
 
     /// Runs `work` on the writer thread between groups, with nothing appended meanwhile. A

@@ -13,7 +13,7 @@ use super::head::HeadFile;
 use super::integrity::Integrity;
 use super::keyring::Keyring;
 use super::read::ReadOnly;
-use super::writer::Writer;
+use super::writer::{Pending, Writer};
 use super::{Inner, Store, StoreError, files, idempotency, keys, projection, verify};
 use crate::crypto::{DataKey, KeyedHasher, MASTER_KEY_ID_LEN, MasterKey, MasterKeyId};
 use crate::domain::credential::{self, Credential};
@@ -118,6 +118,7 @@ fn open(
     // sled made its files with the process umask; stores of older builds have open modes.
     files::restrict(dir)?;
     let (durable, positions) = tokio::sync::watch::channel(position);
+    let pending = Arc::new(Pending::default());
     let writer = Writer {
         tree,
         db: db.clone(),
@@ -129,6 +130,7 @@ fn open(
         last_hash,
         keyring: keyring.clone(),
         durable,
+        pending: pending.clone(),
     };
     let (tx, rx) = crossbeam_channel::unbounded();
     let handle = std::thread::Builder::new()
@@ -144,6 +146,7 @@ fn open(
             master: master.clone(),
             integrity: Integrity::default(),
             jobs: Mutex::new(Some(tx)),
+            pending,
             positions,
             applied: std::sync::OnceLock::new(),
             writer: Mutex::new(Some(handle)),

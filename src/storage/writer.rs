@@ -12,6 +12,7 @@
 
 use std::fs::File;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -44,6 +45,9 @@ pub type RowsJob = (
     oneshot::Sender<Result<(), StoreError>>,
 );
 
+/// A job as the writer receives it: with when it was handed over.
+pub type Handed = (Instant, Job);
+
 pub enum Job {
     Append(PreparedAppend, oneshot::Sender<AppendResult>),
     /// Rows that are neither events nor projections (the idempotency record of an answer that
@@ -71,18 +75,64 @@ pub struct Writer {
     pub keyring: Arc<Keyring>,
     /// Tells tailing readers the last durable position after every group.
     pub durable: tokio::sync::watch::Sender<u64>,
+    /// When the oldest job taken and not yet answered was handed over (`/readyz`).
+    pub pending: Arc<Pending>,
+}
+
+/// When the oldest job the writer has taken and not yet answered was handed over, for
+/// `/readyz`'s `writer_stuck` and `keyledger_writer_oldest_pending_seconds`. Jobs are taken in
+/// the order they were handed over, so that is the first job of the group being committed (or
+/// the exclusive work running); between groups, nothing. Only the writer sets it, so a stuck
+/// writer leaves it where it was, growing older: what a reader wants to see.
+pub struct Pending {
+    base: Instant,
+    /// Microseconds from `base` to the hand-over, plus one; 0 when nothing is pending.
+    since: AtomicU64,
+}
+
+impl Default for Pending {
+    fn default() -> Self {
+        Self {
+            base: Instant::now(),
+            since: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Pending {
+    fn publish(&self, handed_over: Instant) {
+        let micros = handed_over.saturating_duration_since(self.base).as_micros();
+        let micros = u64::try_from(micros).unwrap_or(u64::MAX - 1);
+        self.since.store(micros + 1, Ordering::Release);
+    }
+
+    fn clear(&self) {
+        self.since.store(0, Ordering::Release);
+    }
+
+    /// How long the oldest pending job has waited; zero when none is.
+    pub fn age(&self) -> Duration {
+        match self.since.load(Ordering::Acquire) {
+            0 => Duration::ZERO,
+            since => self
+                .base
+                .elapsed()
+                .saturating_sub(Duration::from_micros(since - 1)),
+        }
+    }
 }
 
 impl Writer {
-    pub fn run(mut self, jobs: Receiver<Job>) {
+    pub fn run(mut self, jobs: Receiver<Handed>) {
         let mut aggregates = AggregateCache::new(AggregateCache::BUDGET);
         let mut measured = None;
         self.measure(&mut measured);
         while let Ok(first) = jobs.recv() {
+            self.pending.publish(first.0);
             let mut group = Vec::new();
             let mut rows = Vec::new();
             let mut next = Some(first);
-            while let Some(job) = next.take() {
+            while let Some((handed_over, job)) = next.take() {
                 match job {
                     Job::Append(request, reply) => group.push((request, reply)),
                     Job::Rows(job) => rows.push(job),
@@ -92,6 +142,8 @@ impl Writer {
                             std::mem::take(&mut rows),
                             &mut aggregates,
                         );
+                        // What came before is answered: this is the oldest job now.
+                        self.pending.publish(handed_over);
                         work(&self.tree);
                         // It may have rewritten every projection row (a rebuild).
                         aggregates.clear();
@@ -104,6 +156,8 @@ impl Writer {
             }
             self.commit(group, rows, &mut aggregates);
             self.measure(&mut measured);
+            // A job queued meanwhile is published as soon as `recv` takes it, at once.
+            self.pending.clear();
         }
         if let Err(error) = self.db.flush() {
             tracing::error!(%error, "final flush of the store failed");

@@ -58,6 +58,7 @@ pub fn test_settings(dir: PathBuf) -> Settings {
         rotation: Default::default(),
         health: keyledger::service::health::HealthSettings::default(),
         webhooks: keyledger::service::deliveries::DeliverySettings::default(),
+        writer_stuck_after: Duration::from_secs(10),
         workers: Some(1),
         handle_signals: false,
         hold_follower: None,
