@@ -13,6 +13,7 @@ use super::head::HeadFile;
 use super::integrity::Integrity;
 use super::keyring::Keyring;
 use super::read::ReadOnly;
+use super::webhooks::NewDeliveries;
 use super::writer::Writer;
 use super::{Inner, Store, StoreError, files, idempotency, keys, projection, verify};
 use crate::crypto::{DataKey, KeyedHasher, MASTER_KEY_ID_LEN, MasterKey, MasterKeyId};
@@ -118,6 +119,7 @@ fn open(
     // sled made its files with the process umask; stores of older builds have open modes.
     files::restrict(dir)?;
     let (durable, positions) = tokio::sync::watch::channel(position);
+    let new_deliveries = Arc::new(NewDeliveries::default());
     let writer = Writer {
         tree,
         db: db.clone(),
@@ -129,6 +131,7 @@ fn open(
         last_hash,
         keyring: keyring.clone(),
         durable,
+        new_deliveries: new_deliveries.clone(),
     };
     let (tx, rx) = crossbeam_channel::unbounded();
     let handle = std::thread::Builder::new()
@@ -145,6 +148,7 @@ fn open(
             integrity: Integrity::default(),
             jobs: Mutex::new(Some(tx)),
             positions,
+            new_deliveries,
             applied: std::sync::OnceLock::new(),
             writer: Mutex::new(Some(handle)),
         }),

@@ -23,6 +23,7 @@ use super::head::HeadFile;
 use super::keyring::Keyring;
 use super::kv::{AggregateCache, Kv, Overlay};
 use super::projection::{ProjectionError, project, project_decoded};
+use super::webhooks::NewDeliveries;
 use super::{AppendError, StoreError, keys, verify};
 use crate::crypto::KeyedHasher;
 use crate::es::{Envelope, EventMeta, ExpectedVersion, NewEvent, StreamId};
@@ -71,6 +72,8 @@ pub struct Writer {
     pub keyring: Arc<Keyring>,
     /// Tells tailing readers the last durable position after every group.
     pub durable: tokio::sync::watch::Sender<u64>,
+    /// Where the outbox rows of each durable group go for the dispatcher (`webhooks.rs`).
+    pub new_deliveries: Arc<NewDeliveries>,
 }
 
 impl Writer {
@@ -153,7 +156,7 @@ impl Writer {
                 .map_err(StoreError::from)
                 .and_then(|()| overlay.write())
                 .and_then(|()| self.sync());
-            overlay.settle(durable.is_ok());
+            let outbox = overlay.settle(durable.is_ok());
             if let Err(error) = durable {
                 tracing::error!(%error, "writing an append group failed");
                 // The batch may or may not have reached the tree: take the tail from the tree.
@@ -183,6 +186,8 @@ impl Writer {
             });
             self.position = position;
             self.last_hash = hash;
+            // Before the position moves, so that whoever it wakes finds them.
+            self.new_deliveries.push(outbox);
             self.durable.send_replace(position);
             // Keys after the events that end them are durable; a failure here leaves a key that
             // the next start destroys.
