@@ -10,12 +10,12 @@
 
 use std::sync::Arc;
 
-use super::deliveries::Doorbell;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
 use super::clock::SharedClock;
 use super::cursor::{Cursors, InvalidCursor, Listing};
+use super::deliveries::Doorbell;
 use super::idempotency::Recording;
 use super::ids::Ids;
 use super::{Executed, ServiceError, Target, execute};
