@@ -1,20 +1,29 @@
 //! The dispatcher: the one background task that delivers the outbox (docs/design.md §7,
-//! docs/adr/0029). It reads outbox rows that the writer put in the batch of their events (only
-//! once that batch is durable), sends each through the outbound client (its SSRF policy, no
-//! redirects, its timeouts) signed as Standard Webhooks asks, records every attempt, and
-//! reschedules failures on the retry schedule.
+//! docs/adr/0029). It learns of outbox rows that the writer put in the batch of their events
+//! once that batch is durable, sends each through the outbound client (its SSRF policy, no
+//! redirects, its timeouts, its connection pool) signed as Standard Webhooks asks, records
+//! every attempt, reschedules failures on the retry schedule, and sweeps the delivery log
+//! (docs/adr/0035).
 //!
-//! It never runs on the request path or the writer: it wakes when a group becomes durable, when
-//! a ping or redelivery is queued, when a delivery ends, or when a retry falls due. Each delivery
-//! is its own task, at most [`PER_ENDPOINT`] at once per endpoint and [`IN_FLIGHT`] in all, so
-//! an endpoint that hangs holds its own slots only (until the timeout) and never another's.
+//! It never runs on the request path or the writer. It holds the deliveries still to make in
+//! memory, per endpoint and by when each falls due: read from the outbox once when it starts,
+//! then fed by the writer with the rows of each durable group ([`Store::new_outbox_rows`]) and
+//! by the API with pings, redeliveries and endpoints whose waiting rows are to be read again
+//! ([`Doorbell`]). The outbox on disk stays what at-least-once rests on; the queue in memory
+//! only saves reading it on every wake. One wake (a durable group, a ring, a delivery ended, a
+//! retry due) starts every delivery that is due and has a slot; each delivery is its own task,
+//! at most [`PER_ENDPOINT`] at once per endpoint and [`IN_FLIGHT`] in all, so an endpoint that
+//! hangs holds its own slots only (until the timeout) and never another's.
+//!
+//! [`Store::new_outbox_rows`]: crate::storage::Store::new_outbox_rows
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
+use tokio::sync::Notify;
 
 use super::ServiceError;
 use super::webhooks::Webhooks;
@@ -22,7 +31,7 @@ use crate::crypto::webhook_signature;
 use crate::domain::webhook::{self, DisabledReason, Webhook, WebhookState};
 use crate::domain::{PRIVATE_FIELDS, WebhookId};
 use crate::outbound::{Method, Request};
-use crate::storage::{Attempt, OutboxRow};
+use crate::storage::{Attempt, Delivery, NewOutboxRows, OutboxRow};
 
 /// Deliveries in flight to one endpoint at most.
 pub const PER_ENDPOINT: usize = 4;
@@ -35,7 +44,13 @@ pub const SCHEDULE: [u64; 10] = [
 ];
 /// An endpoint that has failed every delivery for this long is disabled.
 pub const DISABLE_AFTER_SECS: u64 = 5 * 24 * 3600;
-/// The longest the dispatcher sleeps without looking at the outbox.
+/// The delivery log keeps attempts this long (docs/adr/0035)...
+pub const LOG_RETENTION_DAYS: i64 = 30;
+/// ...and at most this many per endpoint, the newest.
+pub const LOG_KEEP: usize = 1000;
+/// How often the delivery log is swept (and once at start).
+const LOG_SWEEP_EVERY: Duration = Duration::from_secs(3600);
+/// The longest the dispatcher sleeps without looking at its queue.
 const IDLE: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Debug)]
@@ -63,20 +78,95 @@ impl DeliverySettings {
     }
 }
 
-/// Which deliveries are in flight, and since when each endpoint has failed.
+/// What the API hands the dispatcher outside an append.
+enum Rung {
+    /// A delivery it queued in the outbox (a ping, a redelivery).
+    Queued(Delivery),
+    /// An endpoint that changed (enabled again, deleted): its rows on disk are read again.
+    Changed(WebhookId),
+}
+
+/// Where the API rings the dispatcher; it takes what was rung on its next wake.
+#[derive(Default)]
+pub struct Doorbell {
+    rung: Mutex<Vec<Rung>>,
+    notify: Notify,
+}
+
+impl Doorbell {
+    fn ring(&self, rung: Rung) {
+        self.rung
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(rung);
+        self.notify.notify_one();
+    }
+
+    /// A delivery written to the outbox outside an append.
+    pub fn queued(&self, delivery: Delivery) {
+        self.ring(Rung::Queued(delivery));
+    }
+
+    /// An endpoint whose state changed: rows that waited for it are to be read again.
+    pub fn changed(&self, webhook_id: WebhookId) {
+        self.ring(Rung::Changed(webhook_id));
+    }
+
+    fn take(&self) -> Vec<Rung> {
+        std::mem::take(&mut *self.rung.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// An endpoint's deliveries waiting for their time or a slot: by key, and by when each falls
+/// due.
+#[derive(Default)]
+struct Waiting {
+    rows: HashMap<Vec<u8>, OutboxRow>,
+    due: BTreeSet<(i64, Vec<u8>)>,
+}
+
+impl Waiting {
+    fn insert(&mut self, key: Vec<u8>, row: OutboxRow) {
+        if let Some(old) = self.rows.get(&key) {
+            self.due.remove(&(old.next_at_ms, key.clone()));
+        }
+        self.due.insert((row.next_at_ms, key.clone()));
+        self.rows.insert(key, row);
+    }
+
+    fn remove(&mut self, key: &[u8]) -> Option<OutboxRow> {
+        let row = self.rows.remove(key)?;
+        self.due.remove(&(row.next_at_ms, key.to_vec()));
+        Some(row)
+    }
+}
+
+/// The deliveries waiting and in flight, and since when each endpoint has failed.
 #[derive(Default)]
 struct Flight {
+    waiting: HashMap<WebhookId, Waiting>,
     keys: HashSet<Vec<u8>>,
     per_endpoint: HashMap<WebhookId, usize>,
     /// Per endpoint: since when every attempt has failed, and when the last one did (unix ms).
     failing_since: HashMap<WebhookId, (i64, i64)>,
 }
 
+impl Flight {
+    /// Takes deliveries into the queue; one in flight already is left to its attempt.
+    fn take(&mut self, deliveries: Vec<Delivery>) {
+        for (key, webhook_id, row) in deliveries {
+            if !self.keys.contains(&key) {
+                self.waiting.entry(webhook_id).or_default().insert(key, row);
+            }
+        }
+    }
+}
+
 struct Dispatcher {
     webhooks: Webhooks,
     settings: DeliverySettings,
     flight: Mutex<Flight>,
-    done: tokio::sync::Notify,
+    done: Notify,
 }
 
 /// Starts the dispatcher on the current runtime; it ends when `closing` turns true or the store
@@ -90,7 +180,7 @@ pub fn spawn(
         webhooks,
         settings,
         flight: Mutex::default(),
-        done: tokio::sync::Notify::new(),
+        done: Notify::new(),
     });
     tokio::spawn(dispatcher.run(closing))
 }
@@ -110,20 +200,55 @@ struct Message {
 }
 
 impl Dispatcher {
-    fn flight(&self) -> std::sync::MutexGuard<'_, Flight> {
+    fn flight(&self) -> MutexGuard<'_, Flight> {
         self.flight.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     async fn run(self: Arc<Self>, mut closing: tokio::sync::watch::Receiver<bool>) {
         let store = self.webhooks.store().clone();
         let mut durable = store.positions();
-        let queued = self.webhooks.queued().clone();
+        let doorbell = self.webhooks.doorbell().clone();
+        // The whole outbox is read on start, and again if the writer had more new rows than
+        // it holds for the dispatcher.
+        let mut read_outbox = true;
+        let mut sweep_at = Instant::now();
         loop {
             if *closing.borrow() {
                 return;
             }
-            let wait = match self.sweep(*durable.borrow()) {
-                Ok(due) => due,
+            if read_outbox {
+                match store.outbox() {
+                    Ok(rows) => {
+                        self.flight().take(rows);
+                        read_outbox = false;
+                    }
+                    Err(error) => tracing::warn!(%error, "the webhook outbox could not be read"),
+                }
+            }
+            match store.new_outbox_rows() {
+                NewOutboxRows::Rows(rows) => self.flight().take(rows),
+                NewOutboxRows::Overflowed => {
+                    read_outbox = true;
+                    continue;
+                }
+            }
+            for rung in doorbell.take() {
+                match rung {
+                    Rung::Queued(delivery) => self.flight().take(vec![delivery]),
+                    Rung::Changed(webhook_id) => match store.outbox_of(&webhook_id) {
+                        Ok(rows) => self.flight().take(rows),
+                        Err(error) => {
+                            tracing::warn!(%error, "the webhook outbox could not be read");
+                        }
+                    },
+                }
+            }
+            if sweep_at <= Instant::now() {
+                sweep_at = Instant::now() + LOG_SWEEP_EVERY;
+                self.sweep_log();
+            }
+            let wait = match self.start_due(*durable.borrow()) {
+                Ok(wait) => wait,
                 Err(error) => {
                     tracing::warn!(%error, "the webhook outbox could not be read");
                     IDLE
@@ -131,7 +256,7 @@ impl Dispatcher {
             };
             tokio::select! {
                 changed = durable.changed() => if changed.is_err() { return },
-                () = queued.notified() => {}
+                () = doorbell.notify.notified() => {}
                 () = self.done.notified() => {}
                 () = tokio::time::sleep(wait) => {}
                 _ = closing.changed() => {}
@@ -139,58 +264,105 @@ impl Dispatcher {
         }
     }
 
-    /// Starts every delivery that is due and has a free slot; answers how long until the next
-    /// one falls due (at most [`IDLE`]).
-    fn sweep(self: &Arc<Self>, durable: u64) -> Result<Duration, ServiceError> {
-        let rows = self.webhooks.store().outbox()?;
-        // Every row of the outbox is a delivery not yet done: counted from the pass's own read.
-        crate::metrics::count(|m| m.webhook_outbox_depth.set(rows.len() as i64));
+    /// Sweeps the delivery log on the blocking pool: the dispatcher's thread goes on delivering.
+    fn sweep_log(&self) {
+        let store = self.webhooks.store().clone();
+        let before = self.webhooks.clock().now() - chrono::Duration::days(LOG_RETENTION_DAYS);
+        tokio::task::spawn_blocking(move || match store.sweep_attempts(before, LOG_KEEP) {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "swept old attempts from the delivery log"),
+            Err(error) => tracing::warn!(%error, "the delivery log could not be swept"),
+        });
+    }
+
+    /// Starts every delivery that is due, durable and has a free slot; answers how long until
+    /// the next one falls due (at most [`IDLE`]). Looks at each endpoint's earliest rows only.
+    fn start_due(self: &Arc<Self>, durable: u64) -> Result<Duration, ServiceError> {
         let now = self.webhooks.clock().now().timestamp_millis();
         let mut wait = IDLE;
-        let mut endpoints: HashMap<WebhookId, Option<Webhook>> = HashMap::new();
-        for (key, webhook_id, row) in rows {
-            // Written in a batch that is not durable yet: it may still be lost, its event too.
-            if row.position.is_some_and(|p| p > durable) {
+        let mut starts = Vec::new();
+        let mut flight = self.flight();
+        // The deliveries not yet done that this dispatcher holds: waiting (due or not) and in
+        // flight; an endpoint's rows kept on disk while it is disabled are not among them.
+        let depth =
+            flight.waiting.values().map(|w| w.rows.len()).sum::<usize>() + flight.keys.len();
+        crate::metrics::count(|m| {
+            m.webhook_outbox_depth
+                .set(i64::try_from(depth).unwrap_or(i64::MAX))
+        });
+        let endpoints: Vec<WebhookId> = flight.waiting.keys().cloned().collect();
+        for webhook_id in endpoints {
+            let busy = flight.per_endpoint.get(&webhook_id).copied().unwrap_or(0);
+            let free = PER_ENDPOINT
+                .saturating_sub(busy)
+                .min(IN_FLIGHT.saturating_sub(flight.keys.len()));
+            let Some(waiting) = flight.waiting.get(&webhook_id) else {
                 continue;
-            }
-            if row.next_at_ms > now {
-                let until = u64::try_from(row.next_at_ms - now).unwrap_or(0);
-                wait = wait.min(Duration::from_millis(until));
-                continue;
-            }
-            let endpoint = match endpoints.get(&webhook_id) {
-                Some(found) => found.clone(),
-                None => {
-                    let found = self.webhooks.endpoint(&webhook_id)?;
-                    endpoints.insert(webhook_id.clone(), found.clone());
-                    found
-                }
             };
-            let hook = match endpoint {
-                Some(hook) if hook.state == WebhookState::Active => hook,
-                // Waits for the endpoint to be enabled again.
-                Some(hook) if hook.state == WebhookState::Disabled => continue,
+            let mut due = Vec::new();
+            for (at, key) in &waiting.due {
+                if due.len() == free {
+                    break;
+                }
+                if *at > now {
+                    let until = u64::try_from(at - now).unwrap_or(0);
+                    wait = wait.min(Duration::from_millis(until));
+                    break;
+                }
+                // Rows read from the outbox on start may be of a batch not yet durable: it
+                // may still be lost, its event too.
+                if waiting.rows.get(key).and_then(|r| r.position) <= Some(durable) {
+                    due.push(key.clone());
+                }
+            }
+            if due.is_empty() {
+                continue;
+            }
+            match self.webhooks.endpoint(&webhook_id)? {
+                Some(hook) if hook.state == WebhookState::Active => {
+                    for key in due {
+                        let Some(row) = flight
+                            .waiting
+                            .get_mut(&webhook_id)
+                            .and_then(|w| w.remove(&key))
+                        else {
+                            continue;
+                        };
+                        flight.keys.insert(key.clone());
+                        *flight.per_endpoint.entry(webhook_id.clone()).or_default() += 1;
+                        starts.push((key, hook.clone(), row));
+                    }
+                }
+                // Its rows wait on disk for the endpoint to be enabled again, which rings the
+                // doorbell.
+                Some(hook) if hook.state == WebhookState::Disabled => {
+                    flight.waiting.remove(&webhook_id);
+                }
                 _ => {
-                    self.webhooks.store().remove_outbox(&key)?;
-                    continue;
+                    flight.waiting.remove(&webhook_id);
+                    for (key, _, _) in self.webhooks.store().outbox_of(&webhook_id)? {
+                        self.webhooks.store().remove_outbox(&key)?;
+                    }
                 }
-            };
-            {
-                let mut flight = self.flight();
-                let busy = flight.per_endpoint.get(&webhook_id).copied().unwrap_or(0);
-                if flight.keys.contains(&key)
-                    || busy >= PER_ENDPOINT
-                    || flight.keys.len() >= IN_FLIGHT
-                {
-                    continue;
-                }
-                flight.keys.insert(key.clone());
-                *flight.per_endpoint.entry(webhook_id.clone()).or_default() += 1;
             }
-            let dispatcher = self.clone();
-            tokio::spawn(async move {
-                let kept = row.clone();
-                if let Err(error) = dispatcher.deliver(&key, &hook, row).await {
+        }
+        flight.waiting.retain(|_, w| !w.rows.is_empty());
+        drop(flight);
+        for (key, hook, row) in starts {
+            self.start(key, hook, row, now);
+        }
+        Ok(wait.max(Duration::from_millis(1)))
+    }
+
+    /// One delivery as its own task; its end frees the slot, queues a retry if there is one,
+    /// and wakes the dispatcher.
+    fn start(self: &Arc<Self>, key: Vec<u8>, hook: Webhook, row: OutboxRow, now: i64) {
+        let dispatcher = self.clone();
+        tokio::spawn(async move {
+            let kept = row.clone();
+            let retry = match dispatcher.deliver(&key, &hook, row).await {
+                Ok(retry) => retry,
+                Err(error) => {
                     tracing::warn!(%error, webhook_id = %hook.webhook_id, "a webhook delivery could not be made");
                     // Not at once again: a fault of this server's (a key that does not open)
                     // would otherwise be retried in a loop.
@@ -199,18 +371,21 @@ impl Dispatcher {
                         ..kept
                     };
                     let _ = dispatcher.webhooks.store().put_outbox(&key, &later);
+                    Some(later)
                 }
-                {
-                    let mut flight = dispatcher.flight();
-                    flight.keys.remove(&key);
-                    if let Some(busy) = flight.per_endpoint.get_mut(&hook.webhook_id) {
-                        *busy = busy.saturating_sub(1);
-                    }
+            };
+            {
+                let mut flight = dispatcher.flight();
+                flight.keys.remove(&key);
+                if let Some(busy) = flight.per_endpoint.get_mut(&hook.webhook_id) {
+                    *busy = busy.saturating_sub(1);
                 }
-                dispatcher.done.notify_one();
-            });
-        }
-        Ok(wait.max(Duration::from_millis(1)))
+                if let Some(row) = retry {
+                    flight.take(vec![(key, hook.webhook_id.clone(), row)]);
+                }
+            }
+            dispatcher.done.notify_one();
+        });
     }
 
     /// The message an outbox row announces, or `None` when its event is not in the log.
@@ -253,16 +428,17 @@ impl Dispatcher {
         }))
     }
 
+    /// Makes one attempt and records it; answers the row to try again, if any.
     async fn deliver(
         &self,
         key: &[u8],
         hook: &Webhook,
         row: OutboxRow,
-    ) -> Result<(), ServiceError> {
+    ) -> Result<Option<OutboxRow>, ServiceError> {
         let store = self.webhooks.store();
         let Some(message) = self.message(hook, &row)? else {
             store.remove_outbox(key)?;
-            return Ok(());
+            return Ok(None);
         };
         let now = self.webhooks.clock().now();
         let timestamp = now.timestamp();
@@ -333,6 +509,7 @@ impl Dispatcher {
             Outcome::Failed { .. } => "failed",
         };
         crate::metrics::count(|m| m.webhook_deliveries.with_label_values(&[label]).inc());
+        let mut retry = None;
         match outcome {
             Outcome::Delivered(status) => {
                 attempt.status_code = Some(status);
@@ -367,6 +544,7 @@ impl Dispatcher {
                             ..row
                         };
                         store.put_outbox(key, &row)?;
+                        retry = Some(row);
                     }
                     // The schedule is spent: the delivery log keeps what was tried.
                     None => store.remove_outbox(key)?,
@@ -397,7 +575,7 @@ impl Dispatcher {
                 }
             }
         }
-        Ok(())
+        Ok(retry)
     }
 }
 

@@ -12,10 +12,10 @@ use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use tokio::sync::Notify;
 
 use super::clock::SharedClock;
 use super::cursor::{Cursors, InvalidCursor, Listing};
+use super::deliveries::Doorbell;
 use super::idempotency::Recording;
 use super::ids::Ids;
 use super::{Executed, ServiceError, Target, execute};
@@ -114,8 +114,8 @@ pub struct Webhooks {
     clock: SharedClock,
     ids: Arc<Ids>,
     outbound: Outbound,
-    /// Wakes the dispatcher when a delivery is queued outside an append.
-    queued: Arc<Notify>,
+    /// Hands the dispatcher what it learns outside an append.
+    doorbell: Arc<Doorbell>,
 }
 
 impl Webhooks {
@@ -133,7 +133,7 @@ impl Webhooks {
             clock,
             ids,
             outbound,
-            queued: Arc::new(Notify::new()),
+            doorbell: Arc::default(),
         }
     }
 
@@ -149,8 +149,8 @@ impl Webhooks {
         &self.outbound
     }
 
-    pub(super) fn queued(&self) -> &Arc<Notify> {
-        &self.queued
+    pub(super) fn doorbell(&self) -> &Arc<Doorbell> {
+        &self.doorbell
     }
 
     pub fn cursor(&self, account_id: &AccountId, after: &str) -> String {
@@ -316,8 +316,12 @@ impl Webhooks {
                 at,
             })
         };
-        self.command(account_id, target, command, versioned, recording)
-            .await
+        let updated = self
+            .command(account_id, target, command, versioned, recording)
+            .await;
+        // Enabled again, its rows that waited are due.
+        self.doorbell.changed(webhook_id.clone());
+        updated
     }
 
     /// A new signing secret; the current one keeps signing beside it for 24 hours.
@@ -372,8 +376,12 @@ impl Webhooks {
         };
         let target = self.target(webhook_id, if_match, meta, Some(destroy));
         let command = |_: &Webhook| Ok(WebhookCommand::Delete { at });
-        self.command(account_id, target, command, versioned, recording)
-            .await
+        let deleted = self
+            .command(account_id, target, command, versioned, recording)
+            .await;
+        // Its rows that waited are dropped.
+        self.doorbell.changed(webhook_id.clone());
+        deleted
     }
 
     /// Disables an endpoint on the dispatcher's finding (410, or five days of failures).
@@ -422,8 +430,8 @@ impl Webhooks {
             tries: 0,
             next_at_ms: 0,
         };
-        self.store.queue_delivery(webhook_id, &row)?;
-        self.queued.notify_one();
+        let key = self.store.queue_delivery(webhook_id, &row)?;
+        self.doorbell.queued((key, webhook_id.clone(), row));
         Ok(Queued { delivery_id })
     }
 
@@ -448,8 +456,8 @@ impl Webhooks {
             tries: 0,
             next_at_ms: 0,
         };
-        self.store.queue_delivery(webhook_id, &row)?;
-        self.queued.notify_one();
+        let key = self.store.queue_delivery(webhook_id, &row)?;
+        self.doorbell.queued((key, webhook_id.clone(), row));
         Ok(Queued {
             delivery_id: delivery_id.to_owned(),
         })

@@ -242,9 +242,11 @@ pub fn outbox_message(webhook_id: &WebhookId, message_id: &str) -> Vec<u8> {
     concat(&[&outbox_prefix(webhook_id), b"p", message_id.as_bytes()])
 }
 
+pub const ATTEMPTS: &[u8] = b"w/";
+
 /// Every attempt row of one endpoint.
 pub fn attempts_prefix(webhook_id: &WebhookId) -> Vec<u8> {
-    concat(&[b"w/", webhook_id.as_str().as_bytes(), &[0]])
+    concat(&[ATTEMPTS, webhook_id.as_str().as_bytes(), &[0]])
 }
 
 pub fn attempt(webhook_id: &WebhookId, sequence: u64) -> Vec<u8> {

@@ -169,6 +169,8 @@ pub struct Overlay<'a> {
     stage_aggregates: HashMap<Vec<u8>, Decoded>,
     /// The `h/` rows of the batch written, kept once it is durable.
     written_heads: Vec<(Vec<u8>, u64)>,
+    /// The outbox rows of the batch written, handed to the dispatcher once it is durable.
+    written_outbox: Vec<(Vec<u8>, Vec<u8>)>,
     cache: &'a mut AggregateCache,
 }
 
@@ -181,6 +183,7 @@ impl<'a> Overlay<'a> {
             group_aggregates: HashMap::new(),
             stage_aggregates: HashMap::new(),
             written_heads: Vec::new(),
+            written_outbox: Vec::new(),
             cache,
         }
     }
@@ -244,7 +247,12 @@ impl<'a> Overlay<'a> {
                 }
             }
             match value {
-                Some(v) => batch.insert(key, v),
+                Some(v) => {
+                    if key.starts_with(keys::OUTBOX) {
+                        self.written_outbox.push((key.clone(), v.clone()));
+                    }
+                    batch.insert(key, v)
+                }
                 None => batch.remove(key),
             }
         }
@@ -252,9 +260,10 @@ impl<'a> Overlay<'a> {
         Ok(())
     }
 
-    /// Ends the group: once its batch is durable, the writer keeps the aggregates it wrote;
-    /// otherwise the tree may or may not hold them, and the cache starts over.
-    pub fn settle(self, durable: bool) {
+    /// Ends the group: once its batch is durable, the writer keeps the aggregates it wrote and
+    /// answers the outbox rows it wrote; otherwise the tree may or may not hold them, the cache
+    /// starts over and no row is answered (the dispatcher's next start finds any that stayed).
+    pub fn settle(self, durable: bool) -> Vec<(Vec<u8>, Vec<u8>)> {
         if durable {
             for (key, entry) in self.group_aggregates {
                 self.cache.keep(key, entry);
@@ -262,8 +271,10 @@ impl<'a> Overlay<'a> {
             for (key, version) in self.written_heads {
                 self.cache.keep_head(key, version);
             }
+            self.written_outbox
         } else {
             self.cache.clear();
+            Vec::new()
         }
     }
 }

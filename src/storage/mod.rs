@@ -81,7 +81,7 @@ pub use read::Index;
 pub use rekey::RekeyReport;
 pub use tail::LogPage;
 pub use verify::VerifyReport;
-pub use webhooks::{Attempt, OutboxRow, Ping};
+pub use webhooks::{Attempt, Delivery, NewOutboxRows, OutboxRow, Ping};
 use writer::{Handed, Job, Pending};
 
 use crate::crypto::{KeyedHasher, MasterKey};
@@ -105,6 +105,8 @@ struct Inner {
     pending: Arc<Pending>,
     /// The last durable position, updated after every group commit.
     positions: tokio::sync::watch::Receiver<u64>,
+    /// Outbox rows of durable groups the dispatcher has not taken yet.
+    new_deliveries: Arc<webhooks::NewDeliveries>,
     /// The position the process's follower has applied (`tail.rs`), once one is registered.
     applied: std::sync::OnceLock<tokio::sync::watch::Receiver<u64>>,
     writer: Mutex<Option<JoinHandle<()>>>,

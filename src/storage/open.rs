@@ -13,6 +13,7 @@ use super::head::HeadFile;
 use super::integrity::Integrity;
 use super::keyring::Keyring;
 use super::read::ReadOnly;
+use super::webhooks::NewDeliveries;
 use super::writer::{Pending, Writer};
 use super::{Inner, Store, StoreError, files, idempotency, keys, projection, verify};
 use crate::crypto::{DataKey, KeyedHasher, MASTER_KEY_ID_LEN, MasterKey, MasterKeyId};
@@ -119,6 +120,7 @@ fn open(
     files::restrict(dir)?;
     let (durable, positions) = tokio::sync::watch::channel(position);
     let pending = Arc::new(Pending::default());
+    let new_deliveries = Arc::new(NewDeliveries::default());
     let writer = Writer {
         tree,
         db: db.clone(),
@@ -131,6 +133,7 @@ fn open(
         keyring: keyring.clone(),
         durable,
         pending: pending.clone(),
+        new_deliveries: new_deliveries.clone(),
     };
     let (tx, rx) = crossbeam_channel::unbounded();
     let handle = std::thread::Builder::new()
@@ -148,6 +151,7 @@ fn open(
             jobs: Mutex::new(Some(tx)),
             pending,
             positions,
+            new_deliveries,
             applied: std::sync::OnceLock::new(),
             writer: Mutex::new(Some(handle)),
         }),

@@ -7,9 +7,14 @@
 //! a verify never produces one and history is never delivered again. The dispatcher
 //! (`service::deliveries`) reads it, updates it after each attempt and removes a row once
 //! delivered, straight to the tree like the other operational rows: those writes are not
-//! events, and a crash that loses one repeats a delivery at worst (at least once). Attempt rows
-//! (`w/`) are the delivery log the API pages through; neither prefix is a projection, so
+//! events, and a crash that loses one repeats a delivery at worst (at least once). Once a
+//! group is durable, the writer also hands its outbox rows to [`NewDeliveries`], so that the
+//! dispatcher learns of new rows without reading the outbox again; it reads the whole outbox
+//! only when it starts. Attempt rows (`w/`) are the delivery log the API pages through, kept for
+//! a retention ([`Store::sweep_attempts`], docs/adr/0035); neither prefix is a projection, so
 //! `verify` and `rebuild` leave both alone.
+
+use std::sync::{Mutex, PoisonError};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -187,21 +192,73 @@ fn outbox_webhook(key: &[u8]) -> Option<WebhookId> {
     WebhookId::parse(std::str::from_utf8(&rest[..end]).ok()?)
 }
 
+fn decode_outbox(key: &[u8], value: &[u8]) -> Result<(WebhookId, OutboxRow), StoreError> {
+    let id =
+        outbox_webhook(key).ok_or_else(|| corrupt("outbox row", "a key that names no webhook"))?;
+    let row = serde_json::from_slice(value).map_err(|e| corrupt("outbox row", e))?;
+    Ok((id, row))
+}
+
+/// A delivery still to make: its outbox key, its endpoint and its row.
+pub type Delivery = (Vec<u8>, WebhookId, OutboxRow);
+
+/// Rows handed over at most before the dispatcher must read the outbox instead: a process
+/// that appends without a dispatcher (an import) does not hold every row in memory.
+const MAX_NEW_DELIVERIES: usize = 100_000;
+
+/// The outbox rows of durable groups, in the order written, until the dispatcher takes them.
+#[derive(Default)]
+pub(super) struct NewDeliveries(Mutex<NewRows>);
+
+#[derive(Default)]
+struct NewRows {
+    rows: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Rows were dropped: the outbox must be read in full.
+    overflowed: bool,
+}
+
+impl NewDeliveries {
+    pub(super) fn push(&self, rows: Vec<(Vec<u8>, Vec<u8>)>) {
+        if rows.is_empty() {
+            return;
+        }
+        let mut new = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if new.overflowed {
+            return;
+        }
+        if new.rows.len() + rows.len() > MAX_NEW_DELIVERIES {
+            new.rows = Vec::new();
+            new.overflowed = true;
+        } else {
+            new.rows.extend(rows);
+        }
+    }
+}
+
+/// What has reached the outbox since the dispatcher last asked.
+pub enum NewOutboxRows {
+    Rows(Vec<Delivery>),
+    /// Too many to hold: read the whole outbox again.
+    Overflowed,
+}
+
 impl Store {
-    /// Every delivery still to make: its key, endpoint and row. A row that does not decode is
-    /// reported (readiness is lost) and left out.
-    pub fn outbox(&self) -> Result<Vec<(Vec<u8>, WebhookId, OutboxRow)>, StoreError> {
+    /// Every delivery still to make. A row that does not decode is reported (readiness is
+    /// lost) and left out.
+    pub fn outbox(&self) -> Result<Vec<Delivery>, StoreError> {
+        self.outbox_under(keys::OUTBOX)
+    }
+
+    /// Every delivery still to make to one endpoint.
+    pub fn outbox_of(&self, webhook_id: &WebhookId) -> Result<Vec<Delivery>, StoreError> {
+        self.outbox_under(&keys::outbox_prefix(webhook_id))
+    }
+
+    fn outbox_under(&self, prefix: &[u8]) -> Result<Vec<Delivery>, StoreError> {
         let mut rows = Vec::new();
-        for row in self.inner.db.scan_prefix(keys::OUTBOX) {
+        for row in self.inner.db.scan_prefix(prefix) {
             let (key, value) = row.map_err(|e| self.noticed(e.into(), None))?;
-            let decoded = outbox_webhook(&key)
-                .ok_or_else(|| corrupt("outbox row", "a key that names no webhook"))
-                .and_then(|id| {
-                    serde_json::from_slice::<OutboxRow>(&value)
-                        .map(|r| (id, r))
-                        .map_err(|e| corrupt("outbox row", e))
-                });
-            match decoded {
+            match decode_outbox(&key, &value) {
                 Ok((id, r)) => rows.push((key.to_vec(), id, r)),
                 Err(error) => {
                     self.noticed(error, None);
@@ -209,6 +266,32 @@ impl Store {
             }
         }
         Ok(rows)
+    }
+
+    /// The outbox rows that appends have made durable since the last call.
+    pub fn new_outbox_rows(&self) -> NewOutboxRows {
+        let taken = {
+            let mut new = self
+                .inner
+                .new_deliveries
+                .0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if std::mem::take(&mut new.overflowed) {
+                return NewOutboxRows::Overflowed;
+            }
+            std::mem::take(&mut new.rows)
+        };
+        let mut rows = Vec::with_capacity(taken.len());
+        for (key, value) in taken {
+            match decode_outbox(&key, &value) {
+                Ok((id, row)) => rows.push((key, id, row)),
+                Err(error) => {
+                    self.noticed(error, None);
+                }
+            }
+        }
+        NewOutboxRows::Rows(rows)
     }
 
     /// Rewrites an outbox row after an attempt (straight to the tree: see the module's header).
@@ -222,18 +305,20 @@ impl Store {
         Ok(())
     }
 
-    /// Queues a delivery to `webhook_id` outside an append: a ping, or a redelivery.
+    /// Queues a delivery to `webhook_id` outside an append: a ping, or a redelivery. Answers
+    /// its key.
     pub fn queue_delivery(
         &self,
         webhook_id: &WebhookId,
         row: &OutboxRow,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<u8>, StoreError> {
         let key = match (&row.ping, row.position) {
             (Some(ping), _) => keys::outbox_message(webhook_id, &ping.message_id),
             (None, Some(position)) => keys::outbox_event(webhook_id, position),
             (None, None) => return Err(corrupt("outbox row", "neither an event nor a ping")),
         };
-        self.put_outbox(&key, row)
+        self.put_outbox(&key, row)?;
+        Ok(key)
     }
 
     /// Appends an attempt to the endpoint's delivery log.
@@ -248,6 +333,55 @@ impl Store {
             serde_json::to_vec(attempt)?,
         )?;
         Ok(())
+    }
+
+    /// Sweeps the delivery log of every endpoint (docs/adr/0035): removes the attempts made
+    /// before `before`, and all but the newest `keep` of each endpoint. Answers how many went.
+    /// Straight to the tree, as the log is written; an attempt that does not decode is reported
+    /// and kept unless the count removes it.
+    pub fn sweep_attempts(&self, before: DateTime<Utc>, keep: usize) -> Result<usize, StoreError> {
+        /// The one field the sweep reads of an attempt.
+        #[derive(Deserialize)]
+        struct Made {
+            attempted_at: DateTime<Utc>,
+        }
+        let db = &self.inner.db;
+        let mut from = keys::ATTEMPTS.to_vec();
+        let mut removed = 0;
+        // One endpoint at a time: its newest `keep` young attempts stay, then the next
+        // endpoint's prefix is sought directly.
+        while let Some(first) = db.range(from.clone()..).next() {
+            let (key, _) = first.map_err(|e| self.noticed(e.into(), None))?;
+            if !key.starts_with(keys::ATTEMPTS) {
+                break;
+            }
+            let Some((name, _)) = keys::split_numbered(&key, keys::ATTEMPTS) else {
+                from = [&key[..], &[0]].concat();
+                continue;
+            };
+            let prefix = [keys::ATTEMPTS, name, &[0]].concat();
+            let mut batch = sled::Batch::default();
+            let mut kept = 0;
+            for row in db.scan_prefix(&prefix).rev() {
+                let (key, value) = row.map_err(|e| self.noticed(e.into(), None))?;
+                let young = match serde_json::from_slice::<Made>(&value) {
+                    Ok(made) => made.attempted_at >= before,
+                    Err(e) => {
+                        self.noticed(corrupt("delivery attempt", e), None);
+                        true
+                    }
+                };
+                if young && kept < keep {
+                    kept += 1;
+                } else {
+                    batch.remove(key);
+                    removed += 1;
+                }
+            }
+            db.apply_batch(batch)?;
+            from = [keys::ATTEMPTS, name, &[1]].concat();
+        }
+        Ok(removed)
     }
 
     /// A page of the endpoint's delivery log, newest first, before the attempt `before`; and the
@@ -308,5 +442,71 @@ impl Store {
             .db
             .scan_prefix(keys::webhook_index_prefix(account_id))
             .count())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Duration;
+
+    use super::*;
+    use crate::crypto::MasterKey;
+    use crate::storage::Durability;
+
+    fn attempt(n: u32, attempted_at: DateTime<Utc>) -> Attempt {
+        Attempt {
+            delivery_id: format!("msg_{n}"),
+            event_type: "byok.enabled".into(),
+            position: Some(u64::from(n)),
+            ping: None,
+            attempt: 1,
+            attempted_at,
+            status_code: Some(204),
+            latency_ms: 1,
+            delivered: true,
+            error: None,
+            next_retry_at: None,
+        }
+    }
+
+    fn log(store: &Store, webhook_id: &WebhookId) -> Vec<String> {
+        let (page, next) = store.attempts(webhook_id, None, 100).unwrap();
+        assert_eq!(next, None);
+        page.into_iter().map(|a| a.delivery_id).collect()
+    }
+
+    #[test]
+    fn the_sweep_drops_old_attempts_and_keeps_the_newest_per_endpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &MasterKey::generate(), Durability::Sync).unwrap();
+        let [a, b, c] = [1u128, 2, 3].map(WebhookId::from_ulid);
+        let now = Utc::now();
+        // a: five attempts, the first two 40 days old; b: three recent ones; c: one old one.
+        for n in 0..5 {
+            let age = if n < 2 {
+                Duration::days(40)
+            } else {
+                Duration::minutes(5 - i64::from(n))
+            };
+            store.record_attempt(&a, &attempt(n, now - age)).unwrap();
+        }
+        for n in 10..13 {
+            store.record_attempt(&b, &attempt(n, now)).unwrap();
+        }
+        store
+            .record_attempt(&c, &attempt(20, now - Duration::days(31)))
+            .unwrap();
+        let before = now - Duration::days(30);
+
+        assert_eq!(store.sweep_attempts(before, 10).unwrap(), 3);
+        assert_eq!(log(&store, &a), ["msg_4", "msg_3", "msg_2"]);
+        assert_eq!(log(&store, &b), ["msg_12", "msg_11", "msg_10"]);
+        assert!(log(&store, &c).is_empty());
+
+        // The count keeps the newest of each endpoint, whatever their age.
+        assert_eq!(store.sweep_attempts(before, 2).unwrap(), 2);
+        assert_eq!(log(&store, &a), ["msg_4", "msg_3"]);
+        assert_eq!(log(&store, &b), ["msg_12", "msg_11"]);
+        assert_eq!(store.sweep_attempts(before, 2).unwrap(), 0);
     }
 }

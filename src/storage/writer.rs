@@ -24,6 +24,7 @@ use super::head::HeadFile;
 use super::keyring::Keyring;
 use super::kv::{AggregateCache, Kv, Overlay};
 use super::projection::{ProjectionError, project, project_decoded};
+use super::webhooks::NewDeliveries;
 use super::{AppendError, StoreError, keys, verify};
 use crate::crypto::KeyedHasher;
 use crate::es::{Envelope, EventMeta, ExpectedVersion, NewEvent, StreamId};
@@ -77,6 +78,8 @@ pub struct Writer {
     pub durable: tokio::sync::watch::Sender<u64>,
     /// When the oldest job taken and not yet answered was handed over (`/readyz`).
     pub pending: Arc<Pending>,
+    /// Where the outbox rows of each durable group go for the dispatcher (`webhooks.rs`).
+    pub new_deliveries: Arc<NewDeliveries>,
 }
 
 /// When the oldest job the writer has taken and not yet answered was handed over, for
@@ -207,7 +210,7 @@ impl Writer {
                 .map_err(StoreError::from)
                 .and_then(|()| overlay.write())
                 .and_then(|()| self.sync());
-            overlay.settle(durable.is_ok());
+            let outbox = overlay.settle(durable.is_ok());
             if let Err(error) = durable {
                 tracing::error!(%error, "writing an append group failed");
                 // The batch may or may not have reached the tree: take the tail from the tree.
@@ -237,6 +240,8 @@ impl Writer {
             });
             self.position = position;
             self.last_hash = hash;
+            // Before the position moves, so that whoever it wakes finds them.
+            self.new_deliveries.push(outbox);
             self.durable.send_replace(position);
             // Keys after the events that end them are durable; a failure here leaves a key that
             // the next start destroys.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::{create_hook, delivery_log, eventually, id_of, post_empty, private_app, some_event};
 use crate::helpers::fake_provider::{FakeProvider, Reply};
-use crate::helpers::{assert_json, spawn_app_with};
+use crate::helpers::{TestApp, assert_json, send, spawn_app_with};
 
 #[tokio::test]
 async fn a_receiver_that_fails_three_times_gets_the_message_on_the_fourth_and_the_log_shows_each() {
@@ -170,4 +170,62 @@ async fn a_receiver_that_hangs_does_not_hold_up_another_endpoint() {
         (1..=4).contains(&hung_seen),
         "{hung_seen} requests in flight to the hung endpoint"
     );
+}
+
+#[tokio::test]
+async fn a_disabled_endpoint_keeps_its_pending_delivery_and_gets_it_once_enabled() {
+    let answering = Arc::new(AtomicUsize::new(0));
+    let flag = answering.clone();
+    let receiver = FakeProvider::start(move |_| {
+        if flag.load(Ordering::SeqCst) == 0 {
+            Reply::status(500)
+        } else {
+            Reply::status(204)
+        }
+    })
+    .await;
+    let app = private_app().await;
+    let ada = app.tenant("ada@example.com").await;
+    let id = id_of(&create_hook(&app, &ada.token, &receiver.url, &["byok.registered"]).await);
+    let path = format!("/v1/webhooks/{id}");
+    let patch = |enabled: bool| set_enabled(&app, &ada.token, &path, enabled);
+    some_event(&app, &ada.token, "prod").await;
+    eventually(Duration::from_secs(10), "a failed attempt", || async {
+        (!receiver.seen().is_empty()).then_some(())
+    })
+    .await;
+    assert_json(patch(false).await, 200).await;
+    // An attempt already under way may still end; after that, nothing while disabled, though
+    // the scaled schedule would retry within milliseconds.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = receiver.seen().len();
+    answering.store(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(receiver.seen().len(), before, "delivered while disabled");
+
+    assert_json(patch(true).await, 200).await;
+    let log = eventually(
+        Duration::from_secs(10),
+        "the delivery once enabled",
+        || async {
+            let log = delivery_log(&app, &ada.token, &id).await;
+            log.iter().any(|a| a["delivered"] == true).then_some(log)
+        },
+    )
+    .await;
+    assert_eq!(log[0]["event_type"], "byok.registered", "{log:?}");
+    assert_eq!(receiver.seen().len(), before + 1);
+}
+
+async fn set_enabled(app: &TestApp, token: &str, path: &str, enabled: bool) -> reqwest::Response {
+    let body = serde_json::json!({ "enabled": enabled });
+    send(
+        app,
+        reqwest::Method::PATCH,
+        path,
+        Some(token),
+        &[],
+        Some(&body),
+    )
+    .await
 }
