@@ -23,6 +23,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a benchmark may stop on any failure
 
+mod common;
+
 use std::fs::{File, OpenOptions};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Barrier, OnceLock};
@@ -38,6 +40,8 @@ use keyledger::service::clock::SystemClock;
 use keyledger::service::ids::Ids;
 use keyledger::storage::{AppendRequest, Durability, Store};
 use tokio::sync::oneshot;
+
+use common::{Bar, Figure, Of};
 
 const WRITERS: [usize; 3] = [1, 8, 64];
 /// Before a side's first slice: fills the stores' caches and starts the threads.
@@ -570,6 +574,32 @@ fn main() {
             ms(BAR_P99_AT_1),
             verdict(p99 <= BAR_P99_AT_1)
         );
+    }
+
+    let note = format!("{secs} s per side in {rounds} alternating slices");
+    for (threads, top, _, kl, _) in &rows {
+        Figure {
+            bench: "append",
+            figure: &format!("durable appends/s, {threads} writers"),
+            value: kl.per_sec(),
+            unit: "appends/s",
+            ceiling: Some(top.per_sec()),
+            bar: (*threads == 64).then_some(Bar::AtLeast(Of::Ratio, BAR_RATIO_AT_64)),
+            note: note.clone(),
+        }
+        .print();
+        if *threads == 1 {
+            Figure {
+                bench: "append",
+                figure: "durable append p99, 1 writer",
+                value: kl.percentile(99.0).as_secs_f64() * 1e3,
+                unit: "ms",
+                ceiling: Some(top.percentile(99.0).as_secs_f64() * 1e3),
+                bar: Some(Bar::AtMost(Of::Value, BAR_P99_AT_1.as_secs_f64() * 1e3)),
+                note: note.clone(),
+            }
+            .print();
+        }
     }
 }
 

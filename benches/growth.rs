@@ -37,7 +37,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{
-    chained_scan, dir_bytes, env_or, ids, mb, median, meta, percentile, rss, us, with_peak_rss,
+    Bar, Figure, Of, chained_scan, dir_bytes, env_or, ids, mb, median, meta, percentile, rss, us,
+    with_peak_rss,
 };
 use keyledger::crypto::{DataKey, MasterKey, data_key_binding};
 use keyledger::domain::account::AccountEvent;
@@ -657,4 +658,61 @@ fn main() {
         "\n- every operation within {BAR_RATIO}x of small at p50 (worst {worst:.2}): {verdict}"
     );
     println!("- whole run {:.0} s", run_started.elapsed().as_secs_f64());
+
+    let note = format!(
+        "1/{scale} of the full shape: {} vs {} credentials, {} vs {} events",
+        b.credentials, a.credentials, b.events, a.events
+    );
+    for (i, op) in OPS.iter().enumerate() {
+        Figure {
+            bench: "growth",
+            figure: &format!("{} p50, large vs small store", op.name()),
+            value: b.ops[i].0.as_secs_f64() * 1e6,
+            unit: "µs",
+            ceiling: Some(a.ops[i].0.as_secs_f64() * 1e6),
+            bar: Some(Bar::AtMost(Of::Ratio, BAR_RATIO)),
+            note: note.clone(),
+        }
+        .print();
+    }
+    for (figure, value) in [
+        (
+            "disk per 100,000 credentials, files",
+            per_100k(a.disk.0, b.disk.0),
+        ),
+        (
+            "disk per 100,000 credentials, blocks",
+            per_100k(a.disk.1, b.disk.1),
+        ),
+        (
+            "resident memory per 100,000 credentials",
+            per_100k(a.rss, b.rss),
+        ),
+    ] {
+        Figure {
+            bench: "growth",
+            figure,
+            value,
+            unit: "MB",
+            ceiling: None,
+            bar: None,
+            note: note.clone(),
+        }
+        .print();
+    }
+    for (figure, took) in [
+        ("replay of the large store: Store::verify", b.verify),
+        ("replay of the large store: Store::rebuild", b.rebuild),
+    ] {
+        Figure {
+            bench: "growth",
+            figure,
+            value: large_rate(took),
+            unit: "events/s",
+            ceiling: Some(ceiling),
+            bar: None,
+            note: note.clone(),
+        }
+        .print();
+    }
 }

@@ -46,7 +46,7 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use common::{cpu_time, median, with_peak_rss};
+use common::{Bar, Figure, Of, cpu_time, median, with_peak_rss};
 
 use keyledger::crypto::{DataKey, KeyedHasher, MasterKey, data_key_binding};
 use keyledger::domain::Scope;
@@ -855,4 +855,59 @@ fn main() {
         verdict(per_sec(slowest) >= BAR_REPLAY_PER_SEC)
     );
     println!("- whole run {:.0} s", run_started.elapsed().as_secs_f64());
+
+    let note = format!("{total} events");
+    for deep in cases.iter().filter(|c| c.deep) {
+        let shallow = cases
+            .iter()
+            .find(|c| c.via == deep.via && c.kind == deep.kind && !c.deep)
+            .expect("shallow case");
+        let via = match deep.via {
+            Via::Store => "Store::read_feed",
+            Via::Events => "Events::page",
+        };
+        Figure {
+            bench: "pages",
+            figure: &format!(
+                "{PAGE}-event page p50 at the end vs the start, {} feed, {via}",
+                deep.kind
+            ),
+            value: deep.percentile(50.0).as_secs_f64() * 1e6,
+            unit: "µs",
+            ceiling: Some(shallow.percentile(50.0).as_secs_f64() * 1e6),
+            bar: Some(Bar::AtMost(Of::Ratio, BAR_DEPTH_RATIO)),
+            note: format!("{note}, {reps} repetitions"),
+        }
+        .print();
+    }
+    let replay = |figure: &str, took: Duration, bar: bool, runs: usize| {
+        Figure {
+            bench: "pages",
+            figure,
+            value: per_sec(took),
+            unit: "events/s",
+            ceiling: Some(ceiling),
+            bar: bar.then_some(Bar::AtLeast(Of::Value, BAR_REPLAY_PER_SEC)),
+            note: format!("{note}, median of {runs}"),
+        }
+        .print()
+    };
+    replay("replay: Store::verify", verify_time, true, replays);
+    if let Some(took) = rebuild_time {
+        replay(
+            "replay: Store::rebuild of a sound store",
+            took,
+            true,
+            replays,
+        );
+    }
+    if let Some(took) = from_nothing {
+        // Context, not the bar: the worst rebuild, once.
+        replay(
+            "replay: rebuild on open, every projection row lost",
+            took,
+            false,
+            1,
+        );
+    }
 }

@@ -12,6 +12,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a benchmark may stop on any failure
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -27,6 +29,8 @@ use keyledger::service::idempotency::Recording;
 use keyledger::service::ids::Ids;
 use keyledger::service::usage::{Reported, Usage};
 use keyledger::storage::{Durability, Store};
+
+use common::{Bar, Figure, Of};
 
 const BATCH: usize = 500;
 const REPORTERS: [usize; 2] = [4, 16];
@@ -149,5 +153,15 @@ fn main() {
         println!(
             "{reporters:>3} reporters: {rate:>10.0} records/s  report p50 {p50:?} p99 {p99:?}  ({verdict} the bar of {BAR_RECORDS_PER_SEC:.0})"
         );
+        Figure {
+            bench: "usage",
+            figure: &format!("usage records/s in process, {reporters} reporters"),
+            value: rate,
+            unit: "records/s",
+            ceiling: None,
+            bar: Some(Bar::AtLeast(Of::Value, BAR_RECORDS_PER_SEC)),
+            note: format!("batches of {BATCH}, {secs} s"),
+        }
+        .print();
     }
 }

@@ -1,6 +1,6 @@
 //! What the benchmarks share: ids minted as the server mints them, event metadata, knobs from
 //! the environment, a store's size on disk, the process's resident memory, percentiles, the
-//! replay ceiling.
+//! replay ceiling, and the `BENCH-RESULT` lines that `scripts/bench` gathers.
 
 #![allow(dead_code)] // each bench uses its own part
 
@@ -151,4 +151,77 @@ pub fn chained_scan(dir: &Path) -> (u64, Duration) {
     }
     std::hint::black_box(previous);
     (events, started.elapsed())
+}
+
+/// What a figure's bar (docs/design.md §10) is checked on: the figure itself or its ratio to
+/// the ceiling.
+#[derive(Clone, Copy)]
+pub enum Of {
+    Value,
+    Ratio,
+}
+
+#[derive(Clone, Copy)]
+pub enum Bar {
+    AtLeast(Of, f64),
+    AtMost(Of, f64),
+}
+
+impl Bar {
+    fn met(self, value: f64, ratio: Option<f64>) -> Option<bool> {
+        let pick = |of| match of {
+            Of::Value => Some(value),
+            Of::Ratio => ratio,
+        };
+        match self {
+            Bar::AtLeast(of, limit) => pick(of).map(|x| x >= limit),
+            Bar::AtMost(of, limit) => pick(of).map(|x| x <= limit),
+        }
+    }
+
+    /// As `scripts/bench-report` reads it: `ratio >= 0.5`, `value <= 2`.
+    fn text(self) -> String {
+        let (of, op, limit) = match self {
+            Bar::AtLeast(of, limit) => (of, ">=", limit),
+            Bar::AtMost(of, limit) => (of, "<=", limit),
+        };
+        let of = match of {
+            Of::Value => "value",
+            Of::Ratio => "ratio",
+        };
+        format!("{of} {op} {limit}")
+    }
+}
+
+/// One figure of docs/design.md §10 as a line of its own beside the bench's tables, one JSON
+/// object after `BENCH-RESULT `, which `scripts/bench` gathers (docs/benchmarks.md): the figure
+/// (a name that stays the same from run to run), its value and unit, the ceiling measured in the
+/// same run (same unit) and the ratio to it, the bar and whether this run met it. `note` says
+/// what size it was measured at.
+pub struct Figure<'a> {
+    pub bench: &'a str,
+    pub figure: &'a str,
+    pub value: f64,
+    pub unit: &'a str,
+    pub ceiling: Option<f64>,
+    pub bar: Option<Bar>,
+    pub note: String,
+}
+
+impl Figure<'_> {
+    pub fn print(&self) {
+        let ratio = self.ceiling.map(|c| self.value / c);
+        let line = serde_json::json!({
+            "bench": self.bench,
+            "figure": self.figure,
+            "value": self.value,
+            "unit": self.unit,
+            "ceiling": self.ceiling,
+            "ratio": ratio,
+            "bar": self.bar.map(Bar::text),
+            "met": self.bar.and_then(|b| b.met(self.value, ratio)),
+            "note": self.note,
+        });
+        println!("BENCH-RESULT {line}");
+    }
 }
