@@ -769,7 +769,7 @@ mod tests {
     }
 
     #[test]
-    fn only_a_caller_who_may_moves_the_address_the_secret_is_sent_to() {
+    fn without_the_right_an_update_cannot_move_where_the_secret_is_sent() {
         let openai = given(&registered()).unwrap();
         let azure = given(&registered_with(RegisterRequest {
             credentials: fields(&[
