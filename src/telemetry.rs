@@ -1,6 +1,8 @@
-//! Structured logs to stderr. `RUST_LOG` filters (default `info`); `KEYLEDGER_LOG_FORMAT=json`
-//! switches to one JSON object per line. Nothing logged anywhere carries a secret: request logs
-//! name the method, path, status and latency, never bodies, headers or query strings.
+//! Structured logs to stderr. `RUST_LOG` filters (default `info,actix_server=warn`: actix's
+//! worker start-up lines are left out); `KEYLEDGER_LOG_FORMAT=json` switches to one JSON object
+//! per line. Nothing logged anywhere carries a secret: request logs name the method, the matched
+//! route pattern (`/v1/byok/get/{id}`, or `unmatched`), the status and the latency, never the raw
+//! path, bodies, headers or query strings.
 //!
 //! ERROR is kept for what an operator must look at. A connection the HTTP server drops because
 //! of what the client sent (a request it cannot parse, a head too large, a reset) is the client's

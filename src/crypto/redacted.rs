@@ -1,4 +1,7 @@
+use std::collections::BTreeMap;
 use std::fmt;
+
+use subtle::ConstantTimeEq;
 
 /// A value that must never be printed: `Debug` and `Display` show `[redacted]`.
 ///
@@ -39,9 +42,38 @@ impl<T> fmt::Display for Redacted<T> {
     }
 }
 
+impl Redacted<BTreeMap<String, String>> {
+    /// Whether `other` holds exactly these secret fields with these values. The field names are
+    /// not secret; each value is compared in constant time.
+    pub fn same_secrets(&self, other: &BTreeMap<String, String>) -> bool {
+        self.0.len() == other.len()
+            && self.0.iter().all(|(name, value)| {
+                other
+                    .get(name)
+                    .is_some_and(|v| bool::from(v.as_bytes().ct_eq(value.as_bytes())))
+            })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_secrets_needs_every_field_and_value() {
+        let fields = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let held = Redacted::new(fields(&[("access_key", "AKIA1"), ("secret_key", "s3")]));
+        assert!(held.same_secrets(&fields(&[("access_key", "AKIA1"), ("secret_key", "s3")])));
+        assert!(!held.same_secrets(&fields(&[("access_key", "AKIA1"), ("secret_key", "s4")])));
+        assert!(!held.same_secrets(&fields(&[("access_key", "AKIA1")])));
+        assert!(!held.same_secrets(&fields(&[("access_key", "AKIA1"), ("other", "s3")])));
+        assert!(Redacted::new(BTreeMap::new()).same_secrets(&BTreeMap::new()));
+    }
 
     #[test]
     fn never_prints_the_value() {

@@ -1,5 +1,6 @@
 //! `POST /v1/accounts` and `GET /v1/account`, and their part of the OpenAPI document.
 
+use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -99,7 +100,7 @@ pub async fn create_account(
 }
 
 fn account_created(created: &CreatedAccount) -> HttpResponse {
-    HttpResponse::Created().json(AccountCreated {
+    super::shows_secret(StatusCode::CREATED).json(AccountCreated {
         account_id: created.account.account_id.to_string(),
         email: created.account.email.clone(),
         created_at: created.account.created_at,

@@ -43,7 +43,16 @@ pub struct Authed<S> {
     pub account_id: AccountId,
     pub key_id: KeyId,
     pub meta: EventMeta,
+    /// Every scope the key holds, for operations that ask more of some changes than of others.
+    pub scopes: Vec<Scope>,
     _scope: PhantomData<S>,
+}
+
+impl<S> Authed<S> {
+    /// Whether the key holds a scope covering `scope`.
+    pub fn holds(&self, scope: Scope) -> bool {
+        self.scopes.iter().any(|s| s.covers(scope))
+    }
 }
 
 fn state(req: &HttpRequest) -> Result<&web::Data<AppState>, ApiError> {
@@ -119,6 +128,7 @@ fn authorise<S: Required>(req: &HttpRequest) -> Result<Authed<S>, ApiError> {
                 actor: prefix,
                 request_id,
             },
+            scopes,
             _scope: PhantomData,
         }),
         Principal::Key { .. } => Err(ApiError::new(

@@ -330,12 +330,12 @@ pub fn register_variants() -> Vec<(String, Schema)> {
         .collect()
 }
 
-/// Every non-secret credential field of any provider, with its schema. A field of the same
-/// name has the same kind in every provider (a test below holds that).
-fn settings_fields() -> BTreeMap<&'static str, &'static FieldSpec> {
+/// Every credential field of any provider, with its schema. A field of the same name has the
+/// same kind, and is a secret or not, in every provider (a test below holds that).
+fn credential_fields() -> BTreeMap<&'static str, &'static FieldSpec> {
     let mut fields = BTreeMap::new();
     for provider in catalog() {
-        for field in provider.fields.iter().filter(|f| !f.secret) {
+        for field in provider.fields.iter() {
             fields.entry(field.name).or_insert(field);
         }
     }
@@ -350,9 +350,16 @@ pub fn update_schema() -> Schema {
         .description(Some(
             "Non-secret credential fields of the credential's provider to change (see \
              `GET /v1/byok/providers`); an empty value removes an optional one. Secret fields \
-             change only by rotation.",
+             change only by rotation: here they are taken only as proof, and must be the \
+             current secret. Changing `base_url` or `endpoint` (where the secret is sent) needs \
+             the current secret again here, or an API key with the `admin` scope; otherwise \
+             403 `insufficient_scope` (docs/adr/0036).",
         ));
-    for (name, field) in settings_fields() {
+    for (name, field) in credential_fields() {
+        if field.secret {
+            credentials = credentials.property(name, field_schema(field, Blank::Refused));
+            continue;
+        }
         // `null` removes an optional field, as blank does.
         let value = OneOfBuilder::new()
             .item(field_schema(field, Blank::Removes))
@@ -368,7 +375,8 @@ pub fn update_schema() -> Schema {
              that always hold a value (`alias`, `models`, `blacklisted_models`, `weight`, \
              `credentials`). Which of `base_url`, `declared_region` and `credentials` a \
              credential takes depends on its provider, as at registration. Secrets are not \
-             changed here: that is rotation.",
+             changed here: that is rotation; moving `base_url` or `endpoint` needs the current \
+             secret in `credentials` or the `admin` scope.",
         ))
         .property("alias", reference("Alias"))
         .property("label", nullable("Label"))
@@ -482,11 +490,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_setting_has_one_kind_in_every_provider() {
-        let fields = settings_fields();
+    fn a_credential_field_has_one_kind_in_every_provider() {
+        let fields = credential_fields();
         for provider in catalog() {
-            for field in provider.fields.iter().filter(|f| !f.secret) {
+            for field in provider.fields.iter() {
                 assert_eq!(fields[field.name].kind, field.kind, "{}", field.name);
+                assert_eq!(fields[field.name].secret, field.secret, "{}", field.name);
             }
         }
     }

@@ -23,11 +23,13 @@ use super::json::Json;
 use super::rotation::{PendingRotationView, PreviousSecretView};
 use super::usage::{QuotaExceededView, QuotaView};
 use super::views::{BindingView, CredentialStateView, ProviderInfo, provider_infos};
+use crate::crypto::Redacted;
+use crate::domain::Scope;
 use crate::domain::credential::{
     Binding, Credential, CredentialPatch, CredentialProfile, ProbeError, RegisterRequest,
     TestResult,
 };
-use crate::service::credentials::{ListFilter, Tested, Versioned};
+use crate::service::credentials::{ListFilter, Tested, UpdateRequest, Versioned};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     use super::resource;
@@ -341,7 +343,9 @@ where
 /// field (where the provider requires the field it
 /// is a 422, as an empty value is); on `alias`, `weight`, `models`, `blacklisted_models` and
 /// `credentials`, which always have a value, `null` is a 422. Secrets are not changed here: that
-/// is rotation. Its schema (`ByokUpdate`) is built in `bodies.rs`.
+/// is rotation. A secret field in `credentials` is only proof: a change of `base_url` or azure's
+/// `endpoint`, where the secret is sent, needs the current secret again or the `admin` scope
+/// (docs/adr/0036). Its schema (`ByokUpdate`) is built in `bodies.rs`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateBody {
@@ -360,7 +364,7 @@ pub struct UpdateBody {
     #[serde(default, deserialize_with = "whole_not_null")]
     pub weight: Option<u32>,
     /// Non-secret credential fields (such as azure's `endpoint`); an empty value or `null`
-    /// removes an optional one.
+    /// removes an optional one. Secret fields, only as proof of the current secret.
     #[serde(default)]
     pub credentials: BTreeMap<String, Option<String>>,
     /// The whole new model map; `null` (or `{}`) clears it.
@@ -824,18 +828,24 @@ pub async fn update(
             blacklisted_models: body.blacklisted_models,
             weight: body.weight,
             model_map: body.model_map.map(Option::unwrap_or_default),
+            credentials: BTreeMap::new(),
+        };
+        let request = UpdateRequest {
+            patch,
             // `null` removes a field as an empty value does, and is refused where that is.
-            credentials: body
-                .credentials
-                .into_iter()
-                .map(|(name, value)| (name, value.unwrap_or_default()))
-                .collect(),
+            fields: Redacted::new(
+                body.credentials
+                    .into_iter()
+                    .map(|(name, value)| (name, value.unwrap_or_default()))
+                    .collect(),
+            ),
+            admin: caller.holds(Scope::Admin),
         };
         let id = super::path::credential_id(&id)?;
         let (account_id, meta) = (&caller.account_id, &caller.meta);
         let credentials = &state.credentials;
         Ok(credentials
-            .update(account_id, &id, patch, if_match, meta, &recording)
+            .update(account_id, &id, request, if_match, meta, &recording)
             .await?)
     })
     .await

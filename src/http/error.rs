@@ -247,6 +247,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::Invalid { param, message } => {
                 ApiError::new(ErrorCode::InvalidParameter, message).with_param(param)
             }
+            ServiceError::Forbidden { param, message } => {
+                ApiError::new(ErrorCode::InsufficientScope, message).with_param(param)
+            }
             ServiceError::Taken(Taken::Email) => ApiError::new(
                 ErrorCode::EmailTaken,
                 "an account with this email already exists",

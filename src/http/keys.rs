@@ -1,6 +1,7 @@
 //! `POST /v1/account/keys`, `GET /v1/account/keys`, `DELETE /v1/account/keys/{id}`, and their
 //! part of the OpenAPI document.
 
+use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -138,7 +139,7 @@ pub async fn create_key(
 }
 
 fn key_created(created: &CreatedKey) -> HttpResponse {
-    HttpResponse::Created().json(ApiKeyCreated {
+    super::shows_secret(StatusCode::CREATED).json(ApiKeyCreated {
         key: created.key.clone().into(),
         api_key: created.token.expose().clone(),
         shown_once: true,

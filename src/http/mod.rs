@@ -34,7 +34,9 @@ pub mod usage;
 pub mod views;
 pub mod webhooks;
 
-use actix_web::web;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{CacheControl, CacheDirective};
+use actix_web::{HttpResponse, HttpResponseBuilder, web};
 
 use actix_web::web::QueryConfig;
 
@@ -69,6 +71,15 @@ pub struct AppState {
     pub writer_stuck_after: std::time::Duration,
     /// How long request bodies may take to arrive.
     pub receiving: receive::Limits,
+}
+
+/// The start of every answer that shows a secret: a provider secret from resolve, an API key
+/// or a webhook signing secret shown once. `Cache-Control: no-store` keeps every cache between
+/// the client and keyledger from keeping a copy (RFC 9111 §5.2.2.5).
+pub(crate) fn shows_secret(status: StatusCode) -> HttpResponseBuilder {
+    let mut builder = HttpResponse::build(status);
+    builder.insert_header(CacheControl(vec![CacheDirective::NoStore]));
+    builder
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

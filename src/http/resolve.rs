@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
@@ -390,7 +391,7 @@ pub async fn resolve(
         }),
         Resolved::Refused(reason) => return Err(refused(reason)),
     };
-    Ok(HttpResponse::Ok().json(response))
+    Ok(super::shows_secret(StatusCode::OK).json(response))
 }
 
 #[cfg(test)]

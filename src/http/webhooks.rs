@@ -5,6 +5,7 @@
 //! the OpenAPI `webhooks` section: one entry per event type an endpoint can subscribe to, with
 //! its payload and the signature headers (docs/webhooks.md). Declares its part of the document.
 
+use actix_web::http::StatusCode;
 use actix_web::http::header::ETAG;
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
@@ -277,11 +278,12 @@ fn with_secret(w: &WithSecret, created: bool) -> HttpResponse {
         webhook: WebhookObject::of(&w.versioned, now()),
         secret: w.secret.expose().clone(),
     };
-    let response = if created {
-        HttpResponse::Created().json(body)
+    let status = if created {
+        StatusCode::CREATED
     } else {
-        HttpResponse::Ok().json(body)
+        StatusCode::OK
     };
+    let response = super::shows_secret(status).json(body);
     with_etag(response, w.versioned.revision)
 }
 

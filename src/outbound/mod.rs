@@ -72,6 +72,10 @@ pub enum OutboundError {
     Url(String),
     #[error("{host} is refused: {reason} addresses are not reachable without --allow-private-urls")]
     Refused { host: String, reason: &'static str },
+    #[error(
+        "plain http is refused: use an https URL (--allow-private-urls lifts this for local receivers)"
+    )]
+    PlainHttp,
     #[error("no answer in time")]
     Timeout,
     #[error("no connection: {0}")]
@@ -160,39 +164,53 @@ impl Outbound {
     }
 
     /// Checks `url` against the policy as a call would, the name resolved as the client would
-    /// resolve it: what a URL stored now for later calls (a webhook's) is vetted with. A name
-    /// that does not resolve is refused as unreachable.
+    /// resolve it: what a URL stored now for later calls (a webhook's) is vetted with. Such a
+    /// URL must be `https` (what is sent to it is signed, not hidden), and a name that does not
+    /// resolve, or resolves to no address, is refused as unreachable. `allow_private_urls`
+    /// (local receivers, development mode) lifts both.
     pub async fn vet(&self, url: &str) -> Result<(), OutboundError> {
         let parsed = self.check_url(url)?;
-        let Some(Host::Domain(name)) = parsed.host() else {
-            return Ok(());
-        };
         if self.settings.allow_private_urls {
             return Ok(());
         }
-        let lookup = tokio::net::lookup_host((name, 0));
-        let found: Vec<SocketAddr> = tokio::time::timeout(self.settings.connect_timeout, lookup)
-            .await
-            .map_err(|_| OutboundError::Timeout)?
-            .map_err(|e| OutboundError::Unreachable(format!("{name} does not resolve: {e}")))?
-            .collect();
-        match found.iter().find_map(|a| policy::refusal(a.ip())) {
-            Some(reason) => Err(OutboundError::Refused {
-                host: name.to_owned(),
-                reason,
-            }),
-            None => Ok(()),
+        if let Some(Host::Domain(name)) = parsed.host() {
+            let lookup = tokio::net::lookup_host((name, 0));
+            let found: Vec<SocketAddr> =
+                tokio::time::timeout(self.settings.connect_timeout, lookup)
+                    .await
+                    .map_err(|_| OutboundError::Timeout)?
+                    .map_err(|e| {
+                        OutboundError::Unreachable(format!("{name} does not resolve: {e}"))
+                    })?
+                    .collect();
+            judge_resolved(name, &found)?;
         }
+        // After the address rule, so that a private address is refused for what it is.
+        if parsed.scheme() != "https" {
+            return Err(OutboundError::PlainHttp);
+        }
+        Ok(())
     }
 
-    /// Sends `request` under the policy and answers the status and the start of the body.
+    /// Sends `request` under the policy and answers the status and the start of the body,
+    /// within the client's timeout (`--probe-timeout`).
     pub async fn send(&self, request: Request) -> Result<Answer, OutboundError> {
+        self.send_within(request, self.settings.timeout).await
+    }
+
+    /// [`Outbound::send`] with its own timeout for the whole call, in place of the client's:
+    /// what webhook deliveries use (`--webhook-timeout`), longer or shorter than a probe's.
+    pub async fn send_within(
+        &self,
+        request: Request,
+        timeout: Duration,
+    ) -> Result<Answer, OutboundError> {
         let url = self.check_url(&request.url)?;
         let method = match request.method {
             Method::Get => reqwest::Method::GET,
             Method::Post => reqwest::Method::POST,
         };
-        let mut builder = self.client.request(method, url);
+        let mut builder = self.client.request(method, url).timeout(timeout);
         for (name, value) in &request.headers {
             builder = builder.header(name.as_str(), value.as_str());
         }
@@ -210,6 +228,22 @@ impl Outbound {
         }
         body.truncate(MAX_BODY);
         Ok(Answer { status, body })
+    }
+}
+
+/// What a name's resolution allows: at least one address, and none forbidden.
+fn judge_resolved(name: &str, found: &[SocketAddr]) -> Result<(), OutboundError> {
+    if found.is_empty() {
+        return Err(OutboundError::Unreachable(format!(
+            "{name} resolves to no address"
+        )));
+    }
+    match found.iter().find_map(|a| policy::refusal(a.ip())) {
+        Some(reason) => Err(OutboundError::Refused {
+            host: name.to_owned(),
+            reason,
+        }),
+        None => Ok(()),
     }
 }
 
@@ -281,6 +315,42 @@ mod tests {
 
     fn strict() -> Outbound {
         Outbound::new(OutboundSettings::default()).unwrap()
+    }
+
+    #[test]
+    fn a_name_must_resolve_to_some_address_and_none_forbidden() {
+        let public: SocketAddr = "93.184.215.14:0".parse().unwrap();
+        let private: SocketAddr = "10.0.0.1:0".parse().unwrap();
+        assert!(matches!(
+            judge_resolved("hooks.example.com", &[]),
+            Err(OutboundError::Unreachable(_))
+        ));
+        assert!(judge_resolved("hooks.example.com", &[public]).is_ok());
+        assert!(matches!(
+            judge_resolved("hooks.example.com", &[public, private]),
+            Err(OutboundError::Refused { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_stored_url_must_be_https_unless_private_urls_are_allowed() {
+        let strict = strict();
+        assert!(matches!(
+            strict.vet("http://93.184.215.14/hook").await,
+            Err(OutboundError::PlainHttp)
+        ));
+        assert!(strict.vet("https://93.184.215.14/hook").await.is_ok());
+        // A private address is refused for what it is, whatever its scheme.
+        assert!(matches!(
+            strict.vet("http://10.0.0.1/hook").await,
+            Err(OutboundError::Refused { .. })
+        ));
+        let local = Outbound::new(OutboundSettings {
+            allow_private_urls: true,
+            ..OutboundSettings::default()
+        })
+        .unwrap();
+        assert!(local.vet("http://127.0.0.1:8080/hook").await.is_ok());
     }
 
     #[test]

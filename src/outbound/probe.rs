@@ -221,7 +221,9 @@ fn failure(error: &OutboundError) -> ProbeError {
     match error {
         OutboundError::Timeout => ProbeError::Timeout,
         OutboundError::Refused { .. } | OutboundError::Unreachable(_) => ProbeError::Unreachable,
-        OutboundError::Scheme(_) | OutboundError::Url(_) => ProbeError::Unreachable,
+        OutboundError::Scheme(_) | OutboundError::Url(_) | OutboundError::PlainHttp => {
+            ProbeError::Unreachable
+        }
         OutboundError::Failed(_) => ProbeError::ProviderError,
     }
 }

@@ -18,11 +18,11 @@ use super::ids::Ids;
 use super::{Executed, ServiceError, Target, execute};
 use crate::crypto::{DataKey, MasterKey, Redacted};
 use crate::domain::credential::{
-    self, Binding, Credential, CredentialCommand, CredentialPatch, CredentialState, NewCredential,
-    ProbeError, RegisterRequest, TestResult,
+    self, Binding, Credential, CredentialCommand, CredentialError, CredentialPatch,
+    CredentialState, NewCredential, ProbeError, RegisterRequest, TestResult,
 };
 use crate::domain::health::HealthCause;
-use crate::domain::{AccountId, CredentialId};
+use crate::domain::{AccountId, CredentialId, providers};
 use crate::es::{Aggregate, EventMeta, StreamId};
 use crate::outbound::Outbound;
 use crate::outbound::probe::{self, Outcome};
@@ -61,6 +61,17 @@ pub struct Credentials {
 pub struct Tested {
     pub versioned: Versioned,
     pub result: TestResult,
+}
+
+/// An update as its caller asked it (`Credentials::update`).
+pub struct UpdateRequest {
+    /// The changes; its `credentials` are filled from `fields`.
+    pub patch: CredentialPatch,
+    /// The credential fields named: settings to change, and secret fields shown only as proof
+    /// for a change of address (docs/adr/0036).
+    pub fields: Redacted<BTreeMap<String, String>>,
+    /// Whether the caller's key holds the `admin` scope.
+    pub admin: bool,
 }
 
 pub(super) fn stream(byok_id: &CredentialId) -> StreamId {
@@ -345,23 +356,75 @@ impl Credentials {
         execute(&self.store, target, decide, versioned, recording).await
     }
 
+    /// Changes a credential's settings. One that would send the secret somewhere new needs a
+    /// caller holding `admin` or showing the current secret in `fields` (docs/adr/0036); a
+    /// secret shown that is not the current one is refused (403).
     pub async fn update(
         &self,
         account_id: &AccountId,
         byok_id: &CredentialId,
-        patch: CredentialPatch,
+        request: UpdateRequest,
         if_match: Option<u64>,
         meta: &EventMeta,
         recording: &Recording<Versioned>,
     ) -> Result<Versioned, ServiceError> {
         let at = self.clock.now();
-        let update = || CredentialCommand::Update {
-            patch: Box::new(patch.clone()),
-            at,
+        let current = self.get(account_id, byok_id)?.credential;
+        let UpdateRequest {
+            mut patch,
+            fields,
+            admin,
+        } = request;
+        let mut fields = fields.into_inner();
+        // A provider no longer in the catalog has no secret fields to tell apart; its update
+        // decides the fields' error.
+        let provider = providers::provider(&current.profile.provider).ok();
+        let may_move = patch.base_url.is_some()
+            || provider.is_some_and(|p| fields.keys().any(|name| p.is_address_field(name)));
+        // Secret fields are taken out only as proof for a change of address; any other update
+        // refuses them, as secrets change only by rotation. A provider no longer in the catalog
+        // has no fields to tell apart: its update decides their error.
+        let shown = match provider {
+            Some(provider) if may_move => Redacted::new(
+                provider
+                    .take_update_secrets(&mut fields)
+                    .map_err(CredentialError::from)?,
+            ),
+            _ => Redacted::default(),
+        };
+        patch.credentials = fields;
+        // The secret version shown, when the caller showed the current secret; a rotation
+        // before the append makes it another version, and the proof no longer holds.
+        let proven = if !may_move || current.is_revoked() || (admin && shown.expose().is_empty()) {
+            None
+        } else {
+            let held = open_sealed(&data_key(&self.store, &self.master, &current)?, &current)?;
+            if held.same_secrets(shown.expose()) {
+                Some(current.secret_version)
+            } else if shown.expose().is_empty() {
+                None
+            } else {
+                return Err(ServiceError::Forbidden {
+                    param: "credentials".into(),
+                    message: "the secret in credentials is not this credential's current secret; \
+                              an update takes it only to confirm a change of where it is sent, \
+                              and a new secret is a rotation"
+                        .into(),
+                });
+            }
+        };
+        let decide = |state: Option<&Credential>| {
+            let state = owned(state, account_id)?;
+            let command = CredentialCommand::Update {
+                patch: Box::new(patch.clone()),
+                at,
+                may_move_address: admin
+                    || proven.is_some_and(|v| state.is_some_and(|c| c.secret_version == v)),
+            };
+            Ok(credential::decide(state, command)?)
         };
         let target = change(byok_id, if_match, meta, None);
-        self.command(account_id, byok_id, target, update, recording)
-            .await
+        execute(&self.store, target, decide, versioned, recording).await
     }
 
     pub async fn set_enabled(

@@ -463,7 +463,9 @@ impl Dispatcher {
         let started = Instant::now();
         let sent = tokio::time::timeout(
             self.settings.timeout,
-            self.webhooks.outbound().send(request),
+            self.webhooks
+                .outbound()
+                .send_within(request, self.settings.timeout),
         )
         .await;
         let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);

@@ -37,6 +37,9 @@ pub enum ServiceError {
     Invalid { param: String, message: String },
     #[error("the credential is revoked; revocation is final")]
     Revoked,
+    /// The caller's key may do this operation, but not this change of it (docs/adr/0036).
+    #[error("{message}")]
+    Forbidden { param: String, message: String },
     /// A rotation the credential's state refuses: one of `CredentialError::StageUnknown`,
     /// `StageExpired`, `StageProbeFailed`, `NothingToRollBack`.
     #[error("{0}")]
@@ -113,6 +116,9 @@ impl From<CredentialError> for ServiceError {
             | CredentialError::StageExpired
             | CredentialError::StageProbeFailed
             | CredentialError::NothingToRollBack) => ServiceError::Rotation(e),
+            CredentialError::AddressNeedsProof { param, message } => {
+                ServiceError::Forbidden { param, message }
+            }
             CredentialError::Invalid { param, message } => ServiceError::Invalid { param, message },
         }
     }

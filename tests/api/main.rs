@@ -9,6 +9,7 @@ mod accounts;
 mod architecture;
 mod bodies;
 mod byok;
+mod caching;
 mod client;
 mod contract;
 mod crash;

@@ -54,6 +54,9 @@ pub enum CredentialCommand {
     Update {
         patch: Box<CredentialPatch>,
         at: DateTime<Utc>,
+        /// Whether the caller may change where the secret is sent (`base_url`, azure's
+        /// `endpoint`): it holds `admin`, or showed the current secret (docs/adr/0036).
+        may_move_address: bool,
     },
     Enable {
         at: DateTime<Utc>,

@@ -14,7 +14,7 @@ use super::event::{
 use super::validate::{
     validate_alias, validate_label, validate_model_map, validate_models, validate_weight,
 };
-use super::{Binding, Credential, CredentialState, MAX_HINT_LEN, rotation};
+use super::{Binding, Credential, CredentialProfile, CredentialState, MAX_HINT_LEN, rotation};
 use crate::domain::providers;
 use crate::domain::usage::{Exceedance, Quota};
 
@@ -51,7 +51,14 @@ pub fn decide(
             byok_id: c.byok_id.clone(),
             disabled_at: at,
         }]),
-        (Some(c), C::Update { patch, at }) => decide_update(c, *patch, at),
+        (
+            Some(c),
+            C::Update {
+                patch,
+                at,
+                may_move_address,
+            },
+        ) => decide_update(c, *patch, at, may_move_address),
         // Bindings.
         (Some(c), C::Bind { binding, at }) => decide_bind(c, binding, at),
         (Some(c), C::Unbind { selector, at }) => decide_unbind(c, selector, at),
@@ -258,6 +265,7 @@ fn decide_update(
     c: &Credential,
     patch: CredentialPatch,
     at: DateTime<Utc>,
+    may_move_address: bool,
 ) -> Result<Vec<CredentialEvent>, CredentialError> {
     let mut changes = Updated::new(c.byok_id.clone(), at);
     // Every field a patch touches is the profile's.
@@ -330,10 +338,40 @@ fn decide_update(
         }
         None => {}
     }
+    if !may_move_address {
+        refuse_moving_address(c, &changes)?;
+    }
     if changes.changes_nothing() {
         return Ok(vec![]);
     }
     Ok(vec![CredentialEvent::Updated(Box::new(changes))])
+}
+
+/// Refuses an update that points the credential at a new address (a `base_url`, azure's
+/// `endpoint`), where test and resolve would send its secret, unless its caller may (docs/adr/0036).
+/// Going back to the provider's default address (`base_url: null`) moves nothing anywhere new.
+fn refuse_moving_address(c: &CredentialProfile, changes: &Updated) -> Result<(), CredentialError> {
+    let provider = || providers::provider(&c.provider);
+    let param = if matches!(changes.base_url, Some(Some(_))) {
+        "base_url".to_owned()
+    } else if let Some(name) = changes.settings.iter().find_map(|(name, value)| {
+        (value.is_some() && provider().is_ok_and(|p| p.is_address_field(name))).then_some(name)
+    }) {
+        format!("credentials.{name}")
+    } else {
+        return Ok(());
+    };
+    let secrets = provider()
+        .map(|p| p.secret_field_names())
+        .unwrap_or_default();
+    Err(CredentialError::AddressNeedsProof {
+        message: format!(
+            "changing {param} changes where this credential's secret is sent: send the current \
+             secret again in credentials ({secrets}) in the same request, or use an API key \
+             with the admin scope"
+        ),
+        param,
+    })
 }
 
 #[cfg(test)]
@@ -728,6 +766,58 @@ mod tests {
             )),
             "credentials.api_key"
         );
+    }
+
+    #[test]
+    fn without_the_right_an_update_cannot_move_where_the_secret_is_sent() {
+        let openai = given(&registered()).unwrap();
+        let azure = given(&registered_with(RegisterRequest {
+            credentials: fields(&[
+                ("endpoint", "https://res.openai.azure.com"),
+                ("api_version", "2024-10-21"),
+                ("deployments", "gpt-4o"),
+            ]),
+            ..request("azure")
+        }))
+        .unwrap();
+        let unproven = |f: fn(&mut CredentialPatch)| {
+            let CredentialCommand::Update { patch, at, .. } = patch(f) else {
+                unreachable!("patch builds an update")
+            };
+            CredentialCommand::Update {
+                patch,
+                at,
+                may_move_address: false,
+            }
+        };
+        let refused = |c: &Credential, command| match decide(Some(c), command) {
+            Err(CredentialError::AddressNeedsProof { param, message }) => {
+                assert!(message.contains("admin scope"), "{message}");
+                param
+            }
+            other => panic!("expected AddressNeedsProof, got {other:?}"),
+        };
+        let elsewhere = |p: &mut CredentialPatch| {
+            p.base_url = Some(Some("https://collector.example.com/v1".into()));
+        };
+        assert_eq!(refused(&openai, unproven(elsewhere)), "base_url");
+        let endpoint = |p: &mut CredentialPatch| {
+            p.credentials = fields(&[("endpoint", "https://other.openai.azure.com")]);
+        };
+        assert_eq!(refused(&azure, unproven(endpoint)), "credentials.endpoint");
+        // Everything else, the same address again, and back to the provider's own address.
+        let weight = decide(Some(&openai), unproven(|p| p.weight = Some(7))).unwrap();
+        assert_eq!(only_update(weight).weight, Some(7));
+        let same = |p: &mut CredentialPatch| {
+            p.credentials = fields(&[("endpoint", "https://res.openai.azure.com/")]);
+        };
+        assert!(decide(Some(&azure), unproven(same)).unwrap().is_empty());
+        let moved = then(
+            registered(),
+            decide(Some(&openai), patch(elsewhere)).unwrap(),
+        );
+        let back = decide(Some(&moved), unproven(|p| p.base_url = Some(None))).unwrap();
+        assert_eq!(only_update(back).base_url, Some(None));
     }
 
     #[test]

@@ -27,6 +27,10 @@ pub enum CredentialError {
         "there is no previous secret to roll back to (none was kept, or its rollback window closed)"
     )]
     NothingToRollBack,
+    /// An update would send the secret to a new address, and its caller neither holds `admin`
+    /// nor showed the current secret (docs/adr/0036). `param` is the address field.
+    #[error("{message}")]
+    AddressNeedsProof { param: String, message: String },
     /// A request field is wrong; `param` is its dotted path (`credentials.api_key`,
     /// `models[2]`, `base_url`). The message never contains a secret.
     #[error("{message}")]

@@ -94,5 +94,6 @@ pub(super) fn patch(f: impl FnOnce(&mut CredentialPatch)) -> CredentialCommand {
     CredentialCommand::Update {
         patch: Box::new(p),
         at: t(60),
+        may_move_address: true,
     }
 }

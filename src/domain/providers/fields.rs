@@ -160,6 +160,42 @@ impl Provider {
         Ok(out)
     }
 
+    /// Takes the secret fields out of an update's `credentials`, checked as at registration.
+    /// An update never changes a secret (that is rotation): it takes the current one only as
+    /// proof when it changes where the secret is sent (docs/adr/0036). The rest stays in
+    /// `fields` for [`Provider::validate_settings_patch`].
+    pub fn take_update_secrets(
+        &self,
+        fields: &mut BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, String>, FieldError> {
+        let mut secrets = BTreeMap::new();
+        for spec in self.fields.iter().filter(|f| f.secret) {
+            if let Some(value) = fields.remove(spec.name) {
+                secrets.insert(spec.name.to_owned(), validate_field(spec, &value)?);
+            }
+        }
+        Ok(secrets)
+    }
+
+    /// Whether this non-secret field is an address the secret is sent to (azure's `endpoint`);
+    /// `region` is not: it picks among the provider's own hosts.
+    pub fn is_address_field(&self, name: &str) -> bool {
+        self.field(name)
+            .is_some_and(|f| !f.secret && f.kind == FieldKind::Url)
+    }
+
+    /// The names of this provider's secret fields, for messages: `api_key`, or
+    /// `access_key, secret_key, session_token`.
+    pub fn secret_field_names(&self) -> String {
+        let names: Vec<_> = self
+            .fields
+            .iter()
+            .filter(|f| f.secret)
+            .map(|f| f.name)
+            .collect();
+        names.join(", ")
+    }
+
     fn unknown_field(&self, name: &str) -> FieldError {
         let takes = self.field_list();
         if matches!(name, "base_url" | "declared_region") {

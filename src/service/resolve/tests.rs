@@ -6,7 +6,7 @@ use super::*;
 use crate::domain::credential::{CredentialPatch, RegisterRequest};
 use crate::es::EventMeta;
 use crate::service::clock::SystemClock;
-use crate::service::credentials::Credentials;
+use crate::service::credentials::{Credentials, UpdateRequest};
 use crate::service::idempotency::Recording;
 use crate::service::ids::Ids;
 use crate::storage::Durability;
@@ -146,13 +146,17 @@ async fn run(commands: Vec<Command>) {
             }
             Command::Weight(i, weight) => {
                 if let Some((a, id)) = pick(i) {
-                    let patch = CredentialPatch {
-                        weight: Some(weight),
-                        ..CredentialPatch::default()
+                    let request = UpdateRequest {
+                        patch: CredentialPatch {
+                            weight: Some(weight),
+                            ..CredentialPatch::default()
+                        },
+                        fields: Default::default(),
+                        admin: false,
                     };
                     let _ = server
                         .credentials
-                        .update(&a, &id, patch, None, &meta, &none)
+                        .update(&a, &id, request, None, &meta, &none)
                         .await;
                 }
             }

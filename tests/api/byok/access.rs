@@ -1,14 +1,17 @@
-//! Who may do what: a read key reads and changes nothing, every endpoint needs a token, and
-//! another account's credential is answered exactly like a missing one, with `If-Match` too.
+//! Who may do what: a read key reads and changes nothing, every endpoint needs a token, another
+//! account's credential is answered exactly like a missing one, with `If-Match` too, and only
+//! the secret or the `admin` scope moves where a secret is sent (docs/adr/0036).
 
 use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::{
-    KEY, ada_with_credential, call, get_config, list_ids, missing_id, not_found, open_secrets,
-    secrets,
+    KEY, ada_with_credential, azure, call, get_config, list_ids, missing_id, not_found,
+    open_secrets, secrets, update,
 };
-use crate::helpers::{ADMIN_TOKEN, TestApp, assert_error, disable, openai, register_id, spawn_app};
+use crate::helpers::{
+    ADMIN_TOKEN, TestApp, assert_error, disable, json_of, keys_of, openai, register_id, spawn_app,
+};
 
 /// Every change to credentials, as (method, path, body), the ones on an id made to `id`.
 fn mutations(id: &str) -> Vec<(Method, String, Option<Value>)> {
@@ -202,4 +205,77 @@ async fn another_accounts_credential_is_answered_like_a_missing_one_with_if_matc
     }
     let (_, tag) = get_config(&app, &ada.token, &id).await;
     assert_eq!(tag, "\"1\"");
+}
+
+#[tokio::test]
+async fn moving_where_the_secret_is_sent_needs_the_secret_or_the_admin_scope() {
+    let (app, ada, id) = ada_with_credential().await;
+    let write = app.mint_token(&ada.token, &["write"]).await;
+    let elsewhere = json!({"base_url": "https://collector.example.com/v1"});
+    let response = update(&app, &write, &id, &elsewhere).await;
+    let error = assert_error(response, 403, "permission_error", "insufficient_scope").await;
+    assert_eq!(error["param"], "base_url");
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains("credentials (api_key)") && message.contains("admin"),
+        "{message}"
+    );
+    // A secret that is not the current one proves nothing, and is never echoed.
+    let guessed = "sk-proj-guessed-key-00000000";
+    let wrong = json!({"base_url": "https://collector.example.com/v1",
+        "credentials": {"api_key": guessed}});
+    let response = update(&app, &write, &id, &wrong).await;
+    let error = assert_error(response, 403, "permission_error", "insufficient_scope").await;
+    assert!(!error["message"].as_str().unwrap().contains(guessed));
+    let (config, tag) = get_config(&app, &ada.token, &id).await;
+    assert_eq!((tag.as_str(), &config["base_url"]), ("\"1\"", &Value::Null));
+
+    // The same key with the secret again, then the account's admin key without it.
+    let shown = json!({"base_url": "https://collector.example.com/v1",
+        "credentials": {"api_key": KEY}});
+    let moved = json_of(update(&app, &write, &id, &shown).await).await;
+    assert_eq!(moved["base_url"], "https://collector.example.com/v1");
+    let admin = json!({"base_url": "https://eu.api.openai.com/v1"});
+    let response = update(&app, &ada.token, &id, &admin).await;
+    assert_eq!(response.status(), 200);
+    let (config, tag) = get_config(&app, &ada.token, &id).await;
+    assert_eq!(
+        (tag.as_str(), &config["base_url"], &config["secret_version"]),
+        ("\"3\"", &json!("https://eu.api.openai.com/v1"), &json!(1))
+    );
+    assert!(!keys_of(&config).contains("api_key"));
+    assert_eq!(
+        open_secrets(&app, &ada.account_id, &id),
+        Some(secrets(&[("api_key", KEY)]))
+    );
+    // Everything else a write key changes as before, and back to the provider's own address.
+    for patch in [json!({"label": "moved"}), json!({"base_url": null})] {
+        let response = update(&app, &write, &id, &patch).await;
+        assert_eq!(response.status(), 200, "{patch}");
+    }
+}
+
+#[tokio::test]
+async fn moving_an_azure_endpoint_needs_the_secret_or_the_admin_scope() {
+    let app = spawn_app().await;
+    let ada = app.tenant("ada@example.com").await;
+    let id = register_id(&app, &ada.token, &azure("az", KEY)).await;
+    let write = app.mint_token(&ada.token, &["write"]).await;
+    let endpoint = |extra: Value| {
+        let mut credentials = json!({"endpoint": "https://collector.example.com"});
+        credentials
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        json!({ "credentials": credentials })
+    };
+    let response = update(&app, &write, &id, &endpoint(json!({}))).await;
+    let error = assert_error(response, 403, "permission_error", "insufficient_scope").await;
+    assert_eq!(error["param"], "credentials.endpoint");
+    let response = update(&app, &write, &id, &endpoint(json!({"api_key": KEY}))).await;
+    let moved = json_of(response).await;
+    assert_eq!(
+        moved["settings"]["endpoint"],
+        "https://collector.example.com"
+    );
 }

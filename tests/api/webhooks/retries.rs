@@ -229,3 +229,35 @@ async fn set_enabled(app: &TestApp, token: &str, path: &str, enabled: bool) -> r
     )
     .await
 }
+
+#[tokio::test]
+async fn a_webhook_timeout_longer_than_the_probe_timeout_is_waited_for() {
+    let slow = FakeProvider::start(|_| Reply {
+        delay: Duration::from_millis(1500),
+        ..Reply::status(200)
+    })
+    .await;
+    let app = spawn_app_with(|s| {
+        s.outbound.allow_private_urls = true;
+        s.outbound.connect_timeout = Duration::from_millis(500);
+        s.outbound.timeout = Duration::from_secs(1);
+        s.webhooks.retry_scale = super::SCALE;
+        s.webhooks.timeout = Duration::from_secs(5);
+    })
+    .await;
+    let ada = app.tenant("ada@example.com").await;
+    let id = id_of(&create_hook(&app, &ada.token, &slow.url, &["byok.registered"]).await);
+    some_event(&app, &ada.token, "prod").await;
+    let log = eventually(Duration::from_secs(10), "a first attempt", || async {
+        let log = delivery_log(&app, &ada.token, &id).await;
+        (!log.is_empty()).then_some(log)
+    })
+    .await;
+    // The first attempt, answered after the probe timeout but within the webhook timeout.
+    let first = log.last().unwrap();
+    assert_eq!(
+        (&first["delivered"], &first["status_code"]),
+        (&serde_json::json!(true), &serde_json::json!(200)),
+        "{first}"
+    );
+}

@@ -1,7 +1,7 @@
 //! The SSRF policy of the outbound client, seen at the API: URLs that reach loopback, private,
 //! link-local, metadata or unspecified addresses (in every spelling) are refused when an
-//! endpoint is created or changed, and again when a delivery is made, and a redirect is never
-//! followed. The policy's own rules are unit-tested in `src/outbound/policy.rs`.
+//! endpoint is created or changed, and again when a delivery is made; plain http is refused
+//! unless private URLs are allowed; and a redirect is never followed. The policy's own rules are unit-tested in `src/outbound/policy.rs`.
 
 use std::time::Duration;
 
@@ -86,6 +86,49 @@ async fn private_addresses_are_refused_when_an_endpoint_is_created_or_changed() 
         .await;
         assert_eq!(response.status(), 422, "{url}");
     }
+}
+
+#[tokio::test]
+async fn plain_http_is_refused_unless_private_urls_are_allowed() {
+    let app = spawn_app().await;
+    let ada = app.tenant("ada@example.com").await;
+    let plain = "http://93.184.215.14/hook";
+    refused_at_creation(&app, &ada.token, plain).await;
+    let body = json!({"url": plain, "events": ["*"]});
+    let response = app.post("/v1/webhooks", Some(&ada.token), &body).await;
+    let error: Value = response.json().await.unwrap();
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("https"),
+        "{error}"
+    );
+    // Nothing is revoked here: nothing is ever sent to the public address.
+    let public = "https://93.184.215.14/hook";
+    let id = id_of(&create_hook(&app, &ada.token, public, &["byok.revoked"]).await);
+    let patch = json!({"url": plain});
+    let path = format!("/v1/webhooks/{id}");
+    let response = send(
+        &app,
+        Method::PATCH,
+        &path,
+        Some(&ada.token),
+        &[],
+        Some(&patch),
+    )
+    .await;
+    assert_eq!(response.status(), 422);
+    // Local receivers over http, where private URLs are allowed (development mode).
+    let local = private_app().await;
+    let bob = local.tenant("bob@example.com").await;
+    create_hook(
+        &local,
+        &bob.token,
+        "http://127.0.0.1:9/hook",
+        &["byok.revoked"],
+    )
+    .await;
 }
 
 #[tokio::test]
