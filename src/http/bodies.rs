@@ -357,7 +357,20 @@ pub fn update_schema() -> Schema {
         ));
     for (name, field) in credential_fields() {
         if field.secret {
-            credentials = credentials.property(name, field_schema(field, Blank::Refused));
+            // Compared with the current secret, never parsed or kept: a plain string, so that
+            // the secret's own format rules (long patterns) are declared once, at register.
+            let max = match field.kind {
+                FieldKind::ServiceAccountJson => MAX_JSON_SECRET_LEN,
+                _ => MAX_SECRET_LEN,
+            };
+            let proof = ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(max))
+                .description(Some(
+                    "The current secret, as proof only: compared in constant time, never stored.",
+                ));
+            credentials = credentials.property(name, proof);
             continue;
         }
         // `null` removes an optional field, as blank does.
