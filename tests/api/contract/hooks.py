@@ -9,12 +9,30 @@ answers, and nothing else. Every other failure of every check fails the test.
 See docs/adr/0018-the-contract-states-what-the-server-checks.md.
 """
 
+import ast
 import itertools
 import os
 import re
+import threading
 from collections.abc import MutableMapping
 
 import schemathesis
+
+# `ast.parse` one thread at a time. CPython before 3.13 keeps the AST constructor's recursion
+# counter in interpreter-wide state, so two threads parsing at once (hypothesis parses source to
+# describe a strategy's lambdas, and the test runs two workers) can fail one of them with
+# "SystemError: AST constructor recursion depth mismatch" (python/cpython#106905), a runtime
+# error of the tool that says nothing about the server.
+_ast_parse = ast.parse
+_ast_lock = threading.Lock()
+
+
+def _serial_ast_parse(*args, **kwargs):
+    with _ast_lock:
+        return _ast_parse(*args, **kwargs)
+
+
+ast.parse = _serial_ast_parse
 
 # The contract's If-Match pattern (src/http/schema.rs, `if_match`).
 IF_MATCH = re.compile(r'^(\*|"(0|[1-9][0-9]{0,18})")$')
