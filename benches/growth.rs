@@ -8,16 +8,18 @@
 //!   (~300-byte payloads, as in the pages bench), with its data key, so `keys/` holds a file per
 //!   credential as it does in service. The default scale is 10: a tenth of every count (big holds
 //!   1,000 credentials), a few minutes on two cores.
-//! - **Small and large**: the same store is loaded to a tenth of the shape (small), measured,
-//!   then loaded on to the whole shape (large) and measured again, so the two sizes differ only
-//!   in what was added.
+//! - **Small and large**: two stores, each loaded from empty by the same generator, one to a
+//!   tenth of the shape (small) and one to the whole shape (large), open side by side. Their
+//!   reads alternate operation by operation, so that a change in the machine's speed during the
+//!   run (minutes apart, this shared machine's speed moved by 2x) weighs on both sizes alike.
 //! - **Operations** (through the service layer, as the handlers call it, `REPS` interleaved
-//!   repetitions after `REPS / 10` untimed ones): `Credentials::get` of one of big's
-//!   credentials (a different one each time, from 64 picked at small size), `Credentials::list`
+//!   repetitions after `REPS / 10` untimed ones, each running every operation on both sizes in
+//!   turn): `Credentials::get` of one of big's credentials (a different one each time, from 64
+//!   spread over all of big's credentials at that size), `Credentials::list`
 //!   of big's first page and of its last full page (50 credentials), `Events::page` of big's
 //!   account feed, first page and last full page (100 events), each checked.
 //! - **Cost**: the store's size on disk (file lengths and allocated blocks; `keys/` counted
-//!   apart), the process's resident memory after loading and reading, `Store::verify` at each
+//!   apart), what the process's resident memory grew by while a size loaded, `Store::verify` at each
 //!   size (events/s, median of 3, and the resident memory it adds at its peak, sampled every
 //!   10 ms), and `Store::rebuild` of the sound store (the replay and comparison without the data
 //!   keys). Replays longer than 5 s log their phases to stderr.
@@ -32,7 +34,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -355,24 +356,37 @@ impl Bench<'_> {
     }
 }
 
-/// p50 and p99 of each operation, `reps` interleaved repetitions after `reps / 10` untimed.
-fn measure(bench: &Bench<'_>, reps: usize) -> Vec<(Duration, Duration)> {
-    let mut samples: Vec<Vec<u64>> = OPS.iter().map(|_| Vec::with_capacity(reps)).collect();
+/// p50 and p99 of each operation at each size, `reps` interleaved repetitions after `reps / 10`
+/// untimed: each repetition runs every operation on every size in turn, so a change in the
+/// machine's speed during the run weighs on both sizes alike.
+fn measure(benches: &[Bench<'_>], reps: usize) -> Vec<Vec<(Duration, Duration)>> {
+    let mut samples: Vec<Vec<Vec<u64>>> = benches
+        .iter()
+        .map(|_| OPS.iter().map(|_| Vec::with_capacity(reps)).collect())
+        .collect();
     let warmup = reps / 10;
     for rep in 0..warmup + reps {
         for i in 0..OPS.len() {
             let o = (rep + i) % OPS.len();
-            let took = bench.run(OPS[o], rep);
-            if rep >= warmup {
-                samples[o].push(took);
+            // The sizes take turns going first.
+            for k in 0..benches.len() {
+                let b = (k + rep) % benches.len();
+                let took = benches[b].run(OPS[o], rep);
+                if rep >= warmup {
+                    samples[b][o].push(took);
+                }
             }
         }
     }
     samples
         .into_iter()
-        .map(|mut s| {
-            s.sort_unstable();
-            (percentile(&s, 50.0), percentile(&s, 99.0))
+        .map(|size| {
+            size.into_iter()
+                .map(|mut s| {
+                    s.sort_unstable();
+                    (percentile(&s, 50.0), percentile(&s, 99.0))
+                })
+                .collect()
         })
         .collect()
 }
@@ -447,55 +461,110 @@ fn verify(store: &Store) -> (Duration, u64) {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn measure_size(
-    store: &Store,
-    dir: &Path,
-    credentials: &Credentials,
-    events: &Events,
-    loaded: &Loaded,
-    samples: &[CredentialId],
+/// One size's store, loaded, with the services that read it.
+struct Opened {
+    dir: tempfile::TempDir,
+    store: Store,
+    credentials: Credentials,
+    events: Events,
+    loaded: Loaded,
+    /// Big's credentials that `get` reads: spread over all of them.
+    samples: Vec<CredentialId>,
     shape: Shape,
     load: Duration,
-    reps: usize,
-) -> Size {
-    let big = &loaded.accounts[0];
-    let (list_after, feed_after) = deep_cursors(credentials, store, &big.id);
-    let bench = Bench {
+    /// The process's resident memory once this store was loaded (after the sizes before it).
+    rss: u64,
+    /// Kept open: `events` would take its end for a shutdown.
+    _closing: tokio::sync::watch::Sender<bool>,
+}
+
+fn open_loaded(master: &MasterKey, name: &str, shape: Shape) -> Opened {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(dir.path(), master, Durability::Sync).expect("open");
+    let clock = Arc::new(SystemClock);
+    let credentials = Credentials::new(
+        store.clone(),
+        master.clone(),
+        clock.clone(),
+        Arc::new(keyledger::service::ids::Ids::new(clock)),
+    );
+    let (closing, never) = tokio::sync::watch::channel(false);
+    let events = Events::new(store.clone(), never);
+    let mut loaded = Loaded {
+        accounts: Vec::new(),
+        big: Vec::new(),
+        credentials: 0,
+    };
+    let load = load_to(&store, master, &mut loaded, shape);
+    let step = (loaded.big.len() / SAMPLES).max(1);
+    let samples = loaded
+        .big
+        .iter()
+        .step_by(step)
+        .take(SAMPLES)
+        .cloned()
+        .collect();
+    eprintln!(
+        "{name}: loaded {} events in {:.1} s into {}",
+        store.last_position().unwrap(),
+        load.as_secs_f64(),
+        dir.path().display()
+    );
+    Opened {
+        dir,
+        store,
         credentials,
         events,
+        loaded,
+        samples,
+        shape,
+        load,
+        rss: rss(),
+        _closing: closing,
+    }
+}
+
+fn bench_for(opened: &Opened) -> Bench<'_> {
+    let big = &opened.loaded.accounts[0];
+    let (list_after, feed_after) = deep_cursors(&opened.credentials, &opened.store, &big.id);
+    Bench {
+        credentials: &opened.credentials,
+        events: &opened.events,
         reader: Reader {
             account_id: big.id.clone(),
             key_id: big.key.clone(),
         },
         big: big.id.clone(),
-        samples,
+        samples: &opened.samples,
         list_after,
         feed_after,
         rt: tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
             .unwrap(),
-    };
-    let ops = measure(&bench, reps);
-    let resident = rss();
-    let (verify, verify_peak) = verify(store);
+    }
+}
+
+/// What one size costs: on disk, in memory, to verify and to rebuild.
+fn costs(opened: &Opened, ops: Vec<(Duration, Duration)>) -> Size {
+    let (verify, verify_peak) = verify(&opened.store);
     let rebuild = median(
         (0..3)
             .map(|_| {
                 let started = Instant::now();
-                store.rebuild().unwrap();
+                opened.store.rebuild().unwrap();
                 started.elapsed()
             })
             .collect(),
     );
     Size {
-        shape,
-        events: store.last_position().unwrap(),
-        credentials: loaded.credentials,
-        load,
-        disk: dir_bytes(dir),
-        keys_disk: dir_bytes(&dir.join("keys")),
-        rss: resident,
+        shape: opened.shape,
+        events: opened.store.last_position().unwrap(),
+        credentials: opened.loaded.credentials,
+        load: opened.load,
+        disk: dir_bytes(opened.dir.path()),
+        keys_disk: dir_bytes(&opened.dir.path().join("keys")),
+        rss: opened.rss,
         verify,
         verify_peak,
         rebuild,
@@ -515,21 +584,9 @@ fn main() {
         small.big as usize >= LIST_PAGE + 2,
         "at 1/{scale} big holds too few credentials at small size for a deep list page: use a scale of 10 or less"
     );
-    let dir = tempfile::tempdir().expect("temp dir");
     let master = MasterKey::generate();
-    let store = Store::open(dir.path(), &master, Durability::Sync).expect("open");
-    let clock = Arc::new(SystemClock);
-    let credentials = Credentials::new(
-        store.clone(),
-        master.clone(),
-        clock.clone(),
-        Arc::new(keyledger::service::ids::Ids::new(clock)),
-    );
-    let (_closing, never) = tokio::sync::watch::channel(false);
-    let events = Events::new(store.clone(), never);
     eprintln!(
-        "growth at 1/{scale} of the full shape into {}: small {} accounts / {} credentials / big {} / {} events, large {} / {} / {} / {}",
-        dir.path().display(),
+        "growth at 1/{scale} of the full shape: small {} accounts / {} credentials / big {} / {} events, large {} / {} / {} / {}",
         small.accounts,
         small.credentials,
         small.big,
@@ -539,44 +596,30 @@ fn main() {
         large.big,
         large.events
     );
-
-    let mut loaded = Loaded {
-        accounts: Vec::new(),
-        big: Vec::new(),
-        credentials: 0,
-    };
-    let mut sizes = Vec::new();
-    let mut samples = Vec::new();
-    for (name, shape) in [("small", small), ("large", large)] {
-        let load = load_to(&store, &master, &mut loaded, shape);
-        if samples.is_empty() {
-            let step = (loaded.big.len() / SAMPLES).max(1);
-            samples = loaded
-                .big
-                .iter()
-                .step_by(step)
-                .take(SAMPLES)
-                .cloned()
-                .collect();
-        }
-        eprintln!(
-            "{name}: loaded {} events in {:.1} s",
-            store.last_position().unwrap(),
-            load.as_secs_f64()
-        );
-        sizes.push(measure_size(
-            &store,
-            dir.path(),
-            &credentials,
-            &events,
-            &loaded,
-            &samples,
-            shape,
-            load,
-            reps,
-        ));
-    }
-    store.shutdown();
+    // Two stores, each loaded from empty, open side by side, so that their reads alternate.
+    let opened = [
+        open_loaded(&master, "small", small),
+        open_loaded(&master, "large", large),
+    ];
+    let benches: Vec<Bench<'_>> = opened.iter().map(bench_for).collect();
+    let ops = measure(&benches, reps);
+    drop(benches);
+    let sizes: Vec<Size> = opened
+        .iter()
+        .zip(ops)
+        .map(|(o, ops)| costs(o, ops))
+        .collect();
+    let [small_store, large_store] = opened;
+    small_store.store.shutdown();
+    drop(small_store);
+    large_store.store.shutdown();
+    let Opened {
+        dir,
+        store,
+        credentials,
+        events,
+        ..
+    } = large_store;
     drop(events);
     drop(credentials);
     drop(store);
@@ -618,15 +661,18 @@ fn main() {
         large_rate(b.verify) / ceiling,
         large_rate(b.rebuild) / ceiling,
     );
+    // Disk and verify's peak: large minus small, over the credentials between them. Memory: what
+    // the process grew by while the large store was loaded beside the open small one, over the
+    // large store's credentials.
     let per_100k = |x: u64, y: u64| {
         (y as f64 - x as f64) / (b.credentials - a.credentials) as f64 * 100_000.0 / 1e6
     };
+    let rss_per_100k = (b.rss as f64 - a.rss as f64) / b.credentials as f64 * 100_000.0 / 1e6;
     println!(
-        "\nper 100,000 credentials (large minus small): disk {:.0} MB of files, {:.0} MB of blocks (keys/ {:.0} MB of blocks); resident memory {:.0} MB; verify's peak addition {:.0} MB",
+        "\nper 100,000 credentials (large minus small): disk {:.0} MB of files, {:.0} MB of blocks (keys/ {:.0} MB of blocks); verify's peak addition {:.0} MB; resident memory (the large store's) {rss_per_100k:.0} MB",
         per_100k(a.disk.0, b.disk.0),
         per_100k(a.disk.1, b.disk.1),
         per_100k(a.keys_disk.1, b.keys_disk.1),
-        per_100k(a.rss, b.rss),
         per_100k(a.verify_peak, b.verify_peak),
     );
     println!(
@@ -684,10 +730,7 @@ fn main() {
             "disk per 100,000 credentials, blocks",
             per_100k(a.disk.1, b.disk.1),
         ),
-        (
-            "resident memory per 100,000 credentials",
-            per_100k(a.rss, b.rss),
-        ),
+        ("resident memory per 100,000 credentials", rss_per_100k),
     ] {
         Figure {
             bench: "growth",

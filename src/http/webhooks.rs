@@ -525,7 +525,7 @@ pub async fn test(
     let scope = KeyScope::account(&caller.account_id);
     idempotent(&req, scope, queued_response, move |_| async move {
         let id = super::path::webhook_id(&id)?;
-        Ok(state.webhooks.test(&caller.account_id, &id)?)
+        Ok(state.webhooks.test(&caller.account_id, &id).await?)
     })
     .await
 }
@@ -596,7 +596,8 @@ pub async fn redeliver(
         let id = super::path::webhook_id(&id)?;
         Ok(state
             .webhooks
-            .redeliver(&caller.account_id, &id, &delivery_id)?)
+            .redeliver(&caller.account_id, &id, &delivery_id)
+            .await?)
     })
     .await
 }

@@ -7,10 +7,11 @@
 //!
 //! It never runs on the request path or the writer. It holds the deliveries still to make in
 //! memory, per endpoint and by when each falls due: read from the outbox once when it starts,
-//! then fed by the writer with the rows of each durable group ([`Store::new_outbox_rows`]) and
-//! by the API with pings, redeliveries and endpoints whose waiting rows are to be read again
-//! ([`Doorbell`]). The outbox on disk stays what at-least-once rests on; the queue in memory
-//! only saves reading it on every wake. One wake (a durable group, a ring, a delivery ended, a
+//! then fed by the writer with the rows of each durable group ([`Store::new_outbox_rows`]: the
+//! outbox rows of events, and the pings and redeliveries the API queues through it) and by the
+//! API with endpoints whose waiting rows are to be read again ([`Doorbell`]). The outbox on
+//! disk stays what at-least-once rests on; the queue in memory only saves reading it on every
+//! wake. One wake (a durable group, a ring, a delivery ended, a
 //! retry due) starts every delivery that is due and has a slot; each delivery is its own task,
 //! at most [`PER_ENDPOINT`] at once per endpoint and [`IN_FLIGHT`] in all, so an endpoint that
 //! hangs holds its own slots only (until the timeout) and never another's.
@@ -78,42 +79,27 @@ impl DeliverySettings {
     }
 }
 
-/// What the API hands the dispatcher outside an append.
-enum Rung {
-    /// A delivery it queued in the outbox (a ping, a redelivery).
-    Queued(Delivery),
-    /// An endpoint that changed (enabled again, deleted): its rows on disk are read again.
-    Changed(WebhookId),
-}
-
-/// Where the API rings the dispatcher; it takes what was rung on its next wake.
+/// Where the API rings the dispatcher with endpoints that changed (enabled again, deleted):
+/// their rows on disk are read again on its next wake. Pings and redeliveries need no ring:
+/// they reach the outbox through the writer, which hands them over with its durable groups.
 #[derive(Default)]
 pub struct Doorbell {
-    rung: Mutex<Vec<Rung>>,
+    changed: Mutex<Vec<WebhookId>>,
     notify: Notify,
 }
 
 impl Doorbell {
-    fn ring(&self, rung: Rung) {
-        self.rung
+    /// An endpoint whose state changed: rows that waited for it are to be read again.
+    pub fn changed(&self, webhook_id: WebhookId) {
+        self.changed
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push(rung);
+            .push(webhook_id);
         self.notify.notify_one();
     }
 
-    /// A delivery written to the outbox outside an append.
-    pub fn queued(&self, delivery: Delivery) {
-        self.ring(Rung::Queued(delivery));
-    }
-
-    /// An endpoint whose state changed: rows that waited for it are to be read again.
-    pub fn changed(&self, webhook_id: WebhookId) {
-        self.ring(Rung::Changed(webhook_id));
-    }
-
-    fn take(&self) -> Vec<Rung> {
-        std::mem::take(&mut *self.rung.lock().unwrap_or_else(PoisonError::into_inner))
+    fn take(&self) -> Vec<WebhookId> {
+        std::mem::take(&mut *self.changed.lock().unwrap_or_else(PoisonError::into_inner))
     }
 }
 
@@ -232,15 +218,10 @@ impl Dispatcher {
                     continue;
                 }
             }
-            for rung in doorbell.take() {
-                match rung {
-                    Rung::Queued(delivery) => self.flight().take(vec![delivery]),
-                    Rung::Changed(webhook_id) => match store.outbox_of(&webhook_id) {
-                        Ok(rows) => self.flight().take(rows),
-                        Err(error) => {
-                            tracing::warn!(%error, "the webhook outbox could not be read");
-                        }
-                    },
+            for webhook_id in doorbell.take() {
+                match store.outbox_of(&webhook_id) {
+                    Ok(rows) => self.flight().take(rows),
+                    Err(error) => tracing::warn!(%error, "the webhook outbox could not be read"),
                 }
             }
             if sweep_at <= Instant::now() {

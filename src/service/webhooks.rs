@@ -410,8 +410,8 @@ impl Webhooks {
         }
     }
 
-    /// Queues a ping to the endpoint.
-    pub fn test(
+    /// Queues a ping to the endpoint; answers once the queued ping is durable.
+    pub async fn test(
         &self,
         account_id: &AccountId,
         webhook_id: &WebhookId,
@@ -430,14 +430,13 @@ impl Webhooks {
             tries: 0,
             next_at_ms: 0,
         };
-        let key = self.store.queue_delivery(webhook_id, &row)?;
-        self.doorbell.queued((key, webhook_id.clone(), row));
+        self.store.queue_delivery(webhook_id, &row).await?;
         Ok(Queued { delivery_id })
     }
 
     /// Queues one delivery of the endpoint again, with the same message id, from the start of
     /// the retry schedule.
-    pub fn redeliver(
+    pub async fn redeliver(
         &self,
         account_id: &AccountId,
         webhook_id: &WebhookId,
@@ -456,8 +455,7 @@ impl Webhooks {
             tries: 0,
             next_at_ms: 0,
         };
-        let key = self.store.queue_delivery(webhook_id, &row)?;
-        self.doorbell.queued((key, webhook_id.clone(), row));
+        self.store.queue_delivery(webhook_id, &row).await?;
         Ok(Queued {
             delivery_id: delivery_id.to_owned(),
         })

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::kv::{Kv, KvRead};
 use super::projection::{EventAt, ProjectionError, add_to_account_feed, apply_aggregate};
+use super::writer::Job;
 use super::{Store, StoreError, keys};
 use crate::domain::webhook::{self, Webhook, WebhookEvent};
 use crate::domain::{AccountId, WebhookId};
@@ -305,20 +306,23 @@ impl Store {
         Ok(())
     }
 
-    /// Queues a delivery to `webhook_id` outside an append: a ping, or a redelivery. Answers
-    /// its key.
-    pub fn queue_delivery(
+    /// Queues a delivery to `webhook_id` outside an append: a ping, or a redelivery. The row
+    /// goes through the writer (`Job::Rows`) and this answers once it is durable, after the
+    /// same flush and fdatasync as an append, so a delivery the API has accepted survives a
+    /// crash; the writer hands it to the dispatcher with its group's other outbox rows.
+    pub async fn queue_delivery(
         &self,
         webhook_id: &WebhookId,
         row: &OutboxRow,
-    ) -> Result<Vec<u8>, StoreError> {
+    ) -> Result<(), StoreError> {
         let key = match (&row.ping, row.position) {
             (Some(ping), _) => keys::outbox_message(webhook_id, &ping.message_id),
             (None, Some(position)) => keys::outbox_event(webhook_id, position),
             (None, None) => return Err(corrupt("outbox row", "neither an event nor a ping")),
         };
-        self.put_outbox(&key, row)?;
-        Ok(key)
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(Job::Rows((vec![(key, serde_json::to_vec(row)?)], tx)))?;
+        rx.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Appends an attempt to the endpoint's delivery log.

@@ -1,6 +1,7 @@
 //! Deliveries survive SIGKILL: the real binary, killed after events are acknowledged and before
 //! the receiver has taken them (it holds every request without answering), delivers each after
-//! a restart with the same `webhook-id`; three cycles, nothing lost.
+//! a restart with the same `webhook-id`; three cycles, nothing lost. A ping the API has accepted
+//! (`202`) survives a kill the moment it is answered, as an event's delivery does.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -33,6 +34,17 @@ async fn post(
     token: &str,
     body: Value,
 ) -> Value {
+    post_answering(client, server, path, token, body, 201).await
+}
+
+async fn post_answering(
+    client: &reqwest::Client,
+    server: &Binary,
+    path: &str,
+    token: &str,
+    body: Value,
+    status: u16,
+) -> Value {
     let response = client
         .post(format!("{}{path}", server.address))
         .bearer_auth(token)
@@ -40,7 +52,7 @@ async fn post(
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 201, "{path}");
+    assert_eq!(response.status(), status, "{path}");
     response.json().await.unwrap()
 }
 
@@ -159,4 +171,64 @@ async fn deliveries_outlive_sigkill_with_the_same_webhook_id() {
         held > 0,
         "no delivery was in flight at a kill: the test proved nothing"
     );
+}
+
+#[tokio::test]
+async fn an_accepted_ping_outlives_a_sigkill_right_after_its_answer() {
+    // What the receiver answered: each `webhook-id` it took (answered with 200).
+    let taken: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    let accepting = Arc::new(AtomicBool::new(false));
+    let (flag, record) = (accepting.clone(), taken.clone());
+    let receiver = FakeProvider::start(move |request| {
+        if !flag.load(Ordering::SeqCst) {
+            return Reply {
+                delay: Duration::from_secs(120),
+                ..Reply::status(200)
+            };
+        }
+        let id = request.header("webhook-id").unwrap_or_default().to_owned();
+        record.lock().unwrap().insert(id);
+        Reply::status(200)
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let master_key = MasterKey::generate().to_base64().expose().clone();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let (mut token, mut hook_id) = (String::new(), String::new());
+    for cycle in 0..CYCLES {
+        accepting.store(false, Ordering::SeqCst);
+        let mut server = start(dir.path(), &master_key);
+        if cycle == 0 {
+            let account = post(
+                &client,
+                &server,
+                "/v1/accounts",
+                ADMIN_TOKEN,
+                json!({"email": "ada@example.com"}),
+            )
+            .await;
+            token = account["api_key"].as_str().unwrap().to_owned();
+            let hook = json!({"url": format!("{}/hook", receiver.url), "events": ["*"]});
+            let hook = post(&client, &server, "/v1/webhooks", &token, hook).await;
+            hook_id = hook["webhook_id"].as_str().unwrap().to_owned();
+        }
+        let path = format!("/v1/webhooks/{hook_id}/test");
+        let queued = post_answering(&client, &server, &path, &token, json!({}), 202).await;
+        let ping = queued["delivery_id"].as_str().unwrap().to_owned();
+        // Answered: killed at once, well inside sled's own flush interval.
+        server.kill().expect("SIGKILL");
+
+        accepting.store(true, Ordering::SeqCst);
+        let mut server = start(dir.path(), &master_key);
+        eventually(
+            Duration::from_secs(30),
+            "the accepted ping delivered after the restart",
+            || async { taken.lock().unwrap().contains(&ping).then_some(()) },
+        )
+        .await;
+        server.kill().expect("stop");
+    }
 }
