@@ -19,10 +19,10 @@
 //!   of big's first page and of its last full page (50 credentials), `Events::page` of big's
 //!   account feed, first page and last full page (100 events), each checked.
 //! - **Cost**: the store's size on disk (file lengths and allocated blocks; `keys/` counted
-//!   apart), what the process's resident memory grew by while a size loaded, `Store::verify` at each
-//!   size (events/s, median of 3, and the resident memory it adds at its peak, sampled every
-//!   10 ms), and `Store::rebuild` of the sound store (the replay and comparison without the data
-//!   keys). Replays longer than 5 s log their phases to stderr.
+//!   apart), what the process's resident memory grew by while a size loaded, `Store::verify`
+//!   at each size (events/s, median of 3, and the resident memory it adds at its peak, sampled
+//!   every 10 ms), and `Store::rebuild` of the sound store (the replay and comparison without
+//!   the data keys). Replays longer than 5 s log their phases to stderr.
 //! - **Ceiling**: after shutdown, the large store's log is scanned with plain sled and a chained
 //!   HMAC per event (as in the pages bench); the large size's verify and rebuild are given as
 //!   ratios to it.
