@@ -22,9 +22,11 @@ import schemathesis
 # counter in interpreter-wide state, so two threads parsing at once (hypothesis parses source to
 # describe a strategy's lambdas, and the test runs two workers) can fail one of them with
 # "SystemError: AST constructor recursion depth mismatch" (python/cpython#106905), a runtime
-# error of the tool that says nothing about the server.
+# error of the tool that says nothing about the server. Re-entrant, so that a parse started
+# from inside a parse on the same thread (a warning or a finalizer that parses) cannot wait on
+# itself.
 _ast_parse = ast.parse
-_ast_lock = threading.Lock()
+_ast_lock = threading.RLock()
 
 
 def _serial_ast_parse(*args, **kwargs):
