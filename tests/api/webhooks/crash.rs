@@ -56,6 +56,29 @@ async fn post_answering(
     response.json().await.unwrap()
 }
 
+/// A new account and an endpoint of it at the receiver, subscribed to `events`: the account's
+/// token and the endpoint's id.
+async fn account_with_hook(
+    client: &reqwest::Client,
+    server: &Binary,
+    receiver: &str,
+    events: &str,
+) -> (String, String) {
+    let account = post(
+        client,
+        server,
+        "/v1/accounts",
+        ADMIN_TOKEN,
+        json!({"email": "ada@example.com"}),
+    )
+    .await;
+    let token = account["api_key"].as_str().unwrap().to_owned();
+    let hook = json!({"url": format!("{receiver}/hook"), "events": [events]});
+    let hook = post(client, server, "/v1/webhooks", &token, hook).await;
+    let hook_id = hook["webhook_id"].as_str().unwrap().to_owned();
+    (token, hook_id)
+}
+
 /// What the receiver saw: per credential (the event's `byok_id`), each `webhook-id` and whether
 /// that request was answered.
 type Seen = Arc<Mutex<Vec<(String, String, bool)>>>;
@@ -97,18 +120,8 @@ async fn deliveries_outlive_sigkill_with_the_same_webhook_id() {
         accepting.store(false, Ordering::SeqCst);
         let mut server = start(dir.path(), &master_key);
         if cycle == 0 {
-            let account = post(
-                &client,
-                &server,
-                "/v1/accounts",
-                ADMIN_TOKEN,
-                json!({"email": "ada@example.com"}),
-            )
-            .await;
-            token = account["api_key"].as_str().unwrap().to_owned();
-            let hook =
-                json!({"url": format!("{}/hook", receiver.url), "events": ["byok.registered"]});
-            post(&client, &server, "/v1/webhooks", &token, hook).await;
+            (token, _) =
+                account_with_hook(&client, &server, &receiver.url, "byok.registered").await;
         }
         let mut this_cycle = BTreeSet::new();
         for n in 0..EVENTS_PER_CYCLE {
@@ -202,18 +215,7 @@ async fn an_accepted_ping_outlives_a_sigkill_right_after_its_answer() {
         accepting.store(false, Ordering::SeqCst);
         let mut server = start(dir.path(), &master_key);
         if cycle == 0 {
-            let account = post(
-                &client,
-                &server,
-                "/v1/accounts",
-                ADMIN_TOKEN,
-                json!({"email": "ada@example.com"}),
-            )
-            .await;
-            token = account["api_key"].as_str().unwrap().to_owned();
-            let hook = json!({"url": format!("{}/hook", receiver.url), "events": ["*"]});
-            let hook = post(&client, &server, "/v1/webhooks", &token, hook).await;
-            hook_id = hook["webhook_id"].as_str().unwrap().to_owned();
+            (token, hook_id) = account_with_hook(&client, &server, &receiver.url, "*").await;
         }
         let path = format!("/v1/webhooks/{hook_id}/test");
         let queued = post_answering(&client, &server, &path, &token, json!({}), 202).await;
