@@ -11,8 +11,8 @@
 //! outbox rows of events, and the pings and redeliveries the API queues through it) and by the
 //! API with endpoints whose waiting rows are to be read again ([`Doorbell`]). The outbox on
 //! disk stays what at-least-once rests on; the queue in memory only saves reading it on every
-//! wake. One wake (a durable group, a ring, a delivery ended, a
-//! retry due) starts every delivery that is due and has a slot; each delivery is its own task,
+//! wake. One wake (a durable group, a ring, a delivery ended, a retry due) starts every
+//! delivery that is due and has a slot; each delivery is its own task,
 //! at most [`PER_ENDPOINT`] at once per endpoint and [`IN_FLIGHT`] in all, so an endpoint that
 //! hangs holds its own slots only (until the timeout) and never another's.
 //!

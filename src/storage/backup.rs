@@ -25,16 +25,15 @@
 use std::collections::HashSet;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 
 use super::keyring::Keyring;
-use super::open::{CHAIN_KEY_AD, STORE_SCHEMA_VERSION};
+use super::open::{CHAIN_KEY_AD, STORE_SCHEMA_VERSION, open_released};
 use super::verify::{self, VerifyReport, chain_hash};
-use super::{Durability, Store, StoreError, files, keys};
+use super::{Store, StoreError, files, keys};
 use crate::crypto::{DataKey, KeyedHasher, MasterKey, MasterKeyId};
 
 /// The version of the export format this build writes and reads.
@@ -380,20 +379,6 @@ fn import_into(
         store_id,
         verify,
     })
-}
-
-/// Opens the store just written, once sled's own threads have let go of it.
-fn open_released(dir: &Path, master: &MasterKey) -> Result<Store, StoreError> {
-    let mut tries = 0;
-    loop {
-        match Store::open_existing(dir, master, Durability::Sync) {
-            Err(StoreError::Locked) if tries < 100 => {
-                tries += 1;
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            other => return other,
-        }
-    }
 }
 
 /// Reads the backup and writes it, the schema row last: until it is written, the store refuses

@@ -63,6 +63,22 @@ impl Store {
     }
 }
 
+/// Opens an existing store that a plain sled handle (an import's writes, a test's rewrite) has
+/// just closed: sled's own threads may hold the store's lock for a moment after, so `Locked` is
+/// tried again for up to 5 s; any other answer is the store's.
+pub(super) fn open_released(dir: &Path, master: &MasterKey) -> Result<Store, StoreError> {
+    let mut tries = 0;
+    loop {
+        match Store::open_existing(dir, master, Durability::Sync) {
+            Err(StoreError::Locked) if tries < 100 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Refuses a `dir` that holds no store: missing, not a directory, or without sled's `db` file.
 pub fn require_store(dir: &Path) -> Result<(), StoreError> {
     let none = |reason| {
@@ -417,22 +433,6 @@ mod tests {
         db.flush().unwrap();
     }
 
-    /// `Store::open` of a directory that `downgrade` just closed: the plain sled's flusher may
-    /// still hold the directory's lock for a moment on a busy machine, so `Locked` is tried
-    /// again, up to 5 s; any other answer is the store's.
-    fn open_downgraded(dir: &Path, master: &MasterKey) -> Result<Store, StoreError> {
-        let mut tries = 0;
-        loop {
-            match Store::open(dir, master, Durability::Sync) {
-                Err(StoreError::Locked) if tries < 250 => {
-                    tries += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                opened => return opened,
-            }
-        }
-    }
-
     fn format_row(store: &Store) -> Option<u32> {
         let raw = store.inner.db.get(keys::PROJECTION_FORMAT).unwrap()?;
         Some(u32::from_be_bytes(raw.as_ref().try_into().unwrap()))
@@ -447,7 +447,7 @@ mod tests {
             recorded_store(dir.path(), &master).await;
             downgrade(dir.path(), format);
 
-            let store = open_downgraded(dir.path(), &master).unwrap();
+            let store = open_released(dir.path(), &master).unwrap();
             assert_eq!(format_row(&store), Some(projection::FORMAT_VERSION));
             let stored = store.load::<Credential>(&stream()).unwrap().unwrap();
             assert_eq!(stored.stream_version, 2);
@@ -473,7 +473,7 @@ mod tests {
             dir.path(),
             Some(&projection::FORMAT_VERSION.to_be_bytes()[..]),
         );
-        let store = open_downgraded(dir.path(), &master).unwrap();
+        let store = open_released(dir.path(), &master).unwrap();
         assert!(store.load::<Credential>(&stream()).is_err());
         let report = store.verify().unwrap();
         assert_eq!(
@@ -489,7 +489,7 @@ mod tests {
         let master = MasterKey::generate();
         recorded_store(dir.path(), &master).await;
         downgrade(dir.path(), Some(b"two"));
-        let opened = open_downgraded(dir.path(), &master);
+        let opened = open_released(dir.path(), &master);
         assert!(
             matches!(opened, Err(StoreError::Corrupt { .. })),
             "{:?}",

@@ -56,6 +56,17 @@ async fn post_answering(
     response.json().await.unwrap()
 }
 
+/// Where the server's store goes, the master key it is started with, and a client for it.
+fn setting() -> (tempfile::TempDir, String, reqwest::Client) {
+    let dir = tempfile::tempdir().unwrap();
+    let master_key = MasterKey::generate().to_base64().expose().clone();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    (dir, master_key, client)
+}
+
 /// A new account and an endpoint of it at the receiver, subscribed to `events`: the account's
 /// token and the endpoint's id.
 async fn account_with_hook(
@@ -108,12 +119,7 @@ async fn deliveries_outlive_sigkill_with_the_same_webhook_id() {
         }
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let master_key = MasterKey::generate().to_base64().expose().clone();
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
+    let (dir, master_key, client) = setting();
     let mut token = String::new();
     let mut acknowledged = Vec::new();
     for cycle in 0..CYCLES {
@@ -204,12 +210,7 @@ async fn an_accepted_ping_outlives_a_sigkill_right_after_its_answer() {
         Reply::status(200)
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let master_key = MasterKey::generate().to_base64().expose().clone();
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
+    let (dir, master_key, client) = setting();
     let (mut token, mut hook_id) = (String::new(), String::new());
     for cycle in 0..CYCLES {
         accepting.store(false, Ordering::SeqCst);
