@@ -13,6 +13,11 @@ use keyledger::es::EventMeta;
 use keyledger::service::clock::SystemClock;
 use keyledger::service::ids::Ids;
 
+/// The allocator the `keyledger` binary ships with (docs/adr/0026), so that a bench measures the
+/// store as the server and the CLI run it; the ceiling in the same binary allocates with it too.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A knob from the environment (`_` allowed as a digit separator), or `default`.
 pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
